@@ -1,0 +1,59 @@
+"""Stateless building blocks shared by the vision tower and the text decoder.
+
+Axis alphabet: B batch, T query length, S key length, N query heads, K kv heads, G = N/K,
+H head dim, D model dim, F MLP dim. Kernels are stored `[in, out]` (transposed from torch).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# Softmax masking value: finite so that a fully masked row (a padding query) gives a uniform
+# distribution instead of NaN, as transformers does with `finfo.min`.
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+  """RMSNorm in float32, cast back before the scale (transformers' order of operations)."""
+  x32 = x.astype(jnp.float32)
+  y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return scale * y.astype(x.dtype)
+
+
+def dense(x: jax.Array, p: dict) -> jax.Array:
+  """`x @ kernel (+ bias)` over the last axis."""
+  y = jnp.einsum("...i,io->...o", x, p["kernel"])
+  return y + p["bias"] if "bias" in p else y
+
+
+def activation(name: str):
+  """HF ACT2FN names to jax functions (`gelu` is the exact erf form)."""
+  return {
+      "silu": jax.nn.silu,
+      "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+      "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+      "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+  }[name]
+
+
+def gated_mlp(x: jax.Array, p: dict, act: str) -> jax.Array:
+  """SwiGLU-style MLP: down(act(gate(x)) * up(x)); biases where the params have them."""
+  return dense(activation(act)(dense(x, p["gate"])) * dense(x, p["up"]), p["down"])
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+  """Grouped-query softmax attention.
+
+  q: [B, T, N, H]; k, v: [B, S, K, H]; mask: bool, broadcastable to [B, T, S] (True = attend).
+  Logits and softmax in float32; returns [B, T, N, H] in v's dtype.
+  """
+  b, t, n, h = q.shape
+  kv_heads = k.shape[2]
+  q = q.reshape(b, t, kv_heads, n // kv_heads, h)
+  logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
+  logits = logits * (h ** -0.5)
+  logits = jnp.where(mask[:, None, None, :, :], logits, _MASK_VALUE)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+  return out.reshape(b, t, n, h)

@@ -1,0 +1,157 @@
+"""The forward pass: HF processor arrays -> logits, on one functional model core.
+
+Two stages:
+  * `prepare_inputs` (host, numpy): validates the arrays the HF Qwen2.5-VL processor returns and
+    derives what depends on their *values*: M-RoPE positions and rope deltas, the vision window
+    layout, and where vision embeddings go in the token sequence.
+  * `apply` (device, jittable): embeddings, the vision tower, the decoder, with an optional KV
+    cache. The sampler, the log-prob kernel, GRPO and the judges all call `apply`.
+`forward` is the two together plus the LM head.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from vlm_jax import rope, text, vision
+from vlm_jax.config import ModelConfig
+
+
+def _as_2d(name: str, x) -> np.ndarray:
+  x = np.asarray(x)
+  if x.ndim == 1:
+    x = x[None]
+  if x.ndim != 2:
+    raise ValueError(f"{name} must have shape [batch, seq], got {x.shape}")
+  return x
+
+
+def _check_visual(config: ModelConfig, input_ids, pixels, grid, token_id, kind: str):
+  """Validate one modality; returns (pixels, grid) or (None, None) when absent."""
+  n_tokens = int((input_ids == token_id).sum())
+  pv_name = "pixel_values" if kind == "image" else "pixel_values_videos"
+  if pixels is None:
+    if n_tokens:
+      raise ValueError(f"input_ids hold {n_tokens} {kind} tokens but {pv_name} is None")
+    return None, None
+  if grid is None:
+    raise ValueError(f"{pv_name} given without {kind}_grid_thw")
+  grid = vision.check_grid(grid, config.vision, f"{kind}_grid_thw")
+  pixels = np.asarray(pixels)
+  want_patches = int(grid.prod(-1).sum())
+  if pixels.shape != (want_patches, config.vision.patch_dim):
+    raise ValueError(f"{pv_name} has shape {pixels.shape}; {kind}_grid_thw {grid.tolist()} needs "
+                     f"({want_patches}, {config.vision.patch_dim})")
+  want_tokens = want_patches // config.vision.merge_unit
+  if n_tokens != want_tokens:
+    per_sample = (input_ids == token_id).sum(-1).tolist()
+    raise ValueError(f"input_ids hold {n_tokens} {kind} tokens (per sample {per_sample}) but "
+                     f"{kind}_grid_thw {grid.tolist()} gives {want_tokens} merged patches")
+  return pixels, grid
+
+
+def prepare_inputs(config: ModelConfig, input_ids, attention_mask=None, pixel_values=None,
+                   image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None,
+                   second_per_grid_ts=None, mm_token_type_ids=None, position_ids=None,
+                   rope_resume: str = "spatial") -> dict:
+  """Validate HF-processor arrays and build the device inputs of `apply` (a dict of arrays).
+
+  Returns: input_ids int32 [B, T]; token_mask bool [B, T]; positions int32 [3, B, T];
+  rope_deltas int32 [B, 1]; and with images/videos: pixel_values [P, patch_dim] (images first,
+  then videos), vision_layout (dict of index arrays) and vision_scatter int32 [M] (flat B*T slots
+  of the vision tokens, images then videos, in sequence order).
+  """
+  ids = _as_2d("input_ids", input_ids).astype(np.int64)
+  mask = np.ones_like(ids) if attention_mask is None else _as_2d("attention_mask", attention_mask)
+  if mask.shape != ids.shape:
+    raise ValueError(f"attention_mask shape {mask.shape} != input_ids shape {ids.shape}")
+  vocab = config.text.vocab_size
+  if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+    raise ValueError(f"input_ids outside [0, {vocab}): min {ids.min()}, max {ids.max()}")
+  img, img_grid = _check_visual(config, ids, pixel_values, image_grid_thw,
+                                config.image_token_id, "image")
+  vid, vid_grid = _check_visual(config, ids, pixel_values_videos, video_grid_thw,
+                                config.video_token_id, "video")
+  if mm_token_type_ids is None:
+    mm_token_type_ids = ((ids == config.image_token_id) * 1 + (ids == config.video_token_id) * 2)
+  if position_ids is None:
+    positions, deltas = rope.get_rope_index(
+        ids, mm_token_type_ids, img_grid, vid_grid, second_per_grid_ts, mask,
+        spatial_merge_size=config.vision.spatial_merge_size,
+        tokens_per_second=config.vision.tokens_per_second, resume=rope_resume)
+  else:
+    positions = np.asarray(position_ids)
+    positions = np.broadcast_to(positions, (3,) + ids.shape) if positions.ndim == 2 else positions
+    deltas = positions.max(axis=(0, 2))[:, None] + 1 - ids.shape[1]
+  inputs = {"input_ids": ids.astype(np.int32), "token_mask": mask.astype(bool),
+            "positions": positions.astype(np.int32), "rope_deltas": deltas.astype(np.int32)}
+  if img is not None or vid is not None:
+    pixels = [p for p in (img, vid) if p is not None]
+    grids = [g for g in (img_grid, vid_grid) if g is not None]
+    layout = vision.vision_layout(np.concatenate(grids), config.vision)
+    inputs["pixel_values"] = np.concatenate(pixels).astype(np.float32)
+    inputs["vision_layout"] = {k: v.astype(np.int32)
+                               for k, v in vision.layout_arrays(layout).items()}
+    slots = [np.flatnonzero(ids == t) for t, p in
+             ((config.image_token_id, img), (config.video_token_id, vid)) if p is not None]
+    inputs["vision_scatter"] = np.concatenate(slots).astype(np.int32)
+  return inputs
+
+
+def embed(params: dict, config: ModelConfig, inputs: dict) -> jax.Array:
+  """Token embeddings [B, T, D] with vision-tower outputs written into the vision-token slots."""
+  x = params["text"]["embed"]["embedding"][inputs["input_ids"]]
+  if "pixel_values" in inputs:
+    feats = vision.vision_forward(params["vision"], config.vision, inputs["pixel_values"],
+                                  inputs["vision_layout"])
+    b, t, d = x.shape
+    x = x.reshape(b * t, d).at[inputs["vision_scatter"]].set(feats.astype(x.dtype))
+    x = x.reshape(b, t, d)
+  return x
+
+
+def apply(params: dict, config: ModelConfig, inputs: dict,
+          cache: dict | None = None) -> tuple[jax.Array, dict | None]:
+  """Final hidden states [B, T, D] and the updated KV cache (None in, None out)."""
+  x = embed(params, config, inputs)
+  return text.decoder(params["text"], config.text, x, inputs["positions"], inputs["token_mask"],
+                      cache)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _logits(params, config: ModelConfig, inputs):
+  hidden, _ = apply(params, config, inputs)
+  return text.lm_head(params["text"], config.text, hidden)
+
+
+def forward(params: dict, config: ModelConfig, input_ids, attention_mask=None, pixel_values=None,
+            image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None,
+            second_per_grid_ts=None, mm_token_type_ids=None, position_ids=None) -> jax.Array:
+  """float32 logits [B, T, V] for the arrays HF's Qwen2.5-VL processor returns.
+
+  Always uses 3-D M-RoPE positions (derived from input_ids when mm_token_type_ids is absent),
+  unlike transformers 5, which silently falls back to 1-D positions without mm_token_type_ids.
+  Logits at padding positions are meaningless.
+  """
+  inputs = prepare_inputs(config, input_ids, attention_mask, pixel_values, image_grid_thw,
+                          pixel_values_videos, video_grid_thw, second_per_grid_ts,
+                          mm_token_type_ids, position_ids)
+  inputs.pop("rope_deltas")
+  return _logits(params, config, inputs)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _vision(params, config: ModelConfig, pixel_values, layout):
+  return vision.vision_forward(params["vision"], config.vision, pixel_values, layout)
+
+
+def vision_embeddings(params: dict, config: ModelConfig, pixel_values, grid_thw) -> jax.Array:
+  """Merged vision embeddings [M, D] (what transformers' `get_image_features` concatenates)."""
+  grid = vision.check_grid(grid_thw, config.vision, "grid_thw")
+  layout = vision.layout_arrays(vision.vision_layout(grid, config.vision))
+  return _vision(params, config, np.asarray(pixel_values, np.float32),
+                 {k: v.astype(np.int32) for k, v in layout.items()})

@@ -1,0 +1,134 @@
+"""Rotary position embeddings: 1-D, the vision tower's 2-D (h, w), and M-RoPE with `get_rope_index`.
+
+Convention (transformers' `rotate_half`): the head dim is split in halves [x1, x2] and rotated as
+x*cos + [-x2, x1]*sin, with cos/sin = cat(freqs, freqs). All angle maths is float32.
+
+`get_rope_index` and `vision_position_ids` run on the host in numpy: they depend on the values of
+`input_ids` and `image_grid_thw`, which decide array shapes anyway.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+
+def inv_freq(dim: int, theta: float) -> np.ndarray:
+  """1 / theta^(2i/dim) for i < dim/2, float32 as transformers computes it."""
+  exponent = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
+  return (1.0 / (np.float32(theta) ** exponent)).astype(np.float32)
+
+
+def rotate_half(x: jax.Array) -> jax.Array:
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  return jnp.concatenate([-x2, x1], axis=-1)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """x: [..., T, N, H]; cos/sin: [..., T, H] float32. Rotation in float32, result in x.dtype."""
+  x32 = x.astype(jnp.float32)
+  out = x32 * cos[..., None, :] + rotate_half(x32) * sin[..., None, :]
+  return out.astype(x.dtype)
+
+
+def mrope_cos_sin(positions: jax.Array, head_dim: int, theta: float,
+                  section: tuple[int, ...] | None) -> tuple[jax.Array, jax.Array]:
+  """cos/sin [B, T, H] from positions [3, B, T] (t, h, w streams) or [B, T] (1-D).
+
+  M-RoPE: frequency i takes its angle from stream 0 for the first section[0] frequencies, from
+  stream 1 for the next section[1], from stream 2 for the last section[2].
+  """
+  freqs_per_stream = positions[..., None].astype(jnp.float32) * inv_freq(head_dim, theta)
+  if positions.ndim == 2:
+    freqs = freqs_per_stream
+  else:
+    bounds = np.cumsum((0,) + tuple(section))
+    freqs = jnp.concatenate(
+        [freqs_per_stream[i % 3, ..., bounds[i]:bounds[i + 1]] for i in range(len(section))], -1)
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def vision_cos_sin(pos_hw: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+  """cos/sin [P, H] for patch coordinates pos_hw [P, 2]: H/4 frequencies each for h and w."""
+  freqs = pos_hw[..., None].astype(jnp.float32) * inv_freq(head_dim // 2, theta)  # [P, 2, H/4]
+  freqs = jnp.concatenate([freqs[:, 0], freqs[:, 1]], axis=-1)
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def vision_position_ids(grid_thw: np.ndarray, merge: int) -> np.ndarray:
+  """(h, w) coordinates [P, 2] of every patch, in the processor's merge-group order."""
+  out = []
+  for t, h, w in np.asarray(grid_thw).tolist():
+    hh, ww = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    block = (h // merge, merge, w // merge, merge)
+    hh = hh.reshape(block).transpose(0, 2, 1, 3).reshape(-1)
+    ww = ww.reshape(block).transpose(0, 2, 1, 3).reshape(-1)
+    out.append(np.tile(np.stack([hh, ww], -1), (t, 1)))
+  return np.concatenate(out, 0) if out else np.zeros((0, 2), np.int64)
+
+
+def _vision_block_positions(start: int, grid_thw, merge: int, time_interval: float) -> np.ndarray:
+  t, h, w = (int(x) for x in grid_thw)
+  tt = (np.arange(t) * time_interval).astype(np.int64) + start  # truncation, as torch .long()
+  hh = np.arange(h // merge) + start
+  ww = np.arange(w // merge) + start
+  grid = np.meshgrid(tt, hh, ww, indexing="ij")
+  return np.stack(grid, 0).reshape(3, -1)
+
+
+def get_rope_index(input_ids: np.ndarray, mm_token_type_ids: np.ndarray,
+                   image_grid_thw=None, video_grid_thw=None, second_per_grid_ts=None,
+                   attention_mask=None, *, spatial_merge_size: int = 2,
+                   tokens_per_second: float = 2, resume: str = "spatial"):
+  """M-RoPE positions [3, B, T] and deltas [B, 1] (decode position = cache position + delta).
+
+  Text tokens count up on all three streams; a vision block of grid (t, h, w) gets
+  (start + t*interval, start + row, start + col) with interval = tokens_per_second *
+  second_per_grid_t for videos and 1 for images. Padding (attention_mask == 0) gets position 1
+  and is skipped when counting, so left and right padding give the same positions to real tokens.
+
+  `resume` says where text continues after a vision block: "spatial" (transformers 5: start +
+  max(h, w) / merge) or "max" (transformers 4 / the original Qwen code: max position + 1). The two
+  differ only for videos whose temporal positions outrun their spatial size.
+  """
+  input_ids = np.asarray(input_ids)
+  types = np.asarray(mm_token_type_ids)
+  batch, length = input_ids.shape
+  mask = np.ones_like(input_ids, bool) if attention_mask is None else np.asarray(attention_mask) == 1
+  grids = {1: iter(np.asarray(image_grid_thw).tolist() if image_grid_thw is not None else []),
+           2: iter(np.asarray(video_grid_thw).tolist() if video_grid_thw is not None else [])}
+  seconds = iter(np.asarray(second_per_grid_ts).tolist() if second_per_grid_ts is not None else [])
+  positions = np.ones((3, batch, length), np.int64)
+  deltas = np.zeros((batch, 1), np.int64)
+  for b in range(batch):
+    kinds = types[b][mask[b]]
+    chunks, pos, i = [], 0, 0
+    while i < len(kinds):
+      j = i
+      while j < len(kinds) and kinds[j] == kinds[i]:
+        j += 1
+      if kinds[i] == 0:
+        chunks.append(np.broadcast_to(np.arange(j - i) + pos, (3, j - i)))
+        pos += j - i
+      else:
+        grid = next(grids[int(kinds[i])])
+        interval = tokens_per_second * next(seconds, 1.0) if kinds[i] == 2 else 1
+        block = _vision_block_positions(pos, grid, spatial_merge_size, interval)
+        chunks.append(block)
+        pos = (int(block.max()) + 1 if resume == "max"
+               else pos + max(grid[1], grid[2]) // spatial_merge_size)
+      i = j
+    llm = np.concatenate(chunks, 1) if chunks else np.zeros((3, 0), np.int64)
+    positions[:, b, mask[b]] = llm
+    deltas[b, 0] = (llm.max() + 1 if llm.size else 0) - len(kinds)
+  return positions, deltas
+
+
+def text_positions(attention_mask: np.ndarray) -> np.ndarray:
+  """1-D positions [B, T] for text-only inputs: count over real tokens, padding at 1."""
+  mask = np.asarray(attention_mask)
+  pos = np.cumsum(mask, -1) - 1
+  return np.where(mask == 1, pos, 1).astype(np.int64)

@@ -1,0 +1,85 @@
+"""The text decoder (Qwen2; Qwen3 with `qk_norm`), a `lax.scan` over stacked layers.
+
+KV cache (explicit, functional): {"k", "v": [L, B, S, K, H], "mask": [B, S] bool (slot holds a real
+token), "end": int32 scalar (next free slot)}. A call with T new tokens writes slots
+end..end+T-1 and returns the updated cache; query t may attend slot s iff s <= end + t and the
+slot is a real token. Without a cache, S = T and the same rule applies with end = 0.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vlm_jax import layers, rope
+from vlm_jax.config import TextConfig
+
+
+def init_cache(config: TextConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
+  shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+          "mask": jnp.zeros((batch, max_len), bool), "end": jnp.zeros((), jnp.int32)}
+
+
+def _qkv(h, p, config: TextConfig):
+  q = jnp.einsum("BTD,DNH->BTNH", h, p["q"]["kernel"])
+  k = jnp.einsum("BTD,DKH->BTKH", h, p["k"]["kernel"])
+  v = jnp.einsum("BTD,DKH->BTKH", h, p["v"]["kernel"])
+  if config.qkv_bias:
+    q, k, v = q + p["q"]["bias"], k + p["k"]["bias"], v + p["v"]["bias"]
+  if config.qk_norm:
+    q = layers.rms_norm(q, p["q_norm"]["scale"], config.rms_norm_eps)
+    k = layers.rms_norm(k, p["k_norm"]["scale"], config.rms_norm_eps)
+  return q, k, v
+
+
+def _layer(x, p, layer_cache, cos, sin, mask, end, config: TextConfig):
+  h = layers.rms_norm(x, p["input_norm"]["scale"], config.rms_norm_eps)
+  q, k, v = _qkv(h, p, config)
+  q, k = rope.apply_rope(q, cos, sin), rope.apply_rope(k, cos, sin)
+  if layer_cache is not None:
+    k = jax.lax.dynamic_update_slice_in_dim(layer_cache[0], k.astype(layer_cache[0].dtype), end, 1)
+    v = jax.lax.dynamic_update_slice_in_dim(layer_cache[1], v.astype(layer_cache[1].dtype), end, 1)
+  attn = layers.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+  x = x + jnp.einsum("BTNH,NHD->BTD", attn, p["o"]["kernel"])
+  h = layers.rms_norm(x, p["post_norm"]["scale"], config.rms_norm_eps)
+  return x + layers.gated_mlp(h, p["mlp"], config.hidden_act), (k, v)
+
+
+def decoder(params: dict, config: TextConfig, x: jax.Array, positions: jax.Array,
+            token_mask: jax.Array, cache: dict | None = None) -> tuple[jax.Array, dict | None]:
+  """x [B, T, D] embeddings -> final-normed hidden [B, T, D], updated cache.
+
+  positions: [3, B, T] (M-RoPE) or [B, T]; token_mask: [B, T] bool, False for padding.
+  """
+  t = x.shape[1]
+  cos, sin = rope.mrope_cos_sin(positions, config.head_dim, config.rope_theta, config.mrope_section)
+  end = jnp.zeros((), jnp.int32) if cache is None else cache["end"]
+  if cache is None:
+    slot_mask = token_mask
+  else:
+    slot_mask = jax.lax.dynamic_update_slice_in_dim(cache["mask"], token_mask, end, 1)
+  slots = jnp.arange(slot_mask.shape[1])
+  causal = slots[None, :] <= (end + jnp.arange(t))[:, None]  # [T, S]
+  mask = causal[None] & slot_mask[:, None, :]
+
+  def body(x, xs):
+    p, layer_cache = xs
+    x, kv = _layer(x, p, layer_cache, cos, sin, mask, end, config)
+    return x, (None if cache is None else kv)  # no per-layer K/V output without a cache
+
+  kv = None if cache is None else (cache["k"], cache["v"])
+  x, new_kv = jax.lax.scan(body, x, (params["layers"], kv))
+  x = layers.rms_norm(x, params["norm"]["scale"], config.rms_norm_eps)
+  if cache is None:
+    return x, None
+  return x, {"k": new_kv[0], "v": new_kv[1], "mask": slot_mask, "end": end + t}
+
+
+def lm_head(params: dict, config: TextConfig, hidden: jax.Array) -> jax.Array:
+  """hidden [..., D] -> float32 logits [..., V] (tied embeddings when the config says so)."""
+  if config.tie_word_embeddings:
+    return jnp.einsum("...D,VD->...V", hidden, params["embed"]["embedding"],
+                      preferred_element_type=jnp.float32)
+  return jnp.einsum("...D,DV->...V", hidden, params["lm_head"]["kernel"],
+                    preferred_element_type=jnp.float32)
