@@ -214,11 +214,11 @@ def _set(tree: dict, path: str, value) -> None:
 def load_hf(path: str, dtype="float32", config: ModelConfig | None = None):
   """(config, params) from a local HF Qwen2.5-VL checkpoint directory.
 
-  Every tensor is cast to `dtype`. Missing, unexpected or mis-shaped keys raise one ValueError
+  Every tensor is cast to `dtype` (None: keep the stored dtype). Missing, unexpected or mis-shaped keys raise one ValueError
   listing all of them.
   """
   config = config or config_lib.from_hf(path)
-  dtype = jnp.dtype(dtype)
+  dtype = None if dtype is None else jnp.dtype(dtype)
   tensors = _index_files(path)
   text_prefix = _detect_prefix(tensors, _TEXT_PREFIXES, "layers.0.")
   vision_prefix = _detect_prefix(tensors, _VISION_PREFIXES, "patch_embed.")
@@ -239,7 +239,7 @@ def load_hf(path: str, dtype="float32", config: ModelConfig | None = None):
     for j, path_ in enumerate(rule.ours):
       arrays = [p[j] for p in parts]
       value = arrays[0] if n is None else np.stack(arrays)
-      _set(params, path_, value.astype(dtype))
+      _set(params, path_, value if dtype is None else value.astype(dtype))
   unexpected = sorted(set(tensors) - used)
   if config.text.tie_word_embeddings and "lm_head.weight" in unexpected:
     unexpected.remove("lm_head.weight")  # some tied checkpoints still store the copy

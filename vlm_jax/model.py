@@ -86,7 +86,7 @@ def prepare_inputs(config: ModelConfig, input_ids, attention_mask=None, pixel_va
   else:
     positions = np.asarray(position_ids)
     positions = np.broadcast_to(positions, (3,) + ids.shape) if positions.ndim == 2 else positions
-    deltas = positions.max(axis=(0, 2))[:, None] + 1 - ids.shape[1]
+    deltas = positions.max(axis=(0, 2))[:, None] + 1 - mask.sum(-1, keepdims=True)
   inputs = {"input_ids": ids.astype(np.int32), "token_mask": mask.astype(bool),
             "positions": positions.astype(np.int32), "rope_deltas": deltas.astype(np.int32)}
   if img is not None or vid is not None:

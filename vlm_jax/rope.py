@@ -83,7 +83,8 @@ def get_rope_index(input_ids: np.ndarray, mm_token_type_ids: np.ndarray,
                    image_grid_thw=None, video_grid_thw=None, second_per_grid_ts=None,
                    attention_mask=None, *, spatial_merge_size: int = 2,
                    tokens_per_second: float = 2, resume: str = "spatial"):
-  """M-RoPE positions [3, B, T] and deltas [B, 1] (decode position = cache position + delta).
+  """M-RoPE positions [3, B, T] and deltas [B, 1]: a later token at real-token index n (padding
+  not counted) gets position n + delta on all three streams.
 
   Text tokens count up on all three streams; a vision block of grid (t, h, w) gets
   (start + t*interval, start + row, start + col) with interval = tokens_per_second *

@@ -1,0 +1,84 @@
+"""M-RoPE positions, vision coordinates and window layout vs transformers (exact integers)."""
+
+import numpy as np
+import pytest
+
+from vlm_jax import rope, vision
+from vlm_jax.config import VisionConfig
+from tests.vlm_jax import hf_models
+
+torch = pytest.importorskip("torch")
+
+SAMPLES = {
+    "left_padded_two_images": ([[3, ("image", (1, 8, 12)), 4, ("image", (1, 4, 6)), 2],
+                                [5, ("image", (1, 12, 20)), 1]], "left"),
+    "right_padded": ([[3, ("image", (1, 8, 12)), 4], [5, ("image", (1, 12, 20)), 9]], "right"),
+    "video_and_text_only": ([[2, ("video", (4, 8, 8), 2.0), 3], [7],
+                             [1, ("image", (1, 6, 6)), ("video", (2, 4, 6), 0.5), 2]], "left"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAMPLES))
+def test_get_rope_index_matches_transformers(case):
+  model = hf_models.hf_model("base")
+  samples, padding = SAMPLES[case]
+  batch = hf_models.build_batch(samples, 1176, padding)
+  kw = dict(image_grid_thw=batch.get("image_grid_thw"), video_grid_thw=batch.get("video_grid_thw"),
+            second_per_grid_ts=batch.get("second_per_grid_ts"),
+            attention_mask=batch["attention_mask"])
+  want_pos, want_delta = model.model.get_rope_index(
+      torch.tensor(batch["input_ids"]), torch.tensor(batch["mm_token_type_ids"]),
+      **{k: None if v is None else torch.tensor(v) for k, v in kw.items()})
+  got_pos, got_delta = rope.get_rope_index(batch["input_ids"], batch["mm_token_type_ids"], **kw,
+                                           spatial_merge_size=2, tokens_per_second=2)
+  real = batch["attention_mask"] == 1
+  np.testing.assert_array_equal(got_pos[:, real], want_pos.numpy()[:, real])
+  np.testing.assert_array_equal(got_delta, want_delta.numpy())
+
+
+def test_rope_index_hand_values():
+  # text(2) image(1x4x6 -> 2x3 merged) text(2); left padded by 1.
+  ids = np.array([[0, 5, 5, 9, 9, 9, 9, 9, 9, 5, 5]])
+  types = (ids == 9).astype(int)
+  mask = np.array([[0] + [1] * 10])
+  pos, delta = rope.get_rope_index(ids, types, [[1, 4, 6]], attention_mask=mask)
+  np.testing.assert_array_equal(pos[0, 0], [1, 0, 1, 2, 2, 2, 2, 2, 2, 5, 6])   # t
+  np.testing.assert_array_equal(pos[1, 0], [1, 0, 1, 2, 2, 2, 3, 3, 3, 5, 6])   # h
+  np.testing.assert_array_equal(pos[2, 0], [1, 0, 1, 2, 3, 4, 2, 3, 4, 5, 6])   # w
+  assert delta[0, 0] == 7 - 10  # max position 6, + 1, minus the number of real tokens
+
+
+def test_rope_index_resume_modes_differ_only_for_long_videos():
+  # video of 4 temporal patches at 2 s each, 4 tokens/s: t positions 0, 8, 16, 24; spatial 2x2.
+  ids = np.array([[5] + [9] * 16 + [5]])
+  types = (ids == 9) * 2
+  kw = dict(video_grid_thw=[[4, 4, 4]], second_per_grid_ts=[2.0], tokens_per_second=4)
+  spatial, _ = rope.get_rope_index(ids, types, **kw, resume="spatial")
+  maximum, _ = rope.get_rope_index(ids, types, **kw, resume="max")
+  assert spatial[0, 0, -1] == 1 + 2           # transformers 5: start + max(h, w) / merge
+  assert maximum[0, 0, -1] == 1 + 24 + 1      # original Qwen code: max position + 1
+  np.testing.assert_array_equal(spatial[:, :, :-1], maximum[:, :, :-1])
+
+
+GRIDS = [[[1, 8, 8]], [[1, 12, 20]], [[1, 6, 34], [2, 16, 4]], [[3, 10, 14]], [[1, 2, 2]]]
+
+
+@pytest.mark.parametrize("window_size", [112, 56])
+@pytest.mark.parametrize("grid", GRIDS)
+def test_window_index_matches_transformers(grid, window_size):
+  from transformers.vision_utils import get_vision_window_index
+  want_index, want_cu = get_vision_window_index(torch.tensor(grid), 2, window_size, 14)
+  config = VisionConfig(window_size=window_size)
+  layout = vision.vision_layout(np.array(grid), config)
+  np.testing.assert_array_equal(layout.window_index, want_index.numpy())
+  # Window segments of the permuted patches must reproduce HF's cumulative window lengths.
+  boundaries = np.flatnonzero(np.diff(layout.window_segment)) + 1
+  cu = np.concatenate([[0], boundaries, [len(layout.window_segment)]])
+  np.testing.assert_array_equal(cu, want_cu.numpy())
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+def test_vision_position_ids_match_transformers(grid):
+  from transformers.vision_utils import get_vision_position_ids
+  want = get_vision_position_ids(torch.tensor(grid), 2).numpy()
+  np.testing.assert_array_equal(rope.vision_position_ids(np.array(grid), 2), want)

@@ -1,0 +1,55 @@
+"""Orbax checkpoints of model params, with the model config beside them.
+
+Layout of a params checkpoint directory:
+  config.json   the HF-format config (`config.to_hf`), so the params can be rebuilt and exported
+  params/       an orbax StandardCheckpointer tree of the params pytree
+Writes are atomic: orbax finalises `params/` by rename, and config.json goes through a temp file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+
+from vlm_jax import config as config_lib
+from vlm_jax import params as params_lib
+from vlm_jax.config import ModelConfig
+
+
+def _checkpointer():
+  import orbax.checkpoint as ocp  # imported lazily: heavy, and only needed here
+  return ocp.StandardCheckpointer()
+
+
+def save_params(path: str, params: dict, config: ModelConfig) -> None:
+  path = os.path.abspath(path)
+  os.makedirs(path, exist_ok=True)
+  ckpt = _checkpointer()
+  ckpt.save(os.path.join(path, "params"), params, force=True)
+  ckpt.wait_until_finished()
+  dtype = str(jax.tree.leaves(params)[0].dtype)
+  tmp = os.path.join(path, "config.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(config_lib.to_hf(config, dtype=dtype), f, indent=2)
+  os.replace(tmp, os.path.join(path, "config.json"))
+
+
+def load_params(path: str, dtype=None, shardings=None) -> tuple[ModelConfig, dict]:
+  """(config, params) from `save_params` output; cast to dtype, placed per `shardings` if given."""
+  path = os.path.abspath(path)
+  if not os.path.exists(os.path.join(path, "params")):
+    raise FileNotFoundError(f"{path} is not a vlm_jax params checkpoint (no params/ inside)")
+  config = config_lib.from_hf(path)
+  stored = _checkpointer().metadata(os.path.join(path, "params"))
+  stored = getattr(stored, "item_metadata", stored)
+  leaf_dtype = lambda m: jnp.dtype(dtype) if dtype is not None else m.dtype
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, leaf_dtype(m)), stored)
+  if shardings is not None:
+    target = jax.tree.map(lambda t, s: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=s),
+                          target, shardings)
+  params = _checkpointer().restore(os.path.join(path, "params"), target)
+  params_lib.check_params(params, config, source=f"orbax checkpoint {path}")
+  return config, params
