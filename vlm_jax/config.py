@@ -230,6 +230,8 @@ def _read_json(path_or_dict: str | os.PathLike | dict) -> dict:
   if isinstance(path_or_dict, dict):
     return path_or_dict
   path = os.fspath(path_or_dict)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"checkpoint path {path} does not exist")
   if os.path.isdir(path):
     path = os.path.join(path, "config.json")
   if not os.path.exists(path):

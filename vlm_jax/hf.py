@@ -211,6 +211,19 @@ def _set(tree: dict, path: str, value) -> None:
   tree[leaf] = value
 
 
+def _to_ours(rule: Rule, key: str, file, config, want_shapes, bad: list):
+  """Transform one HF tensor; on a shape problem record it in `bad` and return None."""
+  shape = file.shape(key)
+  try:
+    out = rule.to_ours(file.get(key), config)
+  except ValueError:
+    out = None
+  if out is None or [tuple(o.shape) for o in out] != [tuple(w) for w in want_shapes]:
+    bad.append(f"{key}: shape {shape} does not fit {[tuple(w) for w in want_shapes]} in our layout")
+    return None
+  return out
+
+
 def load_hf(path: str, dtype="float32", config: ModelConfig | None = None):
   """(config, params) from a local HF Qwen2.5-VL checkpoint directory.
 
@@ -222,19 +235,17 @@ def load_hf(path: str, dtype="float32", config: ModelConfig | None = None):
   tensors = _index_files(path)
   text_prefix = _detect_prefix(tensors, _TEXT_PREFIXES, "layers.0.")
   vision_prefix = _detect_prefix(tensors, _VISION_PREFIXES, "patch_embed.")
+  specs = dict(params_lib.flatten_paths(params_lib.param_specs(config), params_lib.is_spec))
   params, used, missing, bad = {}, set(), [], []
   for key, rule in _all_rules(config, text_prefix, vision_prefix):
     n = _num_layers(rule, config)
     keys = [key] if n is None else [key.format(i=i) for i in range(n)]
     absent = [k for k in keys if k not in tensors]
-    if absent:
-      missing += absent
-      continue
+    missing += absent
     used.update(keys)
-    try:
-      parts = [rule.to_ours(tensors[k].get(k), config) for k in keys]
-    except ValueError as e:
-      bad.append(f"{key}: shape {tensors[keys[0]].shape(keys[0])} ({e})")
+    want = [specs[p].shape[0 if n is None else 1:] for p in rule.ours]
+    parts = [_to_ours(rule, k, tensors[k], config, want, bad) for k in keys if k not in absent]
+    if absent or any(p is None for p in parts):
       continue
     for j, path_ in enumerate(rule.ours):
       arrays = [p[j] for p in parts]

@@ -118,8 +118,8 @@ def count_params(tree) -> int:
 
 def check_params(params: dict, config: ModelConfig, source: str = "params") -> None:
   """Raise one error listing every missing, unexpected or mis-shaped entry of `params`."""
-  want = dict(_flat(param_specs(config), is_spec))
-  have = dict(_flat(params, lambda x: hasattr(x, "shape")))
+  want = dict(flatten_paths(param_specs(config), is_spec))
+  have = dict(flatten_paths(params, lambda x: hasattr(x, "shape")))
   missing = sorted(set(want) - set(have))
   unexpected = sorted(set(have) - set(want))
   shapes = sorted(f"{k}: {tuple(have[k].shape)} != {want[k].shape}" for k in set(want) & set(have)
@@ -129,9 +129,9 @@ def check_params(params: dict, config: ModelConfig, source: str = "params") -> N
                      f"  unexpected: {unexpected}\n  wrong shape: {shapes}")
 
 
-def _flat(tree, is_leaf, prefix=""):
+def flatten_paths(tree, is_leaf, prefix=""):
   if is_leaf(tree):
     yield prefix, tree
     return
   for k, v in tree.items():
-    yield from _flat(v, is_leaf, f"{prefix}/{k}" if prefix else k)
+    yield from flatten_paths(v, is_leaf, f"{prefix}/{k}" if prefix else k)

@@ -1,0 +1,89 @@
+"""Config presets, HF config.json in both layouts, and validation errors."""
+
+import json
+
+import pytest
+
+from vlm_jax import config as config_lib
+from vlm_jax.config import ConfigError, ModelConfig, TextConfig, VisionConfig
+
+# The transformers-4 ("flat") config.json of Qwen2.5-VL-7B-Instruct as released.
+FLAT_7B = {
+    "architectures": ["Qwen2_5_VLForConditionalGeneration"], "attention_dropout": 0.0,
+    "bos_token_id": 151643, "eos_token_id": 151645, "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653, "vision_token_id": 151654, "image_token_id": 151655,
+    "video_token_id": 151656, "hidden_act": "silu", "hidden_size": 3584,
+    "initializer_range": 0.02, "intermediate_size": 18944, "max_position_embeddings": 128000,
+    "max_window_layers": 28, "model_type": "qwen2_5_vl", "num_attention_heads": 28,
+    "num_hidden_layers": 28, "num_key_value_heads": 4, "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "transformers_version": "4.41.2", "use_cache": True,
+    "use_sliding_window": False,
+    "vision_config": {"depth": 32, "hidden_act": "silu", "hidden_size": 1280,
+                      "intermediate_size": 3420, "num_heads": 16, "in_chans": 3,
+                      "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2,
+                      "spatial_patch_size": 14, "window_size": 112,
+                      "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2,
+                      "temporal_patch_size": 2},
+    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+    "vocab_size": 152064,
+}
+
+
+def test_flat_layout_gives_7b_preset():
+  assert config_lib.from_hf(FLAT_7B) == config_lib.get_config("7b")
+
+
+@pytest.mark.parametrize("name", ["tiny", "3b", "7b", "32b", "72b"])
+def test_nested_round_trip_through_transformers(name, tmp_path):
+  transformers = pytest.importorskip("transformers")
+  cfg = config_lib.get_config(name)
+  hf = transformers.Qwen2_5_VLConfig(**config_lib.to_hf(cfg))
+  hf.save_pretrained(tmp_path)
+  assert config_lib.from_hf(str(tmp_path)) == cfg
+  assert config_lib.from_hf(json.loads((tmp_path / "config.json").read_text())) == cfg
+
+
+def test_missing_keys_take_transformers_defaults():
+  transformers = pytest.importorskip("transformers")
+  hf = transformers.Qwen2_5_VLConfig().to_dict()
+  # transformers' own defaults are not even self-consistent (vision out 3584 vs text 8192):
+  ours = config_lib.from_hf({"model_type": "qwen2_5_vl", "text_config": {
+      "hidden_size": 3584, "num_attention_heads": 28, "num_key_value_heads": 4}})
+  assert ours.text.num_layers == hf["text_config"]["num_hidden_layers"] == 80
+  assert ours.text.rms_norm_eps == hf["text_config"]["rms_norm_eps"] == 1e-5
+  assert ours.vision.hidden_size == hf["vision_config"]["hidden_size"]
+  assert ours.vision.tokens_per_second == hf["vision_config"]["tokens_per_second"]
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda: TextConfig(hidden_size=100, num_heads=3), "num_heads"),
+    (lambda: TextConfig(num_heads=28, num_kv_heads=5), "num_kv_heads"),
+    (lambda: TextConfig(mrope_section=(16, 24, 23)), "mrope_section"),
+    (lambda: TextConfig(hidden_act="relu6"), "hidden_act"),
+    (lambda: VisionConfig(hidden_size=1280, num_heads=12), "num_heads"),
+    (lambda: VisionConfig(fullatt_block_indexes=(7, 32)), "fullatt_block_indexes"),
+    (lambda: VisionConfig(window_size=100), "window_size"),
+    (lambda: VisionConfig(depth=0), "depth"),
+    (lambda: ModelConfig(vision=VisionConfig(out_hidden_size=100)), "out_hidden_size"),
+    (lambda: ModelConfig(image_token_id=10**7), "image_token_id"),
+])
+def test_invalid_values_raise_naming_the_field(make, field):
+  with pytest.raises(ConfigError, match=field):
+    make()
+
+
+def test_bad_config_files(tmp_path):
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    config_lib.from_hf(str(tmp_path))
+  (tmp_path / "config.json").write_text("{not json")
+  with pytest.raises(ConfigError, match="invalid JSON"):
+    config_lib.from_hf(str(tmp_path))
+  with pytest.raises(ConfigError, match="model_type"):
+    config_lib.from_hf({"model_type": "llama"})
+  with pytest.raises(ConfigError, match="sliding"):
+    config_lib.from_hf(dict(FLAT_7B, use_sliding_window=True))
+
+
+def test_configs_are_hashable_for_jit():
+  assert hash(config_lib.get_config("7b")) == hash(config_lib.from_hf(FLAT_7B))

@@ -1,0 +1,88 @@
+"""Model-level behaviour that needs no transformers: bf16, KV cache, input validation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vlm_jax
+from vlm_jax import model as model_lib
+from vlm_jax import text
+from vlm_jax.config import get_config
+from tests.vlm_jax import hf_models
+
+CONFIG = get_config("tiny").replace(image_token_id=hf_models.IMG, video_token_id=hf_models.VID,
+                                    vision_start_token_id=hf_models.VSTART,
+                                    vision_end_token_id=hf_models.VEND)
+SAMPLES = [[5, ("image", (1, 8, 12)), 7], [3, ("image", (1, 12, 20)), 10]]
+
+
+@pytest.fixture(scope="module")
+def params():
+  p = vlm_jax.init_params(CONFIG, jax.random.key(0))
+  # non-trivial norms and biases
+  return jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape), p)
+
+
+def test_bf16_forward_stays_close_to_float32(params):
+  batch = hf_models.build_batch(SAMPLES, CONFIG.vision.patch_dim)
+  f32 = np.asarray(vlm_jax.forward(params, CONFIG, **batch))
+  bf16_params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+  bf16 = np.asarray(vlm_jax.forward(bf16_params, CONFIG, **batch))
+  real = batch["attention_mask"] == 1
+  err = np.abs(bf16[real] - f32[real]).max()
+  scale = np.abs(f32[real]).max()
+  print(f"bf16 vs f32: max |diff| {err:.4f}, max |logit| {scale:.3f}")
+  assert np.isfinite(bf16).all()
+  assert err < 0.05 * scale, (err, scale)
+  # the same argmax for almost every position
+  agree = (bf16[real].argmax(-1) == f32[real].argmax(-1)).mean()
+  assert agree > 0.9, agree
+
+
+def test_kv_cache_prefill_then_decode_equals_full_forward(params):
+  batch = hf_models.build_batch(SAMPLES, CONFIG.vision.patch_dim, padding="left")
+  full = model_lib.prepare_inputs(CONFIG, **batch)
+  hidden_full, _ = model_lib.apply(params, CONFIG, full)
+  split = batch["input_ids"].shape[1] - 3
+  prefix = {k: v[:, :split] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v
+            for k, v in batch.items()}
+  inputs = model_lib.prepare_inputs(CONFIG, **prefix)
+  cache = text.init_cache(CONFIG.text, 2, split + 8)
+  hidden, cache = model_lib.apply(params, CONFIG, inputs, cache)
+  real = batch["attention_mask"][:, :split] == 1  # padding rows are meaningless
+  np.testing.assert_allclose(hidden[real], hidden_full[:, :split][real], atol=1e-5)
+  for step in range(split, split + 3):  # one token at a time, positions from the rope deltas
+    n_real = batch["attention_mask"][:, :step].sum(-1, keepdims=True)
+    pos = (n_real + inputs["rope_deltas"]).astype(np.int32)
+    one = {"input_ids": batch["input_ids"][:, step:step + 1].astype(np.int32),
+           "token_mask": np.ones((2, 1), bool), "positions": np.broadcast_to(pos, (3, 2, 1))}
+    hidden, cache = model_lib.apply(params, CONFIG, one, cache)
+    np.testing.assert_allclose(hidden[:, 0], hidden_full[:, step], atol=1e-5)
+  assert int(cache["end"]) == split + 3
+
+
+def test_image_token_count_mismatch_is_a_clear_error(params):
+  batch = hf_models.build_batch(SAMPLES, CONFIG.vision.patch_dim)
+  batch["image_grid_thw"] = batch["image_grid_thw"][::-1].copy() * np.array([1, 2, 1])
+  with pytest.raises(ValueError, match="pixel_values has shape"):
+    vlm_jax.forward(params, CONFIG, **batch)
+  batch = hf_models.build_batch(SAMPLES, CONFIG.vision.patch_dim)
+  batch["input_ids"][0, -1] = CONFIG.image_token_id  # one image token too many
+  with pytest.raises(ValueError, match=r"image tokens \(per sample \[25, 60\]\)"):
+    vlm_jax.forward(params, CONFIG, **batch)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda b: b.update(pixel_values=b["pixel_values"][:, :100]), "pixel_values has shape"),
+    (lambda b: b.update(image_grid_thw=np.array([[1, 7, 12], [1, 12, 20]])), "image_grid_thw rows"),
+    (lambda b: b.pop("pixel_values"), "pixel_values is None"),
+    (lambda b: b.pop("image_grid_thw"), "without image_grid_thw"),
+    (lambda b: b.update(attention_mask=b["attention_mask"][:, 1:]), "attention_mask shape"),
+    (lambda b: b.update(input_ids=b["input_ids"] + 10**6), "input_ids outside"),
+])
+def test_bad_inputs(params, change, message):
+  batch = hf_models.build_batch(SAMPLES, CONFIG.vision.patch_dim)
+  change(batch)
+  with pytest.raises(ValueError, match=message):
+    vlm_jax.forward(params, CONFIG, **batch)
