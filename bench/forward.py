@@ -89,8 +89,8 @@ def main():
   print(f"config: {n_params / 1e6:.1f}M params, 1 image 448x448 (256 tokens) + 32 text tokens, "
         f"float32, {jax.devices()[0].platform}, torch threads {args.threads}, {args.runs} runs")
   print(f"max |logit diff| JAX vs PyTorch: {err:.2e}")
-  print(f"| implementation | median ms | best ms |")
-  print(f"|---|---|---|")
+  print("| implementation | median ms | best ms |")
+  print("|---|---|---|")
   print(f"| transformers {__import__('transformers').__version__} (PyTorch {torch.__version__}) "
         f"| {t_torch * 1e3:.1f} | {best_torch * 1e3:.1f} |")
   print(f"| vlm_jax forward (jax {jax.__version__}) | {t_jax * 1e3:.1f} | {best_jax * 1e3:.1f} |")

@@ -15,7 +15,6 @@ import functools
 
 import numpy as np
 import jax
-import jax.numpy as jnp
 
 from vlm_jax import rope, text, vision
 from vlm_jax.config import ModelConfig
