@@ -16,7 +16,7 @@ import functools
 import numpy as np
 import jax
 
-from vlm_jax import rope, text, vision
+from vlm_jax import rope, sharding, text, vision
 from vlm_jax.config import ModelConfig
 
 
@@ -101,6 +101,22 @@ def prepare_inputs(config: ModelConfig, input_ids, attention_mask=None, pixel_va
   return inputs
 
 
+def pad_batch(inputs: dict, multiple: int) -> dict:
+  """Append fully-masked rows so the batch divides `multiple` (the mesh's batch axes)."""
+  b = inputs["input_ids"].shape[0]
+  extra = -b % multiple
+  if not extra:
+    return inputs
+  out = dict(inputs)
+  for name, axis in (("input_ids", 0), ("token_mask", 0), ("rope_deltas", 0), ("positions", 1)):
+    if name not in inputs:
+      continue
+    widths = [(0, 0)] * inputs[name].ndim
+    widths[axis] = (0, extra)
+    out[name] = np.pad(inputs[name], widths)
+  return out  # vision_scatter holds flat b*T+t slots: rows appended at the end leave them valid
+
+
 def embed(params: dict, config: ModelConfig, inputs: dict) -> jax.Array:
   """Token embeddings [B, T, D] with vision-tower outputs written into the vision-token slots."""
   x = params["text"]["embed"]["embedding"][inputs["input_ids"]]
@@ -129,8 +145,12 @@ def _logits(params, config: ModelConfig, inputs):
 
 def forward(params: dict, config: ModelConfig, input_ids, attention_mask=None, pixel_values=None,
             image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None,
-            second_per_grid_ts=None, mm_token_type_ids=None, position_ids=None) -> jax.Array:
+            second_per_grid_ts=None, mm_token_type_ids=None, position_ids=None,
+            mesh=None) -> jax.Array:
   """float32 logits [B, T, V] for the arrays HF's Qwen2.5-VL processor returns.
+
+  With a `mesh` (params placed by `load_hf(..., mesh=)` or `sharding.shard_params`), the batch is
+  padded to a multiple of the batch mesh axes and split over them; the logits come back global.
 
   Always uses 3-D M-RoPE positions (derived from input_ids when mm_token_type_ids is absent),
   unlike transformers 5, which silently falls back to 1-D positions without mm_token_type_ids.
@@ -140,7 +160,11 @@ def forward(params: dict, config: ModelConfig, input_ids, attention_mask=None, p
                           pixel_values_videos, video_grid_thw, second_per_grid_ts,
                           mm_token_type_ids, position_ids)
   inputs.pop("rope_deltas")
-  return _logits(params, config, inputs)
+  if mesh is None:
+    return _logits(params, config, inputs)
+  batch = inputs["input_ids"].shape[0]
+  inputs = pad_batch(inputs, sharding.batch_size_multiple(mesh))
+  return _logits(params, config, sharding.shard_inputs(inputs, mesh))[:batch]
 
 
 @functools.partial(jax.jit, static_argnums=1)

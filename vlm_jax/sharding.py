@@ -93,25 +93,32 @@ def logical_to_spec(axes: tuple[str | None, ...], mesh: Mesh) -> P:
   return P(*out)
 
 
-def _check_divisible(path: str, shape, spec: P, mesh: Mesh) -> None:
+def _indivisible(path: str, shape, spec: P, mesh: Mesh) -> list[str]:
+  problems = []
   for dim, (size, axes) in enumerate(zip(shape, tuple(spec) + (None,) * len(shape))):
     axes = (axes,) if isinstance(axes, str) else (axes or ())
     split = math.prod(mesh.shape[a] for a in axes)
     if size % split:
-      raise MeshError(f"{path}: dimension {dim} of shape {tuple(shape)} is not divisible by mesh "
-                      f"axes {axes} (size {split}); choose a mesh that divides it")
+      problems.append(f"{path}: dimension {dim} of shape {tuple(shape)} is not divisible by "
+                      f"mesh axes {axes} (size {split})")
+  return problems
 
 
 def param_shardings(config: ModelConfig, mesh: Mesh) -> dict:
   """NamedSharding for every parameter, from the rules table (checked for divisibility)."""
   specs = params_lib.param_specs(config)
+  problems = []
 
   def one(path, spec: params_lib.Spec):
     pspec = logical_to_spec(spec.axes, mesh)
-    _check_divisible(jax.tree_util.keystr(path), spec.shape, pspec, mesh)
+    problems.extend(_indivisible(jax.tree_util.keystr(path), spec.shape, pspec, mesh))
     return NamedSharding(mesh, pspec)
 
-  return jax.tree_util.tree_map_with_path(one, specs, is_leaf=params_lib.is_spec)
+  out = jax.tree_util.tree_map_with_path(one, specs, is_leaf=params_lib.is_spec)
+  if problems:
+    raise MeshError(f"mesh {dict(mesh.shape)} cannot split these parameters; choose a mesh whose "
+                    "axes divide them:\n  " + "\n  ".join(problems))
+  return out
 
 
 def batch_axes(mesh: Mesh) -> tuple[str, ...]:

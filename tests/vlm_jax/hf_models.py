@@ -32,7 +32,14 @@ CONFIGS = {
                   rope_theta=1e6),
         vision=dict(depth=3, hidden_size=40, intermediate_size=56, num_heads=2, patch_size=7,
                     fullatt_block_indexes=[2], window_size=56, tokens_per_second=2)),
+    # Every sharded axis divisible by 8 (heads, kv heads, MLP, vocab, vision widths).
+    "shardable": dict(
+        text=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                  num_attention_heads=8, num_key_value_heads=8, mrope_section=[2, 3, 3]),
+        vision=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=8,
+                    fullatt_block_indexes=[1], window_size=112, tokens_per_second=2)),
 }
+PARITY_CONFIGS = ("base", "windows", "odd")
 
 
 def hf_config(name: str):

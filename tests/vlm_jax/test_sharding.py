@@ -1,0 +1,79 @@
+"""Meshes, the rules table and sharded execution on 8 fake CPU devices (see tests/conftest.py)."""
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+import vlm_jax
+from vlm_jax import sharding
+from tests.vlm_jax import hf_models
+
+MESHES = ["1x8", "2x4", "4x2", "8x1", "data=2,fsdp=2,tensor=2", "fsdp=4,tensor=2"]
+BATCH = [[5, ("image", (1, 8, 12)), 7], [3, ("image", (1, 12, 20)), 10], [2, ("image", (1, 4, 4))]]
+
+pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  pytest.importorskip("transformers")
+  path = str(tmp_path_factory.mktemp("shardable"))
+  hf_models.save_hf_model("shardable", path)
+  config, params = vlm_jax.load_hf(path)
+  batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
+  return path, config, np.asarray(vlm_jax.forward(params, config, **batch)), batch
+
+
+@pytest.mark.parametrize("spec", MESHES)
+def test_sharded_forward_equals_single_device(spec, checkpoint):
+  path, config, want, batch = checkpoint
+  mesh = sharding.parse_mesh(spec)
+  _, params = vlm_jax.load_hf(path, mesh=mesh)
+  got = np.asarray(vlm_jax.forward(params, config, **batch, mesh=mesh))
+  real = batch["attention_mask"] == 1
+  np.testing.assert_allclose(got[real], want[real], atol=1e-5)
+
+
+def test_parameters_really_are_sharded(checkpoint):
+  path, config, _, _ = checkpoint
+  mesh = sharding.parse_mesh("data=2,fsdp=2,tensor=2")
+  _, params = vlm_jax.load_hf(path, mesh=mesh)
+  q = params["text"]["layers"]["q"]["kernel"]  # [L, D, N, H]
+  assert q.sharding.spec == P(None, "fsdp", "tensor", None)
+  shard = q.addressable_shards[0].data
+  assert shard.shape == (q.shape[0], q.shape[1] // 2, q.shape[2] // 2, q.shape[3])
+  assert len({s.device for s in q.addressable_shards}) == 8
+  emb = params["text"]["embed"]["embedding"]  # [V, D]
+  assert emb.sharding.spec == P("tensor", "fsdp")
+  assert emb.addressable_shards[0].data.shape == (emb.shape[0] // 2, emb.shape[1] // 2)
+  norm = params["text"]["norm"]["scale"]
+  assert norm.sharding.spec == P("fsdp")
+  # the "AxB" form: tensor parallel over `model`, params replicated over `data`
+  mesh = sharding.parse_mesh("2x4")
+  _, params = vlm_jax.load_hf(path, mesh=mesh)
+  mlp = params["text"]["layers"]["mlp"]["gate"]["kernel"]  # [L, D, F]
+  assert mlp.sharding.spec == P(None, None, "model")
+  assert mlp.addressable_shards[0].data.shape[-1] == mlp.shape[-1] // 4
+
+
+def test_mesh_spec_errors():
+  with pytest.raises(sharding.MeshError, match="needs 16 devices but 8"):
+    sharding.parse_mesh("4x4")
+  with pytest.raises(sharding.MeshError, match="bad mesh spec"):
+    sharding.parse_mesh("data=2,pipeline=4")
+  with pytest.raises(sharding.MeshError, match="given twice"):
+    sharding.parse_mesh("data=2,data=4")
+  with pytest.raises(sharding.MeshError, match="same axis"):
+    sharding.parse_mesh("model=2,tensor=4")
+  assert sharding.parse_mesh_spec("4x4") == {"data": 4, "model": 4}
+
+
+def test_indivisible_dimension_names_the_parameter():
+  config = vlm_jax.get_config("7b")  # 28 heads, 4 kv heads
+  mesh = sharding.parse_mesh("1x8")
+  with pytest.raises(sharding.MeshError, match=r"\['text'\]\['layers'\]\['q'\]\['kernel'\]"):
+    sharding.param_shardings(config, mesh)
+  mesh = sharding.parse_mesh("2x4")
+  shardings = sharding.param_shardings(config, mesh)  # 28 and 4 heads divide by 4
+  assert shardings["text"]["layers"]["k"]["kernel"].spec == P(None, None, "model", None)
