@@ -28,6 +28,7 @@ from vlm_jax import config as config_lib
 from vlm_jax import hf_keys
 from vlm_jax import params as params_lib
 from vlm_jax import safetensors_io
+from vlm_jax import sharding as sharding_lib
 from vlm_jax.config import ModelConfig
 
 _EXTRA_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
@@ -139,7 +140,6 @@ def load_hf(path: str, dtype="float32", config: ModelConfig | None = None, mesh=
 def _materialise(plan, tensors, config, specs, dtype, mesh) -> dict:
   shardings = None
   if mesh is not None:
-    from vlm_jax import sharding as sharding_lib  # sharding imports params; keep hf import-light
     shardings = dict(params_lib.flatten_paths(sharding_lib.param_shardings(config, mesh),
                                               lambda x: isinstance(x, jax.sharding.Sharding)))
   params = {}
@@ -165,14 +165,6 @@ def _get(tree: dict, path: str):
   return tree
 
 
-def _host(x) -> np.ndarray:
-  """A numpy copy of a (possibly sharded, possibly multi-process) array."""
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(x)
-
-
 def _hf_tensors(params: dict, config: ModelConfig):
   """(HF key, rule, layer index or None, leaves) in hub layout, in file order."""
   for key, rule in hf_keys.all_rules(config, hf_keys.TEXT_PREFIXES[1],
@@ -186,7 +178,7 @@ def _hf_tensors(params: dict, config: ModelConfig):
 def hf_state_dict(params: dict, config: ModelConfig, dtype=None):
   """Yield (HF key, numpy array) in hub layout, one tensor at a time."""
   for key, rule, i, leaves in _hf_tensors(params, config):
-    arrays = [_host(x if i is None else x[i]) for x in leaves]
+    arrays = [sharding_lib.to_host(x if i is None else x[i]) for x in leaves]
     out = rule.to_hf(*arrays, config)
     yield key, (out if dtype is None else out.astype(dtype))
 

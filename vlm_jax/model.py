@@ -124,7 +124,8 @@ def embed(params: dict, config: ModelConfig, inputs: dict) -> jax.Array:
     feats = vision.vision_forward(params["vision"], config.vision, inputs["pixel_values"],
                                   inputs["vision_layout"])
     b, t, d = x.shape
-    x = x.reshape(b * t, d).at[inputs["vision_scatter"]].set(feats.astype(x.dtype))
+    # mode="drop": bucket padding points its merged tokens past the end (see buckets.py)
+    x = x.reshape(b * t, d).at[inputs["vision_scatter"]].set(feats.astype(x.dtype), mode="drop")
     x = x.reshape(b, t, d)
   return x
 

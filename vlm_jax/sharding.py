@@ -153,3 +153,20 @@ def input_shardings(inputs: dict, mesh: Mesh) -> dict:
 
 def shard_inputs(inputs: dict, mesh: Mesh) -> dict:
   return jax.tree.map(put_global, inputs, input_shardings(inputs, mesh))
+
+
+def cache_spec(mesh: Mesh, shape) -> P:
+  """KV cache [L, B, S, K, H]: batch over the batch axes, kv heads over tensor when it divides."""
+  batch = batch_axes(mesh) or None
+  batch = batch[0] if batch and len(batch) == 1 else batch
+  tensor = next((a for a in _TENSOR if a in mesh.shape), None)
+  heads = tensor if tensor and shape[3] % mesh.shape[tensor] == 0 else None
+  return P(None, batch, None, heads, None)
+
+
+def to_host(x) -> np.ndarray:
+  """A numpy copy of a (possibly sharded, possibly multi-process) array, on every process."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)

@@ -57,20 +57,24 @@ def hf_config(name: str):
                           tie_word_embeddings=spec.get("tie_word_embeddings", False))
 
 
-def hf_model(name: str, seed: int = 0):
+def hf_model(name: str, seed: int = 0, weight_scale: float = 1.0, config=None):
+  """weight_scale multiplies the matrices (not embeddings): at 0.02 init, tiny random models
+  greedily repeat one token; a scale of ~6 makes their continuations varied."""
   import torch
   from transformers import Qwen2_5_VLForConditionalGeneration
   torch.manual_seed(seed)
-  model = Qwen2_5_VLForConditionalGeneration(hf_config(name)).eval()
+  model = Qwen2_5_VLForConditionalGeneration(config or hf_config(name)).eval()
   with torch.no_grad():
-    for _, p in model.named_parameters():
+    for param_name, p in model.named_parameters():
       if p.ndim == 1:
         p.add_(0.2 * torch.randn_like(p))
+      elif "embed" not in param_name:
+        p.mul_(weight_scale)
   return model
 
 
-def save_hf_model(name: str, path: str, seed: int = 0):
-  model = hf_model(name, seed)
+def save_hf_model(name: str, path: str, seed: int = 0, weight_scale: float = 1.0, config=None):
+  model = hf_model(name, seed, weight_scale, config)
   model.save_pretrained(path)
   return model
 
@@ -125,3 +129,19 @@ def hf_logits(model, batch) -> np.ndarray:
   with torch.no_grad():
     tensors = {k: torch.tensor(v) for k, v in batch.items()}
     return model(**tensors).logits.float().numpy()
+
+
+def hf_greedy(model, batch, max_new_tokens: int, pad_id: int = 0) -> np.ndarray:
+  """transformers' `generate(do_sample=False)` continuation tokens, no eos stopping."""
+  import torch
+  with torch.no_grad():
+    out = model.generate(**{k: torch.tensor(v) for k, v in batch.items()}, do_sample=False,
+                         max_new_tokens=max_new_tokens, eos_token_id=None, pad_token_id=pad_id)
+  return out[:, batch["input_ids"].shape[1]:].numpy()
+
+
+def tiny_real_vocab_config():
+  """The `tiny` preset as a transformers config: real Qwen vocabulary and special token ids."""
+  from transformers import Qwen2_5_VLConfig
+  from vlm_jax import config as config_lib
+  return Qwen2_5_VLConfig(**config_lib.to_hf(config_lib.get_config("tiny"), dtype="float32"))

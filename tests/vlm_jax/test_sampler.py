@@ -1,0 +1,173 @@
+"""The KV-cache sampler: greedy parity with transformers' generate, sampling, stops, buckets."""
+
+import jax
+import numpy as np
+import pytest
+
+import vlm_jax
+from vlm_jax import buckets, logprobs, model as model_lib, processor as processor_lib, sampler
+from vlm_jax.sampler import Sampler, SamplingParams
+from tests.vlm_jax import hf_models
+
+torch = pytest.importorskip("torch")
+
+BATCH = [[5, ("image", (1, 8, 12)), 7], [3, ("image", (1, 12, 20)), 10], [6]]
+
+
+@pytest.fixture(scope="module")
+def lively(tmp_path_factory):
+  """A tiny random model whose greedy continuations are not one repeated token."""
+  path = str(tmp_path_factory.mktemp("lively"))
+  model = hf_models.save_hf_model("windows", path, weight_scale=6.0)
+  config, params = vlm_jax.load_hf(path)
+  return model, config, params, path
+
+
+@pytest.mark.parametrize("padding", ["left", "right"])
+def test_greedy_matches_transformers_generate(lively, padding):
+  model, config, params, _ = lively
+  batch = hf_models.build_batch(BATCH, config.vision.patch_dim, padding=padding)
+  # transformers' generate is only right for left padding; right-padded prompts must give the
+  # same continuation as the left-padded ones.
+  want = hf_models.hf_greedy(model, buckets.left_align(batch), 40)
+  out = Sampler(params, config, pad_id=0)(batch, SamplingParams(max_new_tokens=40))
+  assert len(np.unique(want)) > 5  # a real test: varied continuations
+  np.testing.assert_array_equal(out.tokens, want)
+  assert out.lengths.tolist() == [40, 40, 40] and out.finish_reasons == ["length"] * 3
+
+
+def test_sampling_is_reproducible_and_n_rows_differ(lively):
+  _, config, params, _ = lively
+  batch = hf_models.build_batch(BATCH[:2], config.vision.patch_dim)
+  s = Sampler(params, config, pad_id=0)
+  params_ = SamplingParams(max_new_tokens=12, temperature=1.0, n=3, seed=7)
+  a, b = s(batch, params_), s(batch, params_)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  np.testing.assert_array_equal(a.logprobs, b.logprobs)
+  assert a.tokens.shape == (6, 12) and a.prompt_index.tolist() == [0, 0, 0, 1, 1, 1]
+  assert len({tuple(r) for r in a.tokens}) == 6  # the n samples of a prompt differ
+  c = s(batch, SamplingParams(max_new_tokens=12, temperature=1.0, n=3, seed=8))
+  assert not np.array_equal(a.tokens, c.tokens)
+
+
+def test_top_k_1_and_tiny_top_p_are_greedy(lively):
+  _, config, params, _ = lively
+  batch = hf_models.build_batch(BATCH[:2], config.vision.patch_dim)
+  s = Sampler(params, config, pad_id=0)
+  greedy = s(batch, SamplingParams(max_new_tokens=10)).tokens
+  for kw in (dict(top_k=1), dict(top_p=1e-6)):
+    got = s(batch, SamplingParams(max_new_tokens=10, temperature=1.0, seed=3, **kw)).tokens
+    np.testing.assert_array_equal(got, greedy)
+
+
+def test_sampler_logprobs_equal_the_kernel(lively):
+  """Rollout log-probs (temperature 1) == scoring the same sequences with the chunked kernel."""
+  _, config, params, _ = lively
+  batch = hf_models.build_batch(BATCH[:2], config.vision.patch_dim)
+  out = Sampler(params, config, pad_id=0)(
+      batch, SamplingParams(max_new_tokens=8, temperature=1.5, n=2, seed=1))
+  full = dict(batch)
+  rows = np.repeat(np.arange(2), 2)
+  full = {k: v[rows] for k, v in batch.items() if k in ("input_ids", "attention_mask",
+                                                        "mm_token_type_ids")}
+  full["input_ids"] = np.concatenate([full["input_ids"], out.tokens], 1)
+  full["attention_mask"] = np.concatenate([full["attention_mask"], np.ones_like(out.tokens)], 1)
+  full["mm_token_type_ids"] = np.concatenate([full["mm_token_type_ids"],
+                                              np.zeros_like(out.tokens)], 1)
+  grid = batch["image_grid_thw"]
+  per_image = np.split(batch["pixel_values"], np.cumsum(grid.prod(-1))[:-1])
+  full["pixel_values"] = np.concatenate([per_image[r] for r in rows])
+  full["image_grid_thw"] = grid[rows]
+  inputs = model_lib.prepare_inputs(config, **full)
+  inputs.pop("rope_deltas")
+  logp, ent = logprobs.sequence_logprobs(params, config, inputs, chunk_t=16)
+  gen = slice(batch["input_ids"].shape[1] - 1, None)
+  np.testing.assert_allclose(out.logprobs, np.asarray(logp[:, gen]), atol=2e-5)
+  np.testing.assert_allclose(out.entropies, np.asarray(ent[:, gen]), atol=2e-5)
+
+
+def test_stop_tokens_end_rows_early(lively):
+  _, config, params, _ = lively
+  batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
+  s = Sampler(params, config, pad_id=0)
+  free = s(batch, SamplingParams(max_new_tokens=20)).tokens
+  stop = int(free[0, 5])
+  first = [int(np.argmax(r == stop)) if (r == stop).any() else None for r in free]
+  out = s(batch, SamplingParams(max_new_tokens=20, stop_token_ids=(stop,)))
+  for r, f in enumerate(first):
+    want_len = 20 if f is None else f + 1
+    assert out.lengths[r] == want_len
+    np.testing.assert_array_equal(out.tokens[r, :want_len], free[r, :want_len])
+    assert (out.tokens[r, want_len:] == 0).all() and (out.logprobs[r, want_len:] == 0).all()
+    assert out.finish_reasons[r] == ("length" if f is None else "stop")
+
+
+def test_one_compile_per_bucket(lively):
+  _, config, params, _ = lively
+  s = Sampler(params, config, pad_id=0)
+  sp = SamplingParams(max_new_tokens=6)
+  s(hf_models.build_batch([[4, ("image", (1, 8, 8)), 3]], config.vision.patch_dim), sp)
+  before = dict(sampler.TRACE_COUNTS)
+  for samples in ([[9, ("image", (1, 8, 12)), 2]], [[2, ("image", (1, 4, 8)), 20]]):
+    s(hf_models.build_batch(samples, config.vision.patch_dim, seed=len(samples[0])), sp)
+  assert sampler.TRACE_COUNTS == before  # same length/batch/patch buckets: no new compile
+
+
+@pytest.fixture(scope="module")
+def real_vocab(tmp_path_factory):
+  """The tiny preset with the real Qwen tokenizer, saved in HF format with processor files."""
+  path = str(tmp_path_factory.mktemp("real_vocab"))
+  model = hf_models.save_hf_model(None, path, weight_scale=6.0,
+                                  config=hf_models.tiny_real_vocab_config())
+  config, params = vlm_jax.load_hf(path)
+  proc = processor_lib.Processor(processor_lib.load_tokenizer(processor_lib.qwen_tokenizer_dir()))
+  return model, config, params, proc
+
+
+def _conversation(question):
+  return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+
+
+def test_assistant_prefill_continuation_matches_transformers(real_vocab):
+  model, config, params, proc = real_vocab
+  rng = np.random.RandomState(0)
+  images = [rng.randint(0, 255, (56, 84, 3), np.uint8), rng.randint(0, 255, (112, 56, 3), np.uint8)]
+  convs = [_conversation("Which is left?"), _conversation("Count the shapes, then answer.")]
+  prefill = "<think>Okay let's see. This should be the final answer.</think>"
+  batch = proc(convs, images=images, assistant_prefill=prefill)
+  assert proc.decode(batch["input_ids"][0]).endswith(prefill)
+  want = hf_models.hf_greedy(model, batch, 24, pad_id=proc.pad_token_id)
+  out = Sampler(params, config, proc)(batch, SamplingParams(max_new_tokens=24))
+  np.testing.assert_array_equal(out.tokens, want)
+  assert out.texts[0] == proc.decode(want[0])
+
+
+def test_stop_strings_cut_the_text(real_vocab):
+  _, config, params, proc = real_vocab
+  s = Sampler(params, config, proc)
+  image = np.random.RandomState(1).randint(0, 255, (56, 56, 3), np.uint8)
+  free = s.generate([_conversation("Describe.")], SamplingParams(max_new_tokens=30),
+                    images=[image])
+  text = free.texts[0]
+  stop = text[10:14]
+  assert len(stop) == 4 and text.find(stop) == 10
+  out = s.generate([_conversation("Describe.")],
+                   SamplingParams(max_new_tokens=30, stop_strings=(stop,)), images=[image])
+  assert out.texts[0] == text[:14] and out.finish_reasons == ["stop"]
+  assert proc.decode(out.tokens[0, :out.lengths[0]]).startswith(text[:14])
+  assert out.lengths[0] < 30
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+def test_sharded_sampling_equals_single_device(tmp_path):
+  from vlm_jax import sharding
+  path = str(tmp_path)
+  hf_models.save_hf_model("shardable", path, weight_scale=6.0)
+  config, params = vlm_jax.load_hf(path)
+  batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
+  want = Sampler(params, config, pad_id=0)(batch, SamplingParams(max_new_tokens=12, n=2))
+  mesh = sharding.parse_mesh("data=2,fsdp=2,tensor=2")
+  _, sharded = vlm_jax.load_hf(path, mesh=mesh)
+  got = Sampler(sharded, config, pad_id=0, mesh=mesh)(batch, SamplingParams(max_new_tokens=12, n=2))
+  np.testing.assert_array_equal(got.tokens, want.tokens)
+  np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-5)

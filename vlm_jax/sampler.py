@@ -1,0 +1,277 @@
+"""Sampling: a jitted prefill and a jitted `lax.while_loop` decode over an explicit KV cache.
+
+Static configuration (`SamplingParams`) + a state dict (cache, last logits, outputs, flags) + two
+jitted functions; the decode state is donated. Both run `model.embed` / `text.decoder`, the same
+code as `forward` and the log-prob kernel, so rollout and training log-probs cannot drift.
+
+Shapes are bucketed (`buckets.py`): prompts are left-aligned and padded to a length bucket,
+batches to a batch bucket, vision patches to a patch bucket; a steady stream of requests in one
+bucket compiles once. With `n > 1` every prompt is sampled n times: the vision tower runs once
+per prompt and its embeddings are repeated with the rows (row b*n + j is sample j of prompt b).
+
+Decode positions: the k-th generated token sits at real-token index (prompt real tokens + k) and
+gets M-RoPE position index + rope delta on all three streams (`rope.get_rope_index`).
+Log-probs and entropies are those of the untempered (temperature 1) next-token distribution,
+whatever temperature samples; that is what GRPO's importance ratios need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from vlm_jax import buckets, model as model_lib, sharding as sharding_lib, text
+from vlm_jax.config import ModelConfig
+
+TRACE_COUNTS = {"prefill": 0, "decode": 0}  # incremented at trace time: a compile counter
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  max_new_tokens: int = 256
+  temperature: float = 0.0  # 0: greedy
+  top_k: int = 0            # 0: off
+  top_p: float = 1.0        # 1: off
+  n: int = 1                # samples per prompt (GRPO's G)
+  stop_token_ids: tuple[int, ...] = ()
+  stop_strings: tuple[str, ...] = ()
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.max_new_tokens < 1 or self.n < 1:
+      raise ValueError(f"max_new_tokens and n must be >= 1, got {self.max_new_tokens}, {self.n}")
+    if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+      raise ValueError(f"bad sampling values: temperature={self.temperature}, top_p={self.top_p}, "
+                       f"top_k={self.top_k}")
+
+
+@dataclasses.dataclass
+class SampleOutput:
+  tokens: np.ndarray        # [R, max_new_tokens] int32, pad after each row's end; R = B * n
+  lengths: np.ndarray       # [R] generated tokens kept (stop string / stop token included)
+  logprobs: np.ndarray      # [R, max_new_tokens] float32, log p(token) at temperature 1
+  entropies: np.ndarray     # [R, max_new_tokens] float32, entropy of that distribution
+  texts: list[str]          # decoded rows (empty strings without a processor)
+  finish_reasons: list[str]  # "stop" or "length"
+  prompt_index: np.ndarray  # [R] prompt of each row
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+  """The static part of one decode program."""
+  max_new: int
+  n: int
+  greedy: bool
+  top_k: int
+  top_p: bool
+
+
+def _choose(logits, key, spec: _Spec, temperature, top_p):
+  if spec.greedy:
+    return jnp.argmax(logits, -1).astype(jnp.int32)
+  z = logits / temperature
+  if spec.top_k:
+    kth = jax.lax.top_k(z, spec.top_k)[0][..., -1:]
+    z = jnp.where(z < kth, -jnp.inf, z)
+  if spec.top_p:
+    desc = jnp.sort(z, -1)[..., ::-1]
+    cum = jnp.cumsum(jax.nn.softmax(desc, -1), -1)
+    keep = (cum - jax.nn.softmax(desc, -1)) < top_p   # the top token is always kept
+    threshold = jnp.min(jnp.where(keep, desc, jnp.inf), -1, keepdims=True)
+    z = jnp.where(z < threshold, -jnp.inf, z)
+  return jax.random.categorical(key, z).astype(jnp.int32)
+
+
+def _kv_constraint(cache: dict, mesh) -> dict:
+  if mesh is None:
+    return cache
+  spec = sharding_lib.cache_spec(mesh, cache["k"].shape)
+  constrain = lambda x, s: jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, s))
+  return dict(cache, k=constrain(cache["k"], spec), v=constrain(cache["v"], spec))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 3, 4, 5))
+def _prefill(params, config: ModelConfig, inputs, n: int, cache_len: int, mesh):
+  TRACE_COUNTS["prefill"] += 1
+  x = jnp.repeat(model_lib.embed(params, config, inputs), n, axis=0)
+  mask = jnp.repeat(inputs["token_mask"], n, axis=0)
+  positions = jnp.repeat(inputs["positions"], n, axis=1)
+  cache = text.init_cache(config.text, x.shape[0], cache_len, x.dtype)
+  hidden, cache = text.decoder(params["text"], config.text, x, positions, mask,
+                               _kv_constraint(cache, mesh))
+  logits = text.lm_head(params["text"], config.text, hidden[:, -1])
+  next_pos = (mask.sum(-1) + jnp.repeat(inputs["rope_deltas"][:, 0], n)).astype(jnp.int32)
+  return {"cache": _kv_constraint(cache, mesh), "logits": logits, "next_pos": next_pos}
+
+
+def _stop_hit(tail, stop_seqs, stop_ids, token):
+  """Did `token` end a stop sequence (right-aligned, -1 = wildcard) or is it a stop id?"""
+  seq_hit = jnp.all((tail[:, None, :] == stop_seqs[None]) | (stop_seqs[None] < 0), -1)
+  seq_hit = jnp.any(seq_hit & jnp.any(stop_seqs >= 0, -1)[None], -1)
+  return seq_hit | jnp.any(token[:, None] == stop_ids[None, :], -1)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 3), donate_argnums=(2,))
+def _decode(params, config: ModelConfig, state, spec: _Spec, controls):
+  TRACE_COUNTS["decode"] += 1
+  rows = state["logits"].shape[0]
+
+  def cond(s):
+    return (s["step"] < spec.max_new) & ~jnp.all(s["done"])
+
+  def body(s):
+    logp_all = jax.nn.log_softmax(s["logits"].astype(jnp.float32), -1)
+    key = jax.random.fold_in(controls["rng"], s["step"])
+    token = _choose(s["logits"], key, spec, controls["temperature"], controls["top_p"])
+    token = jnp.where(s["done"], controls["pad_id"], token)
+    logp = jnp.take_along_axis(logp_all, token[:, None], -1)[:, 0]
+    entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, -1)
+    live = ~s["done"]
+    tail = jnp.concatenate([s["tail"][:, 1:], token[:, None]], 1)
+    done = s["done"] | _stop_hit(tail, controls["stop_seqs"], controls["stop_ids"], token)
+    step_inputs = {"input_ids": token[:, None], "token_mask": jnp.ones((rows, 1), bool),
+                   "positions": jnp.broadcast_to(s["next_pos"][None, :, None], (3, rows, 1))}
+    hidden, cache = model_lib.apply(params, config, step_inputs, s["cache"])
+    write = lambda buf, v: jax.lax.dynamic_update_slice_in_dim(buf, v[:, None], s["step"], 1)
+    return dict(
+        s, cache=cache, logits=text.lm_head(params["text"], config.text, hidden[:, 0]),
+        next_pos=s["next_pos"] + 1, step=s["step"] + 1, done=done, tail=tail,
+        tokens=write(s["tokens"], token), lengths=s["lengths"] + live,
+        logprobs=write(s["logprobs"], jnp.where(live, logp, 0.0)),
+        entropies=write(s["entropies"], jnp.where(live, entropy, 0.0)))
+
+  return jax.lax.while_loop(cond, body, state)
+
+
+def _init_state(prefill_out: dict, spec: _Spec, tail_len: int, pad_id: int, live_rows) -> dict:
+  rows = prefill_out["logits"].shape[0]
+  zeros = lambda dtype: jnp.zeros((rows, spec.max_new), dtype)
+  return dict(prefill_out, step=jnp.zeros((), jnp.int32), done=~jnp.asarray(live_rows),
+              tail=jnp.full((rows, tail_len), -2, jnp.int32),
+              tokens=jnp.full((rows, spec.max_new), pad_id, jnp.int32),
+              lengths=jnp.zeros((rows,), jnp.int32), logprobs=zeros(jnp.float32),
+              entropies=zeros(jnp.float32))
+
+
+class Sampler:
+  """Samples continuations of HF-processor batches with one model's params.
+
+  processor: a `vlm_jax.processor.Processor` (for texts, stop strings and `generate`); mesh: a
+  `jax.sharding.Mesh` the params are already placed on (`load_hf(..., mesh=)`).
+  """
+
+  def __init__(self, params: dict, config: ModelConfig, processor=None, mesh=None,
+               pad_id: int | None = None, min_length_bucket: int = 64,
+               min_patch_bucket: int = 256):
+    self.params, self.config, self.processor, self.mesh = params, config, processor, mesh
+    if pad_id is None:
+      pad_id = processor.pad_token_id if processor is not None else (config.pad_token_id or 0)
+    self.pad_id = int(pad_id)
+    self.min_length_bucket = min_length_bucket
+    self.min_patch_bucket = min_patch_bucket
+
+  def generate(self, conversations, sampling: SamplingParams, images=None, videos=None,
+               assistant_prefill=None) -> SampleOutput:
+    """Chat conversations (see `Processor.__call__`) -> samples."""
+    if self.processor is None:
+      raise ValueError("Sampler.generate needs a processor; call the sampler on arrays instead")
+    batch = self.processor(conversations, images=images, videos=videos,
+                           assistant_prefill=assistant_prefill)
+    return self(batch, sampling)
+
+  def __call__(self, batch: dict, sampling: SamplingParams) -> SampleOutput:
+    """batch: HF processor arrays (any padding side). Returns B * n rows."""
+    inputs, rows = self._prepare(batch)
+    spec = _Spec(sampling.max_new_tokens, sampling.n, sampling.temperature == 0,
+                 sampling.top_k, sampling.top_p < 1)
+    cache_len = inputs["input_ids"].shape[1] + sampling.max_new_tokens
+    out = _prefill(self.params, self.config, inputs, sampling.n, cache_len, self.mesh)
+    stop_seqs = self._stop_sequences(sampling.stop_strings)
+    live = np.repeat(np.arange(inputs["input_ids"].shape[0]) < rows, sampling.n)
+    state = _init_state(out, spec, stop_seqs.shape[1], self.pad_id, live)
+    controls = {"rng": jax.random.key(sampling.seed),
+                "temperature": jnp.float32(max(sampling.temperature, 1e-6)),
+                "top_p": jnp.float32(sampling.top_p), "pad_id": jnp.int32(self.pad_id),
+                "stop_seqs": jnp.asarray(stop_seqs),
+                "stop_ids": jnp.asarray(list(sampling.stop_token_ids) or [-3], jnp.int32)}
+    with warnings.catch_warnings():
+      warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+      state = _decode(self.params, self.config, state, spec, controls)
+    return self._finish(state, rows * sampling.n, sampling)
+
+  # -- host side ---------------------------------------------------------------------------
+  def _prepare(self, batch: dict) -> tuple[dict, int]:
+    rows = np.asarray(batch["input_ids"]).shape[0]
+    length = buckets.bucket(np.asarray(batch["input_ids"]).shape[1], self.min_length_bucket)
+    batch = buckets.left_align(batch, length)
+    inputs = model_lib.prepare_inputs(self.config, **batch)
+    multiple = 1 if self.mesh is None else sharding_lib.batch_size_multiple(self.mesh)
+    inputs = model_lib.pad_batch(inputs, max(buckets.bucket(rows), multiple))
+    inputs = model_lib.pad_batch(inputs, multiple)
+    if "pixel_values" in inputs:
+      unit = self.config.vision.merge_unit
+      patches = buckets.bucket(inputs["pixel_values"].shape[0] // unit,
+                               self.min_patch_bucket // unit) * unit
+      inputs = buckets.pad_vision(inputs, patches, unit)
+    if self.mesh is not None:
+      inputs = sharding_lib.shard_inputs(inputs, self.mesh)
+    return inputs, rows
+
+  def _stop_sequences(self, stop_strings) -> np.ndarray:
+    """Token sequences of the stop strings, right-aligned in [S, L] with -1 padding."""
+    seqs = []
+    if stop_strings:
+      if self.processor is None:
+        raise ValueError("stop_strings need a processor (tokenizer)")
+      for s in stop_strings:
+        seqs.append(self.processor.tokenizer.encode(s, add_special_tokens=False))
+    width = max([len(s) for s in seqs] + [1])
+    out = np.full((max(len(seqs), 1), width), -1, np.int32)
+    for i, s in enumerate(seqs):
+      out[i, width - len(s):] = s
+    return out
+
+  def _finish(self, state: dict, rows: int, sampling: SamplingParams) -> SampleOutput:
+    host = {k: np.array(sharding_lib.to_host(state[k])[:rows])
+            for k in ("tokens", "lengths", "logprobs", "entropies")}
+    tokens, lengths = host["tokens"], host["lengths"].astype(np.int64)
+    texts, reasons = [], []
+    for r in range(rows):
+      stopped = bool(lengths[r] < sampling.max_new_tokens) or (
+          lengths[r] and tokens[r, lengths[r] - 1] in sampling.stop_token_ids)
+      lengths[r], text_r, hit = self._cut_at_stop_string(tokens[r], lengths[r], sampling)
+      texts.append(text_r)
+      reasons.append("stop" if stopped or hit else "length")
+      tokens[r, lengths[r]:] = self.pad_id
+      host["logprobs"][r, lengths[r]:] = 0
+      host["entropies"][r, lengths[r]:] = 0
+    return SampleOutput(tokens=tokens, lengths=lengths, logprobs=host["logprobs"],
+                        entropies=host["entropies"], texts=texts, finish_reasons=reasons,
+                        prompt_index=np.repeat(np.arange(rows // sampling.n), sampling.n))
+
+  def _cut_at_stop_string(self, row, length: int, sampling: SamplingParams):
+    """(length, text, hit): a stop string can also arrive inside other token splits."""
+    if self.processor is None:
+      return length, "", False
+    decode = lambda k: self.processor.decode(
+        [int(t) for t in row[:k] if t not in sampling.stop_token_ids])
+    text_full = decode(length)
+    cuts = [text_full.find(s) + len(s) for s in sampling.stop_strings if s in text_full]
+    if not cuts:
+      return length, text_full, False
+    end = min(cuts)
+    k = next(k for k in range(1, length + 1) if len(decode(k)) >= end)
+    return k, text_full[:end], True
+
+
+def generate_greedy(params, config, batch: dict, max_new_tokens: int, **kw) -> SampleOutput:
+  """Convenience: greedy continuation of HF-processor arrays."""
+  return Sampler(params, config, **kw)(batch, SamplingParams(max_new_tokens=max_new_tokens))
+
+
+__all__ = ["SampleOutput", "Sampler", "SamplingParams", "TRACE_COUNTS", "generate_greedy"]
