@@ -12,27 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def bench_config():
-  from transformers import Qwen2_5_VLConfig
-  text = dict(vocab_size=32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
-              num_attention_heads=8, num_key_value_heads=2, bos_token_id=1, eos_token_id=2,
-              rope_parameters=dict(rope_type="default", mrope_section=[8, 12, 12],
-                                   rope_theta=1e6))
-  vision = dict(depth=8, hidden_size=256, intermediate_size=640, num_heads=4,
-                out_hidden_size=512, fullatt_block_indexes=[3, 7], tokens_per_second=2)
-  return Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=31990,
-                          video_token_id=31991, vision_start_token_id=31992,
-                          vision_end_token_id=31993)
+from bench.common import bench_config, timed  # noqa: E402
 
 
 def inputs(config):
@@ -44,16 +30,6 @@ def inputs(config):
   return dict(input_ids=ids, attention_mask=np.ones_like(ids),
               pixel_values=rng.randn(int(grid.prod()), 1176).astype(np.float32),
               image_grid_thw=grid, mm_token_type_ids=(ids == 31990).astype(np.int64))
-
-
-def timed(fn, runs):
-  fn()  # warm-up / compile
-  times = []
-  for _ in range(runs):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times), min(times)
 
 
 def main():

@@ -5,8 +5,9 @@ rounded up to the next bucket (powers of two and 1.5x powers of two). Padding is
   * prompt length: extra *left* padding (attention mask 0), so the last column stays the last
     real token of every row;
   * batch: extra rows that are all padding;
-  * vision patches: extra patches in segments of their own (they attend only to themselves) whose
-    merged outputs are scattered to an out-of-range slot and dropped.
+  * vision patches: extra patches in attention segments of their own whose merged outputs are
+    scattered to an out-of-range slot and dropped; the segment tables (`vision.vision_layout`)
+    get bucketed row counts and widths too.
 """
 
 from __future__ import annotations
@@ -50,25 +51,25 @@ def left_align(batch: dict, length: int | None = None) -> dict:
   return out
 
 
-def pad_vision(inputs: dict, num_patches: int, unit: int) -> dict:
-  """Pad `prepare_inputs` vision arrays to `num_patches` patches (a multiple of `unit`)."""
-  pixels = inputs["pixel_values"]
-  extra = num_patches - pixels.shape[0]
-  if extra < 0 or extra % unit:
-    raise ValueError(f"cannot pad {pixels.shape[0]} patches to {num_patches} (unit {unit})")
-  if not extra:
-    return inputs
-  layout = dict(inputs["vision_layout"])
-  merged, extra_merged = pixels.shape[0] // unit, extra // unit
-  fresh = np.arange(merged, merged + extra_merged, dtype=np.int32)
-  layout["window_index"] = np.concatenate([layout["window_index"], fresh])
-  layout["reverse_index"] = np.concatenate([layout["reverse_index"], fresh])
-  layout["pos_hw"] = np.concatenate([layout["pos_hw"], np.zeros((extra, 2), np.int32)])
-  for key in ("window_segment", "full_segment"):
-    own = layout[key].max() + 1 + np.arange(extra, dtype=np.int32)
-    layout[key] = np.concatenate([layout[key], own])
-  out = dict(inputs, vision_layout=layout)
+def pad_vision(inputs: dict, config, min_patches: int = 256) -> dict:
+  """Pad `prepare_inputs` vision arrays to bucketed shapes (patches, slot-table rows/widths).
+
+  config: the VisionConfig. Real inputs are unchanged; padding patches are zeros in segments of
+  their own whose merged outputs go to an out-of-range slot and are dropped in `model.embed`.
+  """
+  from vlm_jax import vision  # noqa: PLC0415 (keeps this module numpy-only at import)
+  unit = config.merge_unit
+  pixels, layout = inputs["pixel_values"], inputs["vision_layout"]
+  num = pixels.shape[0]
+  padded = bucket(num // unit, max(min_patches // unit, 1)) * unit
+  extra = padded - num
+  w_width = layout["window_slots"].shape[1]
+  f_width = bucket(layout["full_slots"].shape[1], min_patches)
+  w_rows = bucket(layout["window_slots"].shape[0] + -(-extra // w_width), padded // w_width)
+  f_rows = bucket(layout["full_slots"].shape[0] + -(-extra // f_width))
+  out = dict(inputs)
+  out["vision_layout"] = vision.pad_layout(layout, padded, unit, w_rows, f_rows, f_width)
   out["pixel_values"] = np.concatenate([pixels, np.zeros((extra, pixels.shape[1]), pixels.dtype)])
-  past_end = np.full(extra_merged, np.iinfo(np.int32).max, np.int32)  # any batch size: dropped
+  past_end = np.full(extra // unit, np.iinfo(np.int32).max, np.int32)  # any batch size: dropped
   out["vision_scatter"] = np.concatenate([inputs["vision_scatter"], past_end])
   return out

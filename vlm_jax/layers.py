@@ -42,18 +42,30 @@ def gated_mlp(x: jax.Array, p: dict, act: str) -> jax.Array:
   return dense(activation(act)(dense(x, p["gate"])) * dense(x, p["up"]), p["down"])
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+              q_chunk: int | None = None) -> jax.Array:
   """Grouped-query softmax attention.
 
-  q: [B, T, N, H]; k, v: [B, S, K, H]; mask: bool, broadcastable to [B, T, S] (True = attend).
-  Logits and softmax in float32; returns [B, T, N, H] in v's dtype.
+  q: [B, T, N, H]; k, v: [B, S, K, H]; mask: bool [B, T, S] (True = attend). Logits and softmax
+  in float32; returns [B, T, N, H] in v's dtype. With `q_chunk`, queries are processed that many
+  at a time (`lax.map`), bounding the logits to [B, N, q_chunk, S] for long sequences.
   """
+  t = q.shape[1]
+  if q_chunk and t > q_chunk and t % q_chunk == 0:
+    qs = q.reshape(q.shape[0], t // q_chunk, q_chunk, *q.shape[2:]).swapaxes(0, 1)
+    ms = mask.reshape(mask.shape[0], t // q_chunk, q_chunk, -1).swapaxes(0, 1)
+    out = jax.lax.map(lambda qm: _attention(qm[0], k, v, qm[1]), (qs, ms))
+    return out.swapaxes(0, 1).reshape(q.shape)
+  return _attention(q, k, v, mask)
+
+
+def _attention(q, k, v, mask):
   b, t, n, h = q.shape
   kv_heads = k.shape[2]
   q = q.reshape(b, t, kv_heads, n // kv_heads, h)
   logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
   logits = logits * (h ** -0.5)
-  logits = jnp.where(mask[:, None, None, :, :], logits, _MASK_VALUE)
+  logits = jnp.where(mask[:, None, None, :, :], logits, _MASK_VALUE)  # mask [B, T, S]
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
   return out.reshape(b, t, n, h)

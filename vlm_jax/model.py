@@ -93,8 +93,7 @@ def prepare_inputs(config: ModelConfig, input_ids, attention_mask=None, pixel_va
     grids = [g for g in (img_grid, vid_grid) if g is not None]
     layout = vision.vision_layout(np.concatenate(grids), config.vision)
     inputs["pixel_values"] = np.concatenate(pixels).astype(np.float32)
-    inputs["vision_layout"] = {k: v.astype(np.int32)
-                               for k, v in vision.layout_arrays(layout).items()}
+    inputs["vision_layout"] = layout
     slots = [np.flatnonzero(ids == t) for t, p in
              ((config.image_token_id, img), (config.video_token_id, vid)) if p is not None]
     inputs["vision_scatter"] = np.concatenate(slots).astype(np.int32)
@@ -176,6 +175,5 @@ def _vision(params, config: ModelConfig, pixel_values, layout):
 def vision_embeddings(params: dict, config: ModelConfig, pixel_values, grid_thw) -> jax.Array:
   """Merged vision embeddings [M, D] (what transformers' `get_image_features` concatenates)."""
   grid = vision.check_grid(grid_thw, config.vision, "grid_thw")
-  layout = vision.layout_arrays(vision.vision_layout(grid, config.vision))
-  return _vision(params, config, np.asarray(pixel_values, np.float32),
-                 {k: v.astype(np.int32) for k, v in layout.items()})
+  layout = vision.vision_layout(grid, config.vision)
+  return _vision(params, config, np.asarray(pixel_values, np.float32), layout)

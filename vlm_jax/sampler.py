@@ -71,9 +71,15 @@ class _Spec:
   top_p: bool
 
 
+def _argmax(z: jax.Array) -> jax.Array:
+  """First index of the maximum over the last axis (= jnp.argmax; that is ~4x slower on CPU)."""
+  hit = z == z.max(-1, keepdims=True)
+  return jnp.min(jnp.where(hit, jnp.arange(z.shape[-1], dtype=jnp.int32), z.shape[-1]), -1)
+
+
 def _choose(logits, key, spec: _Spec, temperature, top_p):
   if spec.greedy:
-    return jnp.argmax(logits, -1).astype(jnp.int32)
+    return _argmax(logits)
   z = logits / temperature
   if spec.top_k:
     kth = jax.lax.top_k(z, spec.top_k)[0][..., -1:]
@@ -84,7 +90,7 @@ def _choose(logits, key, spec: _Spec, temperature, top_p):
     keep = (cum - jax.nn.softmax(desc, -1)) < top_p   # the top token is always kept
     threshold = jnp.min(jnp.where(keep, desc, jnp.inf), -1, keepdims=True)
     z = jnp.where(z < threshold, -jnp.inf, z)
-  return jax.random.categorical(key, z).astype(jnp.int32)
+  return _argmax(z + jax.random.gumbel(key, z.shape, jnp.float32))  # Gumbel-max sampling
 
 
 def _kv_constraint(cache: dict, mesh) -> dict:
@@ -214,10 +220,7 @@ class Sampler:
     inputs = model_lib.pad_batch(inputs, max(buckets.bucket(rows), multiple))
     inputs = model_lib.pad_batch(inputs, multiple)
     if "pixel_values" in inputs:
-      unit = self.config.vision.merge_unit
-      patches = buckets.bucket(inputs["pixel_values"].shape[0] // unit,
-                               self.min_patch_bucket // unit) * unit
-      inputs = buckets.pad_vision(inputs, patches, unit)
+      inputs = buckets.pad_vision(inputs, self.config.vision, self.min_patch_bucket)
     if self.mesh is not None:
       inputs = sharding_lib.shard_inputs(inputs, self.mesh)
     return inputs, rows

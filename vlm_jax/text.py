@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from vlm_jax import layers, rope
 from vlm_jax.config import TextConfig
+UNROLL = 1
 
 
 def init_cache(config: TextConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
@@ -33,17 +34,23 @@ def _qkv(h, p, config: TextConfig):
   return q, k, v
 
 
-def _layer(x, p, layer_cache, cos, sin, mask, end, config: TextConfig):
+def _write(cache: jax.Array, new: jax.Array, layer, end) -> jax.Array:
+  """cache [L, B, S, K, H] with `new` [B, T, K, H] at (layer, :, end): in place on a loop carry."""
+  return jax.lax.dynamic_update_slice(cache, new[None].astype(cache.dtype), (layer, 0, end, 0, 0))
+
+
+def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig):
+  """One decoder layer; kv is None or the full (k, v) cache, carried so updates are in place."""
   h = layers.rms_norm(x, p["input_norm"]["scale"], config.rms_norm_eps)
   q, k, v = _qkv(h, p, config)
   q, k = rope.apply_rope(q, cos, sin), rope.apply_rope(k, cos, sin)
-  if layer_cache is not None:
-    k = jax.lax.dynamic_update_slice_in_dim(layer_cache[0], k.astype(layer_cache[0].dtype), end, 1)
-    v = jax.lax.dynamic_update_slice_in_dim(layer_cache[1], v.astype(layer_cache[1].dtype), end, 1)
+  if kv is not None:
+    kv = (_write(kv[0], k, layer, end), _write(kv[1], v, layer, end))
+    k, v = kv[0][layer], kv[1][layer]
   attn = layers.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
   x = x + jnp.einsum("BTNH,NHD->BTD", attn, p["o"]["kernel"])
   h = layers.rms_norm(x, p["post_norm"]["scale"], config.rms_norm_eps)
-  return x + layers.gated_mlp(h, p["mlp"], config.hidden_act), (k, v)
+  return x + layers.gated_mlp(h, p["mlp"], config.hidden_act), kv
 
 
 def decoder(params: dict, config: TextConfig, x: jax.Array, positions: jax.Array,
@@ -63,17 +70,18 @@ def decoder(params: dict, config: TextConfig, x: jax.Array, positions: jax.Array
   causal = slots[None, :] <= (end + jnp.arange(t))[:, None]  # [T, S]
   mask = causal[None] & slot_mask[:, None, :]
 
-  def body(x, xs):
-    p, layer_cache = xs
-    x, kv = _layer(x, p, layer_cache, cos, sin, mask, end, config)
-    return x, (None if cache is None else kv)  # no per-layer K/V output without a cache
+  def body(carry, xs):
+    x, kv = carry
+    p, layer = xs
+    return _layer(x, p, kv, layer, cos, sin, mask, end, config), None
 
   kv = None if cache is None else (cache["k"], cache["v"])
-  x, new_kv = jax.lax.scan(body, x, (params["layers"], kv))
+  layer_ids = jnp.arange(config.num_layers)
+  (x, kv), _ = jax.lax.scan(body, (x, kv), (params["layers"], layer_ids), unroll=UNROLL)
   x = layers.rms_norm(x, params["norm"]["scale"], config.rms_norm_eps)
   if cache is None:
     return x, None
-  return x, {"k": new_kv[0], "v": new_kv[1], "mask": slot_mask, "end": end + t}
+  return x, {"k": kv[0], "v": kv[1], "mask": slot_mask, "end": end + t}
 
 
 def lm_head(params: dict, config: TextConfig, hidden: jax.Array) -> jax.Array:

@@ -1,8 +1,9 @@
 """The Qwen2.5-VL vision tower: patch embed, window/full attention blocks, patch merger.
 
-Host side (numpy, `vision_layout`): from `grid_thw` it derives the window permutation, per-token
-segment ids for window and full attention, and rotary coordinates. Device side (`vision_forward`):
-a `lax.scan` over the blocks, each attending within its segment ids.
+Host side (numpy, `vision_layout`): from `grid_thw` it derives the window permutation, the
+attention segments (112 px windows; whole frames for the `fullatt_block_indexes` blocks) as
+slot tables, and rotary coordinates. Device side (`vision_forward`): a `lax.scan` over the
+blocks, each attending within its segments, computed as a batch of segments (no [P, P] mask).
 
 Token order (P patches, U = merge_unit patches per merged token, M = P/U merged tokens):
 the processor emits patches image by image, frame by frame, each 2x2 merge group contiguous.
@@ -12,24 +13,12 @@ output is put back into processor order with the inverse permutation.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import jax
 import jax.numpy as jnp
 
 from vlm_jax import layers, rope
 from vlm_jax.config import VisionConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class VisionLayout:
-  """Host-computed index arrays for one vision call (all numpy)."""
-  window_index: np.ndarray   # [M] merged-token permutation into window order
-  reverse_index: np.ndarray  # [M] its inverse
-  pos_hw: np.ndarray         # [P, 2] rotary (h, w) per patch, window order
-  window_segment: np.ndarray  # [P] window id per patch, window order
-  full_segment: np.ndarray    # [P] (image, frame) id per patch, window order
 
 
 def window_index(grid_thw: np.ndarray, config: VisionConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -59,17 +48,86 @@ def window_index(grid_thw: np.ndarray, config: VisionConfig) -> tuple[np.ndarray
   return np.concatenate(perm), np.concatenate(window_ids)
 
 
-def vision_layout(grid_thw: np.ndarray, config: VisionConfig) -> VisionLayout:
+def _runs_to_slots(segment: np.ndarray, width: int | None = None):
+  """Contiguous runs of equal ids -> (slots [runs, width] with sentinel len(segment), inverse [P]).
+
+  inverse[p] is the flat position (row * width + column) of patch p in `slots`.
+  """
+  num = len(segment)
+  if num and np.any(np.diff(segment) < 0):
+    raise AssertionError("vision segments must be contiguous in window order")
+  starts = np.flatnonzero(np.r_[True, np.diff(segment) != 0]) if num else np.zeros(0, np.int64)
+  lengths = np.diff(np.r_[starts, num])
+  width = int(lengths.max(initial=1)) if width is None else width
+  column = np.arange(num) - np.repeat(starts, lengths)
+  row = np.repeat(np.arange(len(starts)), lengths)
+  slots = np.full((max(len(starts), 1), width), num, np.int64)
+  slots[row, column] = np.arange(num)
+  return slots, row * width + column
+
+
+def vision_layout(grid_thw: np.ndarray, config: VisionConfig) -> dict:
+  """Index arrays (int32 numpy) for one vision call over the images/videos of `grid_thw`.
+
+  window_index / reverse_index [M]: merged tokens into window order and back.
+  pos_hw [P, 2]: rotary (h, w) of each patch, window order.
+  window_slots [Sw, Lw] / full_slots [Sf, Lf]: patches (window order) of each attention segment
+  (a 112 px window / a whole frame), padded with the sentinel P; *_inverse [P]: where each patch
+  sits in the flattened slots. Attention runs per row: cost Sw*Lw^2 instead of P^2.
+  """
   grid_thw = np.asarray(grid_thw, np.int64).reshape(-1, 3)
   unit = config.merge_unit
   perm, merged_window = window_index(grid_thw, config)
   patch_perm = (perm[:, None] * unit + np.arange(unit)).reshape(-1)
   frames = np.repeat(np.arange(int(grid_thw[:, 0].sum())),
                      np.repeat(grid_thw[:, 1] * grid_thw[:, 2], grid_thw[:, 0]))
-  return VisionLayout(
-      window_index=perm, reverse_index=np.argsort(perm),
-      pos_hw=rope.vision_position_ids(grid_thw, config.spatial_merge_size)[patch_perm],
-      window_segment=np.repeat(merged_window, unit), full_segment=frames[patch_perm])
+  window_slots, window_inverse = _runs_to_slots(np.repeat(merged_window, unit),
+                                                config.window_merged ** 2 * unit)
+  full_slots, full_inverse = _runs_to_slots(frames[patch_perm])
+  out = dict(window_index=perm, reverse_index=np.argsort(perm),
+             pos_hw=rope.vision_position_ids(grid_thw, config.spatial_merge_size)[patch_perm],
+             window_slots=window_slots, window_inverse=window_inverse,
+             full_slots=full_slots, full_inverse=full_inverse)
+  return {k: v.astype(np.int32) for k, v in out.items()}
+
+
+def _pad_slots(slots, inverse, num_old, num_new, rows, width):
+  """Grow a slot table to [rows, width] for num_new patches (the new ones in rows of their own)."""
+  slots = np.where(slots == num_old, num_new, slots)
+  extra = np.arange(num_old, num_new)
+  per_row = width
+  new_rows = -(-len(extra) // per_row)
+  used = slots.shape[0]
+  if used + new_rows > rows or slots.shape[1] > width:
+    raise ValueError(f"slot table {slots.shape} + {new_rows} rows does not fit ({rows}, {width})")
+  out = np.full((rows, width), num_new, np.int32)
+  out[:used, :slots.shape[1]] = slots
+  row, col = np.divmod(np.arange(len(extra)), per_row)
+  out[used + row, col] = extra
+  old_row, old_col = np.divmod(inverse, slots.shape[1])
+  return out, np.concatenate([old_row * width + old_col, (used + row) * width + col]).astype(np.int32)
+
+
+def pad_layout(layout: dict, num_patches: int, unit: int, window_rows: int, full_rows: int,
+               full_width: int) -> dict:
+  """Pad a layout to `num_patches` patches and fixed slot-table shapes (for shape buckets).
+
+  Padding patches sit after the real ones, in segments of their own, so they never mix with
+  real patches; their merged outputs are dropped by the caller.
+  """
+  num = layout["pos_hw"].shape[0]
+  merged, new_merged = num // unit, num_patches // unit
+  fresh = np.arange(merged, new_merged, dtype=np.int32)
+  out = dict(layout)
+  out["window_index"] = np.concatenate([layout["window_index"], fresh])
+  out["reverse_index"] = np.concatenate([layout["reverse_index"], fresh])
+  out["pos_hw"] = np.concatenate([layout["pos_hw"], np.zeros((num_patches - num, 2), np.int32)])
+  out["window_slots"], out["window_inverse"] = _pad_slots(
+      layout["window_slots"], layout["window_inverse"], num, num_patches, window_rows,
+      layout["window_slots"].shape[1])
+  out["full_slots"], out["full_inverse"] = _pad_slots(
+      layout["full_slots"], layout["full_inverse"], num, num_patches, full_rows, full_width)
+  return out
 
 
 def check_grid(grid_thw: np.ndarray, config: VisionConfig, name: str) -> np.ndarray:
@@ -84,13 +142,29 @@ def check_grid(grid_thw: np.ndarray, config: VisionConfig, name: str) -> np.ndar
   return grid
 
 
-def _block(x, p, cos, sin, mask, config: VisionConfig):
+def segment_attention(q, k, v, slots, inverse, q_chunk: int = 1024):
+  """Attention within segments of packed patches: q, k, v [P, N, H] -> [P, N, H].
+
+  slots [S, L] lists each segment's patches (sentinel P = empty); inverse [P] is each patch's
+  flat slot. Segments become a batch of S rows of length L, so no [P, P] array is ever built.
+  """
+  pad = lambda a: jnp.concatenate([a, jnp.zeros((1,) + a.shape[1:], a.dtype)])[slots]
+  valid = slots < q.shape[0]
+  mask = valid[:, None, :] & valid[:, :, None]
+  out = layers.attention(pad(q), pad(k), pad(v), mask, q_chunk=q_chunk)  # [S, L, N, H]
+  return out.reshape(-1, *out.shape[2:])[inverse]
+
+
+def _block(x, p, cos, sin, is_full, layout, config: VisionConfig):
   """One pre-norm ViT block on x [P, D] (no batch axis: images are packed along P)."""
   h = layers.rms_norm(x, p["norm1"]["scale"], config.norm_eps)
   q, k, v = (layers.dense(h, p[n]).reshape(h.shape[0], config.num_heads, config.head_dim)
              for n in ("q", "k", "v"))
   q, k = rope.apply_rope(q, cos, sin), rope.apply_rope(k, cos, sin)
-  attn = layers.attention(q[None], k[None], v[None], mask[None])[0]
+  attn = jax.lax.cond(
+      is_full,
+      lambda: segment_attention(q, k, v, layout["full_slots"], layout["full_inverse"]),
+      lambda: segment_attention(q, k, v, layout["window_slots"], layout["window_inverse"]))
   x = x + layers.dense(attn.reshape(x.shape), p["proj"])
   h = layers.rms_norm(x, p["norm2"]["scale"], config.norm_eps)
   return x + layers.gated_mlp(h, p["mlp"], config.hidden_act)
@@ -107,13 +181,11 @@ def vision_forward(params: dict, config: VisionConfig, pixel_values: jax.Array,
   num, unit = x.shape[0], config.merge_unit
   x = x.reshape(num // unit, unit, -1)[layout["window_index"]].reshape(num, -1)
   cos, sin = rope.vision_cos_sin(layout["pos_hw"], config.head_dim, config.rope_theta)
-  window_mask = layout["window_segment"][:, None] == layout["window_segment"][None, :]
-  full_mask = layout["full_segment"][:, None] == layout["full_segment"][None, :]
   is_full = np.isin(np.arange(config.depth), config.fullatt_block_indexes)
 
   def body(x, xs):
     p, full = xs
-    return _block(x, p, cos, sin, jnp.where(full, full_mask, window_mask), config), None
+    return _block(x, p, cos, sin, full, layout, config), None
 
   x, _ = jax.lax.scan(body, x, (params["blocks"], jnp.asarray(is_full)))
   m = params["merger"]
@@ -121,6 +193,3 @@ def vision_forward(params: dict, config: VisionConfig, pixel_values: jax.Array,
   x = layers.dense(layers.activation("gelu")(layers.dense(x, m["fc1"])), m["fc2"])
   return x[layout["reverse_index"]]
 
-
-def layout_arrays(layout: VisionLayout) -> dict:
-  return {f.name: getattr(layout, f.name) for f in dataclasses.fields(layout)}

@@ -70,11 +70,15 @@ def test_window_index_matches_transformers(grid, window_size):
   want_index, want_cu = get_vision_window_index(torch.tensor(grid), 2, window_size, 14)
   config = VisionConfig(window_size=window_size)
   layout = vision.vision_layout(np.array(grid), config)
-  np.testing.assert_array_equal(layout.window_index, want_index.numpy())
-  # Window segments of the permuted patches must reproduce HF's cumulative window lengths.
-  boundaries = np.flatnonzero(np.diff(layout.window_segment)) + 1
-  cu = np.concatenate([[0], boundaries, [len(layout.window_segment)]])
-  np.testing.assert_array_equal(cu, want_cu.numpy())
+  np.testing.assert_array_equal(layout["window_index"], want_index.numpy())
+  # The window slot table must hold HF's windows: consecutive runs of the cumulative lengths.
+  num = len(layout["pos_hw"])
+  sizes = (layout["window_slots"] < num).sum(1)
+  np.testing.assert_array_equal(np.concatenate([[0], np.cumsum(sizes)]), want_cu.numpy())
+  flat = layout["window_slots"][layout["window_slots"] < num]
+  np.testing.assert_array_equal(flat, np.arange(num))  # in order, each patch once
+  np.testing.assert_array_equal(layout["window_slots"].reshape(-1)[layout["window_inverse"]],
+                                np.arange(num))
 
 
 @pytest.mark.parametrize("grid", GRIDS)
