@@ -109,6 +109,7 @@ class TextConfig:
   hidden_act: str = "silu"
   tie_word_embeddings: bool = False
   qkv_bias: bool = True
+  o_bias: bool = False
   qk_norm: bool = False
 
   def __post_init__(self):
@@ -142,9 +143,14 @@ class TextConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Qwen2.5-VL: vision tower + text decoder + the special token ids."""
-  vision: VisionConfig = VisionConfig()
+  """Qwen2.5-VL: vision tower + text decoder + the special token ids.
+
+  `vision=None` is a text-only model (`architecture` "qwen3" or "qwen2": the LLM judges), run by
+  the same decoder code; the vision token ids are then unused.
+  """
+  vision: VisionConfig | None = VisionConfig()
   text: TextConfig = TextConfig()
+  architecture: str = "qwen2_5_vl"
   image_token_id: int = 151655
   video_token_id: int = 151656
   vision_start_token_id: int = 151652
@@ -154,6 +160,15 @@ class ModelConfig:
   pad_token_id: int | None = None
 
   def __post_init__(self):
+    _require(self.architecture in ("qwen2_5_vl", "qwen3", "qwen2"),
+             f"ModelConfig.architecture={self.architecture!r} is not supported")
+    _require((self.vision is None) == (self.architecture != "qwen2_5_vl"),
+             f"ModelConfig: architecture {self.architecture!r} "
+             f"{'needs' if self.vision is None else 'has no'} a vision config")
+    if isinstance(self.eos_token_id, list):
+      object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
+    if self.vision is None:
+      return
     _require(self.vision.out_hidden_size == self.text.hidden_size,
              f"vision.out_hidden_size={self.vision.out_hidden_size} must equal "
              f"text.hidden_size={self.text.hidden_size}")
@@ -161,8 +176,6 @@ class ModelConfig:
       value = getattr(self, name)
       _require(0 <= value < self.text.vocab_size,
                f"ModelConfig.{name}={value} outside the vocabulary [0, {self.text.vocab_size})")
-    if isinstance(self.eos_token_id, list):
-      object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)
@@ -285,12 +298,55 @@ def _vision_from_hf(vision: dict) -> VisionConfig:
       rope_theta=float(rope.get("rope_theta", 10000.0)))
 
 
+_TEXT_ONLY_DEFAULTS = {  # transformers' Qwen3Config / Qwen2Config class defaults
+    "qwen3": dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016,
+                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                  head_dim=128, rms_norm_eps=1e-6, max_position_embeddings=32768),
+    "qwen2": dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016,
+                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                  rms_norm_eps=1e-6, max_position_embeddings=32768),
+}
+
+
+def _text_only_from_hf(top: dict, model_type: str) -> ModelConfig:
+  """Qwen3 (q/k RMSNorm, no qkv bias, explicit head_dim) or Qwen2 text models, 1-D RoPE."""
+  get = lambda k: top.get(k, _TEXT_ONLY_DEFAULTS[model_type].get(k))
+  if top.get("use_sliding_window"):
+    raise ConfigError("use_sliding_window=true is not supported")
+  rope = top.get("rope_parameters") or top.get("rope_scaling") or {}
+  if rope.get("rope_type", rope.get("type", "default")) != "default":
+    raise ConfigError(f"rope type {rope.get('rope_type', rope.get('type'))!r} is not supported")
+  qwen3 = model_type == "qwen3"
+  bias = bool(top.get("attention_bias", False)) if qwen3 else True
+  n_heads = get("num_attention_heads")
+  text = TextConfig(
+      vocab_size=get("vocab_size"), hidden_size=get("hidden_size"),
+      intermediate_size=get("intermediate_size"), num_layers=get("num_hidden_layers"),
+      num_heads=n_heads, num_kv_heads=top.get("num_key_value_heads") or n_heads,
+      head_dim_override=get("head_dim") if qwen3 else None,
+      rms_norm_eps=float(get("rms_norm_eps")),
+      rope_theta=float(rope.get("rope_theta", top.get("rope_theta", 10000.0))),
+      mrope_section=None, max_position_embeddings=get("max_position_embeddings"),
+      hidden_act=top.get("hidden_act", "silu"),
+      tie_word_embeddings=bool(top.get("tie_word_embeddings", False)),
+      qkv_bias=bias, o_bias=bias and qwen3, qk_norm=qwen3)
+  return ModelConfig(vision=None, text=text, architecture=model_type,
+                     bos_token_id=top.get("bos_token_id"), eos_token_id=top.get("eos_token_id"),
+                     pad_token_id=top.get("pad_token_id"))
+
+
 def from_hf(path_or_dict: str | os.PathLike | dict) -> ModelConfig:
-  """`ModelConfig` from a HF Qwen2.5-VL `config.json` (a path, a checkpoint dir, or a dict)."""
+  """`ModelConfig` from a HF `config.json` (a path, a checkpoint dir, or a dict).
+
+  Qwen2.5-VL (`qwen2_5_vl`) and, for the LLM judges, the text-only `qwen3` and `qwen2`.
+  """
   top = _read_json(path_or_dict)
   model_type = top.get("model_type")
+  if model_type in _TEXT_ONLY_DEFAULTS:
+    return _text_only_from_hf(top, model_type)
   if model_type not in (None, "qwen2_5_vl"):
-    raise ConfigError(f"config.json model_type={model_type!r}; expected 'qwen2_5_vl'")
+    raise ConfigError(f"config.json model_type={model_type!r}; expected one of "
+                      f"'qwen2_5_vl', 'qwen3', 'qwen2'")
   text = top.get("text_config") or top  # flat transformers-4 layout keeps text fields on top
   text = dict(text) if isinstance(text, dict) else text.to_dict()
   vision = top.get("vision_config") or {}
@@ -304,8 +360,28 @@ def from_hf(path_or_dict: str | os.PathLike | dict) -> ModelConfig:
       pad_token_id=get("pad_token_id", None))
 
 
+def _text_only_to_hf(config: ModelConfig, dtype: str) -> dict:
+  t = config.text
+  out = dict(
+      architectures=["Qwen3ForCausalLM" if config.architecture == "qwen3" else "Qwen2ForCausalLM"],
+      model_type=config.architecture, vocab_size=t.vocab_size, hidden_size=t.hidden_size,
+      intermediate_size=t.intermediate_size, num_hidden_layers=t.num_layers,
+      num_attention_heads=t.num_heads, num_key_value_heads=t.num_kv_heads,
+      hidden_act=t.hidden_act, max_position_embeddings=t.max_position_embeddings,
+      rms_norm_eps=t.rms_norm_eps, rope_parameters=dict(rope_type="default", rope_theta=t.rope_theta),
+      tie_word_embeddings=t.tie_word_embeddings, use_sliding_window=False,
+      bos_token_id=config.bos_token_id, pad_token_id=config.pad_token_id,
+      eos_token_id=list(config.eos_token_id) if isinstance(config.eos_token_id, tuple)
+      else config.eos_token_id, dtype=dtype)
+  if config.architecture == "qwen3":
+    out.update(head_dim=t.head_dim, attention_bias=t.qkv_bias)
+  return out
+
+
 def to_hf(config: ModelConfig, dtype: str = "bfloat16") -> dict:
-  """The transformers-5 nested `config.json` dict for `config`."""
+  """The transformers-5 `config.json` dict for `config` (nested for Qwen2.5-VL)."""
+  if config.vision is None:
+    return _text_only_to_hf(config, dtype)
   t, v = config.text, config.vision
   eos = list(config.eos_token_id) if isinstance(config.eos_token_id, tuple) else config.eos_token_id
   text = dict(

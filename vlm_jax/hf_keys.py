@@ -110,6 +110,8 @@ def text_rules(config: ModelConfig) -> list[Rule]:
            _norm("layers.{i}.input_layernorm", f"{L}/input_norm"),
            _norm("layers.{i}.post_attention_layernorm", f"{L}/post_norm"),
            Rule(f"{a}.o_proj.weight", (f"{L}/o/kernel",), _o, _o_back)]
+  if t.o_bias:
+    rules.append(Rule(f"{a}.o_proj.bias", (f"{L}/o/bias",), _same, _same_back))
   for name, heads in (("q", "num_heads"), ("k", "num_kv_heads"), ("v", "num_kv_heads")):
     rules.append(Rule(f"{a}.{name}_proj.weight", (f"{L}/{name}/kernel",), _heads_in(heads),
                       _heads_in_back))
@@ -147,7 +149,8 @@ def num_layers(rule: Rule, config: ModelConfig) -> int | None:
 def all_rules(config: ModelConfig, text_prefix: str, vision_prefix: str):
   """(full HF key template, rule) pairs for the whole model."""
   out = [(text_prefix + r.hf, r) for r in text_rules(config)]
-  out += [(vision_prefix + r.hf, r) for r in vision_rules(config)]
+  if config.vision is not None:
+    out += [(vision_prefix + r.hf, r) for r in vision_rules(config)]
   if not config.text.tie_word_embeddings:
     out.append(("lm_head.weight", Rule("lm_head.weight", ("text/lm_head/kernel",), _t, _t_back)))
   return out

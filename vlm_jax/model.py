@@ -71,17 +71,24 @@ def prepare_inputs(config: ModelConfig, input_ids, attention_mask=None, pixel_va
   vocab = config.text.vocab_size
   if ids.size and (ids.min() < 0 or ids.max() >= vocab):
     raise ValueError(f"input_ids outside [0, {vocab}): min {ids.min()}, max {ids.max()}")
-  img, img_grid = _check_visual(config, ids, pixel_values, image_grid_thw,
-                                config.image_token_id, "image")
-  vid, vid_grid = _check_visual(config, ids, pixel_values_videos, video_grid_thw,
-                                config.video_token_id, "video")
+  if config.vision is None:
+    if pixel_values is not None or pixel_values_videos is not None:
+      raise ValueError(f"{config.architecture} is a text-only model: no pixel inputs")
+    img = img_grid = vid = vid_grid = None
+    mm_token_type_ids = np.zeros_like(ids)
+  else:
+    img, img_grid = _check_visual(config, ids, pixel_values, image_grid_thw,
+                                  config.image_token_id, "image")
+    vid, vid_grid = _check_visual(config, ids, pixel_values_videos, video_grid_thw,
+                                  config.video_token_id, "video")
   if mm_token_type_ids is None:
     mm_token_type_ids = ((ids == config.image_token_id) * 1 + (ids == config.video_token_id) * 2)
   if position_ids is None:
     positions, deltas = rope.get_rope_index(
         ids, mm_token_type_ids, img_grid, vid_grid, second_per_grid_ts, mask,
-        spatial_merge_size=config.vision.spatial_merge_size,
-        tokens_per_second=config.vision.tokens_per_second, resume=rope_resume)
+        spatial_merge_size=config.vision.spatial_merge_size if config.vision else 2,
+        tokens_per_second=config.vision.tokens_per_second if config.vision else 1,
+        resume=rope_resume)
   else:
     positions = np.asarray(position_ids)
     positions = np.broadcast_to(positions, (3,) + ids.shape) if positions.ndim == 2 else positions

@@ -71,7 +71,8 @@ def text_specs(c: TextConfig) -> dict:
   layer = {
       "input_norm": _norm(d, "embed", l), "post_norm": _norm(d, "embed", l),
       "q": proj(nh, "heads"), "k": proj(kh, "kv_heads"), "v": proj(kh, "kv_heads"),
-      "o": {"kernel": Spec((l, nh, h, d), ("layers", "heads", "head_dim", "embed"))},
+      "o": {"kernel": Spec((l, nh, h, d), ("layers", "heads", "head_dim", "embed")),
+            **({"bias": Spec((l, d), ("layers", "embed"), "zeros")} if c.o_bias else {})},
       "mlp": {"gate": _dense(d, f, ("embed", "mlp"), bias=False, layers=l),
               "up": _dense(d, f, ("embed", "mlp"), bias=False, layers=l),
               "down": _dense(f, d, ("mlp", "embed"), bias=False, layers=l)},
@@ -87,6 +88,8 @@ def text_specs(c: TextConfig) -> dict:
 
 
 def param_specs(config: ModelConfig) -> dict:
+  if config.vision is None:
+    return {"text": text_specs(config.text)}
   return {"vision": vision_specs(config.vision), "text": text_specs(config.text)}
 
 

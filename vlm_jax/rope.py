@@ -39,6 +39,8 @@ def mrope_cos_sin(positions: jax.Array, head_dim: int, theta: float,
   M-RoPE: frequency i takes its angle from stream 0 for the first section[0] frequencies, from
   stream 1 for the next section[1], from stream 2 for the last section[2].
   """
+  if section is None and positions.ndim == 3:
+    positions = positions[0]  # text-only models: the three streams are equal
   freqs_per_stream = positions[..., None].astype(jnp.float32) * inv_freq(head_dim, theta)
   if positions.ndim == 2:
     freqs = freqs_per_stream

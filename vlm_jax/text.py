@@ -49,6 +49,8 @@ def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig):
     k, v = kv[0][layer], kv[1][layer]
   attn = layers.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
   x = x + jnp.einsum("BTNH,NHD->BTD", attn, p["o"]["kernel"])
+  if config.o_bias:
+    x = x + p["o"]["bias"]
   h = layers.rms_norm(x, p["post_norm"]["scale"], config.rms_norm_eps)
   return x + layers.gated_mlp(h, p["mlp"], config.hidden_act), kv
 
