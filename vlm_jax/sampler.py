@@ -115,6 +115,17 @@ def _prefill(params, config: ModelConfig, inputs, n: int, cache_len: int, mesh):
   return {"cache": _kv_constraint(cache, mesh), "logits": logits, "next_pos": next_pos}
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _last_logits(params, config: ModelConfig, inputs, token_ids):
+  """Logits of `token_ids` [K] at the last column (the last real token, left-aligned) [B, K]."""
+  TRACE_COUNTS["score"] = TRACE_COUNTS.get("score", 0) + 1
+  hidden, _ = model_lib.apply(params, config, inputs)
+  w = (params["text"]["embed"]["embedding"].T if config.text.tie_word_embeddings
+       else params["text"]["lm_head"]["kernel"])
+  return jnp.einsum("BD,DK->BK", hidden[:, -1], w[:, token_ids],
+                    preferred_element_type=jnp.float32)
+
+
 def _stop_hit(tail, stop_seqs, stop_ids, token):
   """Did `token` end a stop sequence (right-aligned, -1 = wildcard) or is it a stop id?"""
   seq_hit = jnp.all((tail[:, None, :] == stop_seqs[None]) | (stop_seqs[None] < 0), -1)
@@ -209,6 +220,16 @@ class Sampler:
       warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
       state = _decode(self.params, self.config, state, spec, controls)
     return self._finish(state, rows * sampling.n, sampling)
+
+  def next_token_logits(self, batch: dict, token_ids) -> np.ndarray:
+    """Logits [B, K] of `token_ids` for the token after each row of `batch` (HF arrays).
+
+    The scoring path of the evals (letter distributions): same model code, same buckets.
+    """
+    inputs, rows = self._prepare(batch)
+    ids = jnp.asarray(np.asarray(token_ids, np.int32))
+    out = _last_logits(self.params, self.config, inputs, ids)
+    return sharding_lib.to_host(out)[:rows]
 
   # -- host side ---------------------------------------------------------------------------
   def _prepare(self, batch: dict) -> tuple[dict, int]:

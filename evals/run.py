@@ -1,0 +1,166 @@
+"""Robustness evaluation: benchmarks x prompt variants, accuracy, consistency, letter entropy.
+
+Examples:
+  # built-in default: a tiny random model on the synthetic benchmark (no downloads)
+  python -m evals.run --out runs/default
+  # Qwen2.5-VL-7B-Instruct on CV-Bench, every variant, a v4-32 (16 chips, 4x4 mesh)
+  python -m evals.run --model ~/ckpt/Qwen2.5-VL-7B-Instruct --preset qwen2_5_vl_instruct \\
+      --benchmarks cv_bench --data-dir ~/data --variants all --judge rule --mesh 4x4 \\
+      --out runs/qwen7b_cvbench
+Results are appended per item to OUT/results.jsonl; rerunning the same command resumes. At the
+end OUT holds summary.md, summary.csv, plots/*.png and bad_items.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from evals import presets as presets_lib
+from evals import variants as variants_lib
+from evals.engine import Engine, Job
+from evals.results import ResultsFile, result_key
+from evals.schema import BadItem
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m evals.run", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--model", help="local HF checkpoint dir (default: tiny random model)")
+  p.add_argument("--preset", default="qwen2_5_vl_instruct",
+                 help=f"prompt convention: {', '.join(sorted(presets_lib.PRESETS))}")
+  p.add_argument("--benchmarks", default="synthetic", help="comma-separated benchmark names")
+  p.add_argument("--data-dir", default=None, help="folder holding one sub-folder per benchmark")
+  p.add_argument("--variants", default="all",
+                 help=f"comma-separated, or 'all': {', '.join(variants_lib.VARIANTS)}")
+  p.add_argument("--judge", default="rule", help="rule | local Qwen3 dir | http(s)://... URL")
+  p.add_argument("--mesh", default=None, help="'4x4' or 'data=2,fsdp=4,tensor=2' (default: 1 device)")
+  p.add_argument("--out", default="runs/eval", help="output folder (resumed if it exists)")
+  p.add_argument("--limit", type=int, default=None, help="items per benchmark")
+  p.add_argument("--batch-size", type=int, default=16)
+  p.add_argument("--max-new-tokens", type=int, default=None,
+                 help="default 1024 with --model, 48 for the built-in tiny model")
+  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  p.add_argument("--dtype", default="bfloat16", help="parameter dtype (float32 on CPU tests)")
+  p.add_argument("--seed", type=int, default=0, help="wrong-option draws and sampling")
+  p.add_argument("--synthetic-n", type=int, default=40, help="size of the synthetic benchmark")
+  return p
+
+
+def _load_model(args, mesh):
+  import jax
+  from vlm_jax import config as config_lib, hf, params as params_lib, processor as proc_lib
+  from vlm_jax import sharding
+  if args.model:
+    config, params = hf.load_hf(args.model, dtype=args.dtype, mesh=mesh)
+    return config, params, proc_lib.Processor.from_dir(args.model), args.model
+  config = config_lib.get_config("tiny")
+  params = params_lib.init_params(config, jax.random.key(args.seed))
+  if mesh is not None:
+    params = sharding.shard_params(params, config, mesh)
+  tokenizer = proc_lib.load_tokenizer(proc_lib.qwen_tokenizer_dir())
+  return config, params, proc_lib.Processor(tokenizer), "tiny-random"
+
+
+def _items(args, bad: list):
+  from evals import benchmarks
+  for name in args.benchmarks.split(","):
+    count = 0
+    kw = {"n": args.synthetic_n, "seed": args.seed} if name == "synthetic" else {}
+    for entry in benchmarks.load(name, args.data_dir, **kw):
+      if isinstance(entry, BadItem):
+        bad.append(entry)
+        continue
+      if args.limit is not None and count >= args.limit:
+        break
+      count += 1
+      yield entry
+
+
+def _jobs(args, done: set, bad: list):
+  names = variants_lib.VARIANTS if args.variants == "all" else args.variants.split(",")
+  for variant in names:
+    if variant not in variants_lib.VARIANTS:
+      raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(variants_lib.VARIANTS)}")
+  for item in _items(args, bad):
+    try:
+      images = item.pil_images()
+    except ValueError as e:
+      bad.append(BadItem(item.benchmark, item.id, str(e)))
+      continue
+    for variant in names:
+      if (item.benchmark, str(item.id), variant) not in done:
+        yield Job(item, variants_lib.make_variant(item, variant, args.seed), images)
+
+
+def _batches(jobs, size: int):
+  batch = []
+  for job in jobs:
+    batch.append(job)
+    if len(batch) == size:
+      yield batch
+      batch = []
+  if batch:
+    yield batch
+
+
+def _progress(done: int, start: float) -> None:
+  rate = done / max(time.perf_counter() - start, 1e-9)
+  print(f"\r{done} results, {rate:.2f} items/s", end="", file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  from evals import judge as judge_lib, report
+  from vlm_jax import sharding
+  from vlm_jax.sampler import Sampler
+  mesh = sharding.parse_mesh(args.mesh) if args.mesh else None
+  config, params, processor, model_name = _load_model(args, mesh)
+  if args.max_new_tokens is None:
+    args.max_new_tokens = 1024 if args.model else 48
+  judge = judge_lib.make_judge(args.judge, generate_fn_factory=_llm_judge_factory(args, mesh))
+  engine = Engine(Sampler(params, config, processor, mesh=mesh), processor,
+                  presets_lib.get_preset(args.preset), judge, args.max_new_tokens, model_name,
+                  seed=args.seed, temperature=args.temperature)
+  results = ResultsFile(os.path.join(args.out, "results.jsonl"))
+  writer = _is_writer()
+  bad, new, start = [], 0, time.perf_counter()
+  for batch in _batches(_jobs(args, set(results.done), bad), args.batch_size):
+    for record in engine.run_batch(batch):
+      if writer and result_key(record) not in results.done:
+        results.append(record)
+      new += 1
+    _progress(new, start)
+  print(file=sys.stderr)
+  if writer:
+    _write_bad(args.out, bad)
+    files = report.write_summary(results.records, args.out, bad_items=len(bad))
+    print(f"{len(results.records)} results ({new} new), {len(bad)} bad items; wrote "
+          f"{', '.join(os.path.relpath(f, args.out) for f in files)} in {args.out}")
+  return 0
+
+
+def _is_writer() -> bool:
+  import jax
+  return jax.process_index() == 0  # every process computes every batch (SPMD); one writes
+
+
+def _write_bad(out: str, bad: list) -> None:
+  with open(os.path.join(out, "bad_items.jsonl"), "w") as f:
+    for b in bad:
+      f.write(json.dumps({"benchmark": b.benchmark, "id": b.id, "reason": b.reason}) + "\n")
+
+
+def _llm_judge_factory(args, mesh):
+  """generate_fn for a local judge checkpoint (Qwen3 or Qwen2.5-VL), on the same mesh."""
+  def factory(path: str):
+    from evals.llm_judge import local_generate_fn
+    return local_generate_fn(path, mesh, args.dtype)
+  return factory
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
