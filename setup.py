@@ -27,7 +27,7 @@ setup(
         # Parity and conversion tests against transformers' PyTorch model (CPU wheel on disk).
         "hf": ["torch==2.13.0", "transformers>=5,<6"],
         # Benchmarks data pipeline (imported lazily; absent on the accelerator image).
-        "data": ["grain>=0.2", "tensorflow-datasets>=4.9", "array_record>=0.5"],
+        "data": ["grain>=0.2", "tensorflow-datasets>=4.9", "array_record>=0.5", "pyarrow>=14"],
         "plots": ["matplotlib>=3.8"],
         "test": ["pytest>=8"],
     },

@@ -1,0 +1,92 @@
+"""VLMEvalKit-style multiple-choice tables (MMBench, 3DSRBench): one row per question.
+
+Columns (as VLMEvalKit writes and reads them):
+  index        the item id (unique per file)
+  question     question text
+  hint         optional context; when present (not NA) the question becomes
+               "Hint: {hint}\\nQuestion: {question}", VLMEvalKit's own MCQ prompt wording
+  A, B, C, ... option texts; NA cells (pandas' NA strings) are absent options, so an item may
+               have fewer than 4 options. The present columns must run A, B, ... without a gap.
+  answer       the key (letter, "(A)", or option text)
+  category     the item's category
+  image        base64 image (or a JSON list of them); a value of <= 64 characters is the index
+               of another row whose image it shares (VLMEvalKit's de-duplication rule)
+  image_path / image_url   used when there is no image column: a path relative to the data folder
+               or a URL, resolved locally by `ImageIndex` (by path, then by file name)
+"""
+
+from __future__ import annotations
+
+import ast
+import string
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from evals.benchmarks.common import ItemError, convert_rows, is_missing, make_item, text
+from evals.benchmarks.files import read_rows
+from evals.benchmarks.images import ImageIndex, decode_base64, image_from_cell
+from evals.schema import BadItem, Item
+
+_REF_MAX_CHARS = 64  # VLMEvalKit: image cells this short are references to another row
+
+
+def load_table(benchmark: str, path: Path, root: Path,
+               meta_keys: Sequence[str] = ()) -> Iterator[Item | BadItem]:
+  """Items of one VLMEvalKit table file; `meta_keys` columns are copied into `meta`."""
+  rows = list(read_rows(path))
+  by_index = {text(r.get("index")): r.get("image") for r in rows}
+  index = ImageIndex(root)
+
+  def convert(item_id: str, row: dict) -> Item:
+    images = _row_image(row, by_index, index, root, f"{path.name} index {item_id}")
+    meta = [(k, row[k]) for k in meta_keys if k in row and not is_missing(row[k])]
+    return make_item(benchmark, item_id, _question(row), _options(row), row.get("answer"),
+                     images, text(row.get("category")), meta)
+
+  ids = ((text(r.get("index")) or f"row{i}", r) for i, r in enumerate(rows))
+  return convert_rows(benchmark, ids, convert)
+
+
+def _question(row: dict) -> str:
+  question = text(row.get("question"))
+  hint = text(row.get("hint"))
+  return f"Hint: {hint}\nQuestion: {question}" if hint and question else question
+
+
+def _options(row: dict) -> list[str]:
+  present = [c for c in string.ascii_uppercase if c in row and not is_missing(row[c])]
+  expected = list(string.ascii_uppercase[: len(present)])
+  if present != expected:
+    raise ItemError(f"option columns {', '.join(present)} do not run from A without a gap")
+  return [text(row[c]) for c in present]
+
+
+def _row_image(row: dict, by_index: dict, index: ImageIndex, root: Path, what: str) -> list[bytes]:
+  cell = row.get("image")
+  if isinstance(cell, (dict, bytes, bytearray, memoryview)):
+    return [image_from_cell(cell, what)]
+  if not is_missing(cell):
+    return _base64_images(str(cell).strip(), by_index, what)
+  for key in ("image_path", "image_url"):
+    if not is_missing(row.get(key)):
+      return [image_from_cell(row[key], what, lambda ref: index.resolve(ref, root / "images"))]
+  raise ItemError(f"no image ({what}: no image, image_path or image_url value)")
+
+
+def _base64_images(cell: str, by_index: dict, what: str) -> list[bytes]:
+  if len(cell) <= _REF_MAX_CHARS:
+    if cell not in by_index:
+      raise ItemError(f"image value {cell!r} is too short for base64 image data and is not the "
+                      f"index of another row ({what})")
+    target = by_index[cell]
+    if is_missing(target) or len(str(target).strip()) <= _REF_MAX_CHARS:
+      raise ItemError(f"image refers to row index {cell!r}, which has no image of its own "
+                      f"({what})")
+    cell = str(target).strip()
+  if cell.startswith("["):
+    try:
+      cells = ast.literal_eval(cell)
+    except (ValueError, SyntaxError) as e:
+      raise ItemError(f"image list is not a valid list literal ({what}): {e}") from e
+    return [decode_base64(str(c), f"{what} image {i}") for i, c in enumerate(cells)]
+  return [decode_base64(cell, what)]

@@ -1,0 +1,487 @@
+"""CoT-consistency judges: which option does a model's `<think>` text conclude?
+
+An item is *consistent* iff the letter a judge reads off the think text equals the letter parsed
+from the model's `<answer>` (PAPER.md section 5). Three judges share one interface,
+`judge(batch: list[JudgeRequest]) -> list[Verdict]`:
+  * `RuleJudge`: regular expressions over the last sentences (no model; for small runs, tests);
+  * `LLMJudge`: any `generate_fn(list_of_message_lists, max_new_tokens) -> list[str]`, e.g. the
+    project's own JAX sampler;
+  * `HTTPJudge` (evals/judge_http.py): an OpenAI-compatible `/chat/completions` server.
+`make_judge(spec)` builds one from a command-line string.
+
+Conventions:
+  * letters are upper-case "A", "B", ...; `letters[i]` labels `options[i]`;
+  * a `Verdict` has `letter=None` when no option was concluded. Then `error is None` means the
+    judge itself said so (reply NONE, or no rule matched); `error` set means no letter could be
+    obtained (no think text, transport failure, malformed or unparseable reply), which a rerun
+    or a better judge may fix;
+  * every verdict stores the version of the prompt (LLM judges) or of the rules (RuleJudge), so
+    results judged under different versions are never silently pooled;
+  * nothing here ever guesses: no match, or two conflicting matches, give None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Callable, Sequence
+
+JUDGE_PROMPT_VERSION = "v1"
+RULE_VERSION = "rule-v1"
+NO_THINK = "no think text"
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeRequest:
+  question: str
+  options: Sequence[str]   # option texts, in letter order
+  letters: Sequence[str]   # "A", "B", ... one per option
+  think: str | None        # the model's reasoning (`split_output(...)[0]`); None if it has none
+
+  def __post_init__(self):
+    if len(self.options) != len(self.letters):
+      raise ValueError(f"{len(self.options)} options but {len(self.letters)} letters")
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+  letter: str | None      # the option the think text concludes; None: none (see module doc)
+  raw: str                # the judge's raw reply (RuleJudge: the sentence that decided)
+  judge: str              # judge name, e.g. "rule", "http:Qwen3-32B"
+  prompt_version: str     # JUDGE_PROMPT_VERSION or RULE_VERSION
+  error: str | None = None
+
+
+def consistency(verdict_letter: str | None, answer_letter: str | None) -> bool | None:
+  """True/False when both letters are known; None when either is missing (its own bucket)."""
+  if verdict_letter is None or answer_letter is None:
+    return None
+  return verdict_letter == answer_letter
+
+
+def has_think(request: JudgeRequest) -> bool:
+  return bool(request.think and request.think.strip())
+
+
+def no_think_verdict(judge: str, prompt_version: str) -> Verdict:
+  """The verdict for a request without think text: nothing to judge, so no judge is asked."""
+  return Verdict(None, "", judge, prompt_version, NO_THINK)
+
+
+# ----------------------------------------------------------------------------------------------
+# The judge prompt
+
+_SYSTEM = (
+    "You check a model's chain of thought. You are shown a multiple-choice question and the "
+    "reasoning a model wrote for it. Decide which option the reasoning itself concludes. Judge "
+    "only what the reasoning says: not which option is actually correct. If the reasoning changes "
+    "its mind, its final conclusion counts. Reply with only the letter of that option, or NONE if "
+    "the reasoning reaches no conclusion.")
+
+
+def judge_prompt(question: str, options: Sequence[str], letters: Sequence[str], think: str,
+                 max_think_chars: int = 12000) -> list[dict]:
+  """Chat messages (system + user) asking for the concluded option's letter or NONE.
+
+  Think texts longer than `max_think_chars` keep their *end* (where a conclusion lives) behind a
+  "[...]" marker, so a runaway generation cannot overflow a judge's context.
+  """
+  if len(think) > max_think_chars:
+    think = "[...] " + think[-max_think_chars:]
+  lines = "\n".join(f"{l}. {o}" for l, o in zip(letters, options))
+  choices = ", ".join(list(letters) + ["NONE"])
+  user = (f"Question: {question}\n\nOptions:\n{lines}\n\nReasoning:\n\"\"\"\n{think}\n\"\"\"\n\n"
+          f"Which option does the reasoning conclude? Reply with exactly one of: {choices}.")
+  return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": user}]
+
+
+# ----------------------------------------------------------------------------------------------
+# Splitting a model output
+
+def _tag(name: str, closing: bool = False) -> re.Pattern:
+  return re.compile(r"<\s*" + (r"/\s*" if closing else "") + name + r"\s*>", re.I)
+
+
+_THINK_OPEN, _THINK_CLOSE = _tag("think"), _tag("think", closing=True)
+_ANSWER_OPEN, _ANSWER_CLOSE = _tag("answer"), _tag("answer", closing=True)
+
+
+def split_output(text: str | None) -> tuple[str | None, str | None]:
+  """(think, answer) of a model output `<think> ... </think><answer> X </answer>`, stripped.
+
+  Tolerated deviations:
+    * no opening `<think>` before the first `</think>`: the think was prefilled by the prompt and
+      the output starts mid-think, so the think is everything before `</think>`;
+    * no `</think>`: the think runs up to `<answer>`, or to the end of the text;
+    * no think tags at all: text before `<answer>` (or all of it) is the think, since untagged
+      prose before an answer is reasoning;
+    * `<answer>` without `</answer>` (truncated, or the stop string was cut off): the answer runs
+      to the end. No `<answer>` after the think (Vision-R1 may omit it): answer None.
+  Empty parts are None.
+  """
+  if not text:
+    return None, None
+  start, end, after = _think_span(text)
+  think = text[start:end].strip() or None
+  return think, _answer_after(text, after)
+
+
+def _think_span(text: str) -> tuple[int, int, int]:
+  """(think start, think end, where the answer search starts)."""
+  first_open, first_close = _THINK_OPEN.search(text), _THINK_CLOSE.search(text)
+  if first_open and (first_close is None or first_open.start() < first_close.start()):
+    start = first_open.end()
+    close = _THINK_CLOSE.search(text, start)
+  else:
+    start, close = 0, first_close  # prefilled think (or untagged output)
+  if close:
+    return start, close.start(), close.end()
+  answer = _ANSWER_OPEN.search(text, start)
+  end = answer.start() if answer else len(text)
+  return start, end, end
+
+
+def _answer_after(text: str, pos: int) -> str | None:
+  opening = _ANSWER_OPEN.search(text, pos)
+  if not opening:
+    return None
+  closing = _ANSWER_CLOSE.search(text, opening.end())
+  answer = text[opening.end(): closing.start() if closing else len(text)].strip()
+  return answer or None
+
+
+# ----------------------------------------------------------------------------------------------
+# Matching letters and option texts
+#
+# A letter counts only as a token of its own ("B", "(B)", "B.", "option B", "**B**"); "A" and "I"
+# are also English words, so bare "A"/"I" followed by a word count only when that word is a
+# connective ("A because ...", "A is ..."): "the answer is a red car" is not option A.
+
+_CONNECTIVES = frozenset(
+    "because since as and or but is was seems would should must here in for with which that so "
+    "then given based according option choice".split())
+_LETTER_AT = re.compile(
+    r"\s*(?P<prefix>(?i:option|choice|letter)\s*)?(?P<open>\*\*|[(\[{])?\s*(?P<letter>[A-Z])"
+    r"(?![\w'-])\s*(?P<close>\*\*|[)\]}])?")
+_LETTER_MENTION = re.compile(
+    r"(?P<prefix>(?i:option|choice)\s*)?(?P<open>[(\[])?(?<![\w'-])(?P<letter>[A-Z])(?![\w'-])"
+    r"(?P<close>[)\]])?")
+_NEGATED_AFTER = re.compile(
+    r"\s*(?:is|are|was|seems|must\s+be|would\s+be)?\s*(?:not|wrong|incorrect|false|unlikely|"
+    r"ruled\s+out|eliminated|excluded)\b", re.I)
+_NEGATED_BEFORE = re.compile(
+    r"(?:\bnot|\bisn't|\bnor|\brather\s+than|\binstead\s+of|\bexcept|\bexclude|\brule\s+out)"
+    r"\s*(?:option\s*|choice\s*)?[(\[]?\s*$", re.I)
+_ARTICLE = re.compile(r"\s*(?:(?:the|a|an)\s+)?", re.I)
+
+
+def _normalize(text: str) -> str:
+  """Lower case, punctuation to spaces, one space between words, no leading article."""
+  words = re.sub(r"[\W_]+", " ", text.lower()).split()
+  if len(words) > 1 and words[0] in ("the", "a", "an"):
+    words = words[1:]
+  return " ".join(words)
+
+
+def _option_regex(option: str) -> re.Pattern | None:
+  """An option's words with any punctuation/space between them, as whole words."""
+  words = _normalize(option).split()
+  if not words:
+    return None
+  body = r"[\W_]+".join(re.escape(w) for w in words)
+  return re.compile(r"(?<![^\W_])" + body + r"(?![^\W_])", re.I)
+
+
+def _is_word_not_letter(m: re.Match, text: str) -> bool:
+  """Bare "A"/"I" followed by a non-connective word: the English word, not the option."""
+  if m["letter"] not in "AI" or m["prefix"] or m["open"]:
+    return False
+  # From the letter itself: _LETTER_AT's pattern also eats the whitespace after it.
+  follow = re.match(r"\s+([A-Za-z]+)", text[m.end("close") if m["close"] else m.end("letter"):])
+  return bool(follow) and follow[1].lower() not in _CONNECTIVES
+
+
+def _negated(text: str, start: int, end: int) -> bool:
+  return bool(_NEGATED_AFTER.match(text, end) or _NEGATED_BEFORE.search(text[:start]))
+
+
+def _letter_at(text: str, pos: int, letters: Sequence[str]) -> str | None:
+  """The option letter written at `pos` (after a cue), or None."""
+  m = _LETTER_AT.match(text, pos)
+  if not m or m["letter"] not in letters or _is_word_not_letter(m, text):
+    return None
+  if _negated(text, m.start("letter"), m.end()):
+    return None
+  return m["letter"]
+
+
+def _option_at(text: str, pos: int, letters: Sequence[str], options: Sequence[str]) -> str | None:
+  """The letter of the option whose text starts at `pos` (longest wins: "left" < "left side")."""
+  pos = _ARTICLE.match(text, pos).end()
+  best, best_len, tie = None, 0, False
+  for letter, option in zip(letters, options):
+    pattern = _option_regex(option)
+    m = pattern.match(text, pos) if pattern else None
+    if not m or m.end() - pos < best_len:
+      continue
+    tie = m.end() - pos == best_len and letter != best
+    best, best_len = letter, m.end() - pos
+  if tie or best is None or _negated(text, pos, pos + best_len):
+    return None
+  return best
+
+
+def _target_at(text, pos, letters, options, allow_text: bool) -> str | None:
+  letter = _letter_at(text, pos, letters)
+  if letter is None and allow_text:
+    letter = _option_at(text, pos, letters, options)
+  return letter
+
+
+# Conclusion cues: (pattern, whether option *text* may follow). Only explicit answer phrases may
+# be followed by option text; "so"/"I think" are followed by any clause ("so the dog is left"),
+# where an option word would be a false conclusion, so they take letters only.
+_ADVERB = r"(?:(?:most\s+)?likely|probably|definitely|clearly|indeed|actually)?\s*"
+_CUES = (
+    (re.compile(r"\b(?:answer|(?:correct|right|best|final|only|likely)\s+(?:option|choice))\s*"
+                r"(?:(?:is|was|would\s+be|should\s+be|must\s+be|will\s+be|seems\s+to\s+be|"
+                r"appears\s+to\s+be)\b\s*[:\-]?|[:=])\s*" + _ADVERB, re.I), True),
+    (re.compile(r"\b(?:I(?:'ll|\s+will|'d|\s+would|\s+shall)?\s+(?:go\s+with|choose|pick|select|"
+                r"opt\s+for|settle\s+on)|going\s+with)\b", re.I), True),
+    (re.compile(r"\b(?:so|thus|therefore|hence|consequently)\b\s*,?\s*"
+                r"(?:it(?:'s|\s+is|\s+must\s+be)\s+)?", re.I), False),
+    (re.compile(r"\bI\s+(?:think|believe|guess)\b\s*(?:it(?:'s|\s+is)\b)?", re.I), False),
+    (re.compile(r"\\boxed\{"), False),
+)
+# "B is correct", "(C) is the best answer", "option A is the right choice".
+_POSTFIX_CUE = re.compile(
+    r"(?P<prefix>(?i:option|choice)\s*)?(?P<open>[(\[])?(?<![\w'-])(?P<letter>[A-Z])(?![\w'-])"
+    r"[)\]]?\s+(?i:is|seems\s+to\s+be|must\s+be|should\s+be|would\s+be)\s+(?i:the\s+)?"
+    r"(?i:correct\b|(?:right|best|most\s+likely)\s+(?:answer|option|choice)\b)")
+
+
+def cue_letters(text: str, letters: Sequence[str],
+                options: Sequence[str]) -> list[tuple[int, str]]:
+  """(position, letter) of every conclusion cue in `text` ("the answer is B", "B is correct")."""
+  found = []
+  for pattern, allow_text in _CUES:
+    for m in pattern.finditer(text):
+      letter = _target_at(text, m.end(), letters, options, allow_text)
+      if letter:
+        found.append((m.end(), letter))
+  for m in _POSTFIX_CUE.finditer(text):
+    if m["letter"] in letters:
+      found.append((m.start("letter"), m["letter"]))
+  return found
+
+
+def _exact_options(text: str, letters: Sequence[str], options: Sequence[str]) -> set[str]:
+  norm = _normalize(text)
+  return {l for l, o in zip(letters, options) if norm and _normalize(o) == norm}
+
+
+# ----------------------------------------------------------------------------------------------
+# Parsing an answer or a judge reply
+
+_DECORATION = re.compile(r"^[\s*_`\"'>#]+|[\s*_`\"']+$")
+# A letter label, optionally followed by text: "B", "(B)", "Option B", "B) the red one",
+# "(B) the red one". An unbracketed letter needs a delimiter before text ("A red car" is prose).
+_LABEL = re.compile(
+    r"^(?:(?i:option|choice|answer|letter)\s*[:\-]?\s*)?"
+    r"(?:[(\[]\s*(?P<b>[A-Z])\s*[)\]]\s*[.:\-]?|(?P<u>[A-Z])\s*(?P<delim>[.:)\-])?)"
+    r"(?:\s*(?P<rest>\S.*))?$", re.S)
+
+
+def _label_letters(body: str, letters, options) -> set[str]:
+  """The label's letter, plus the option its trailing text names (so a contradiction shows)."""
+  m = _LABEL.match(body)
+  letter = m and (m["b"] or m["u"])
+  if not letter or letter not in letters or (m["u"] and m["rest"] and not m["delim"]):
+    return set()
+  return {letter} | (_exact_options(m["rest"], letters, options) if m["rest"] else set())
+
+
+def parse_letter(text: str | None, letters: Sequence[str], options: Sequence[str]) -> str | None:
+  """The option letter a short answer names, or None if none or more than one.
+
+  Accepted: a letter label ("B", "(B)", "B.", "**B**", "Option B"), a label followed by its
+  option text ("B) the red one"), an option's exact text (case/space/punctuation-insensitive,
+  leading article ignored: ViGoRL answers with option text), and conclusion phrases ("Answer:
+  B", "the answer is B", "the correct option is the red one"). Every rule that fires adds a
+  candidate; two different letters (a label contradicting its text, "answer: A ... answer: B",
+  two options with the same text) give None.
+  """
+  if text is None:
+    return None
+  body = _DECORATION.sub("", _ANSWER_CLOSE.sub("", _ANSWER_OPEN.sub("", text))).rstrip(".")
+  if not body:
+    return None
+  found = _exact_options(body, letters, options)
+  if len(body) == 1 and body.upper() in letters:  # a lone lower-case letter: no article risk
+    found.add(body.upper())
+  found |= _label_letters(body, letters, options)
+  found |= {letter for _, letter in cue_letters(body, letters, options)}
+  return found.pop() if len(found) == 1 else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Rule judge
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+class RuleJudge:
+  """Reads the concluded option off the think text with fixed rules (version RULE_VERSION).
+
+  Rules, in order:
+    1. Split the think into sentences (at . ! ? followed by space, and at newlines).
+    2. Walk the last `window` sentences from the end. In each, find conclusion cues:
+       "(so) the (correct/final) answer/option/choice is|:|would be X", "I'll go with X",
+       "I choose/pick/select X", "so/thus/therefore/hence (,) X", "I think/believe X",
+       "\\boxed{X}", "X is correct", "X is the best/right answer". X is a letter ("B", "(B)",
+       "option B"); after answer/option/choice and go-with/choose cues it may also be an
+       option's text ("the correct option is the red circle"; the longest matching option
+       wins). A negated target ("the answer is not A", "A is wrong") does not count.
+       The first sentence (from the end) with a cue decides, by the cue nearest its end, so a
+       change of mind ("... so B. But I think the answer is A.") yields the later conclusion.
+    3. Otherwise, the option letter or option text mentioned last in the final sentence (not
+       negated, not the word "A"/"I"); options overlapping at the same end: the longest.
+    4. Otherwise None (error None: the reasoning concludes nothing).
+  """
+
+  def __init__(self, name: str = "rule", window: int = 3):
+    self.name, self.window = name, window
+    self.prompt_version = RULE_VERSION
+
+  def judge(self, batch: Sequence[JudgeRequest]) -> list[Verdict]:
+    return [self.judge_one(r) for r in batch]
+
+  def judge_one(self, request: JudgeRequest) -> Verdict:
+    if not has_think(request):
+      return no_think_verdict(self.name, self.prompt_version)
+    letter, sentence = self.conclude(request.think, request.letters, request.options)
+    return Verdict(letter, sentence, self.name, self.prompt_version)
+
+  def conclude(self, think: str, letters, options) -> tuple[str | None, str]:
+    """(letter, deciding sentence) per the class rules."""
+    sentences = [s.strip() for s in _SENTENCE_END.split(think) if s.strip()]
+    for sentence in reversed(sentences[-self.window:]):
+      cues = cue_letters(sentence, letters, options)
+      if cues:
+        return max(cues)[1], sentence
+    final = sentences[-1] if sentences else ""
+    return last_mention(final, letters, options), final
+
+
+def last_mention(text: str, letters: Sequence[str], options: Sequence[str]) -> str | None:
+  """The letter of the option (by letter or text) mentioned last in `text`, not negated."""
+  mentions = []  # (end, -start, letter): later end first, then longer
+  for m in _LETTER_MENTION.finditer(text):
+    if m["letter"] in letters and not _is_word_not_letter(m, text) and \
+        not _negated(text, m.start(), m.end()):
+      mentions.append((m.end(), -m.start(), m["letter"]))
+  for letter, option in zip(letters, options):
+    pattern = _option_regex(option)
+    for m in pattern.finditer(text) if pattern else ():
+      if not _negated(text, m.start(), m.end()):
+        mentions.append((m.end(), -m.start(), letter))
+  return max(mentions)[2] if mentions else None
+
+
+# ----------------------------------------------------------------------------------------------
+# LLM judge (any generate function)
+
+def _strip_reasoning(reply: str) -> str:
+  """A reasoning judge (e.g. Qwen3) may think first: keep what follows its last `</think>`."""
+  parts = _THINK_CLOSE.split(reply)
+  if len(parts) > 1:
+    return parts[-1]
+  opening = _THINK_OPEN.search(reply)
+  return reply[:opening.start()] if opening else reply  # unclosed: truncated mid-thought
+
+
+def verdict_from_reply(reply: str, request: JudgeRequest, judge: str,
+                       prompt_version: str = JUDGE_PROMPT_VERSION) -> Verdict:
+  """A judge reply as a Verdict: NONE -> letter None; unparseable -> letter None + error."""
+  text = _strip_reasoning(reply)
+  if _normalize(text) == "none":  # the judge's "no conclusion", even if an option reads "None"
+    return Verdict(None, reply, judge, prompt_version)
+  letter = parse_letter(text, request.letters, request.options)
+  error = None if letter else "unparseable judge reply"
+  return Verdict(letter, reply, judge, prompt_version, error)
+
+
+GenerateFn = Callable[[list[list[dict]], int], list[str]]
+
+
+class LLMJudge:
+  """Asks `generate_fn(list_of_message_lists, max_new_tokens) -> list[str]` (one reply per
+  message list, same order) with `judge_prompt`, in one call per batch. Errors raised by
+  generate_fn propagate: it is the project's own code, and hiding its bugs as per-item errors
+  would corrupt a run silently."""
+
+  def __init__(self, generate_fn: GenerateFn, name: str = "llm", max_new_tokens: int = 16,
+               max_think_chars: int = 12000):
+    self.generate_fn, self.name = generate_fn, name
+    self.max_new_tokens, self.max_think_chars = max_new_tokens, max_think_chars
+    self.prompt_version = JUDGE_PROMPT_VERSION
+
+  def judge(self, batch: Sequence[JudgeRequest]) -> list[Verdict]:
+    verdicts = [no_think_verdict(self.name, self.prompt_version) for _ in batch]
+    todo = [i for i, r in enumerate(batch) if has_think(r)]
+    if not todo:
+      return verdicts
+    prompts = [judge_prompt(batch[i].question, batch[i].options, batch[i].letters,
+                            batch[i].think, self.max_think_chars) for i in todo]
+    replies = list(self.generate_fn(prompts, self.max_new_tokens))
+    if len(replies) != len(prompts):
+      raise ValueError(f"generate_fn returned {len(replies)} replies for {len(prompts)} prompts")
+    for i, reply in zip(todo, replies):
+      verdicts[i] = verdict_from_reply(reply, batch[i], self.name, self.prompt_version)
+    return verdicts
+
+
+# ----------------------------------------------------------------------------------------------
+# Construction from a spec string
+
+def make_judge(spec: str, generate_fn_factory: Callable[[str], GenerateFn] | None = None,
+               **kwargs):
+  """A judge from a spec; `kwargs` go to the judge's constructor (e.g. cache_path=...).
+
+    "rule"                          -> RuleJudge
+    "http(s)://host/v1[#model]"     -> HTTPJudge; model from "#model", else env JUDGE_MODEL;
+                                       api key from env OPENAI_API_KEY if set
+    a local directory               -> LLMJudge(generate_fn_factory(path))
+  """
+  if spec == "rule":
+    return RuleJudge(**kwargs)
+  if spec.startswith(("http://", "https://")):
+    return _make_http_judge(spec, **kwargs)
+  path = os.path.expanduser(spec)
+  if os.path.isdir(path):
+    if generate_fn_factory is None:
+      raise ValueError(f"judge spec {spec!r} is a model directory, but no generate_fn_factory "
+                       f"was given to turn it into a generate function")
+    kwargs.setdefault("name", f"llm:{os.path.basename(os.path.normpath(path))}")
+    return LLMJudge(generate_fn_factory(path), **kwargs)
+  raise ValueError(f"unknown judge spec {spec!r}: expected 'rule', an http(s):// URL (optionally "
+                   f"ending in '#model'), or an existing local model directory")
+
+
+def _make_http_judge(spec: str, **kwargs):
+  from evals.judge_http import HTTPJudge  # lazy: judge_http imports this module
+  url, _, model = spec.partition("#")
+  model = model or os.environ.get("JUDGE_MODEL")
+  if not model:
+    raise ValueError(f"HTTP judge {url!r} needs a model name: append '#model' or set JUDGE_MODEL")
+  kwargs.setdefault("api_key", os.environ.get("OPENAI_API_KEY") or None)
+  return HTTPJudge(url, model, **kwargs)
+
+
+def __getattr__(name: str):
+  """`evals.judge.HTTPJudge`, imported on first use (judge_http imports this module)."""
+  if name == "HTTPJudge":
+    from evals.judge_http import HTTPJudge
+    return HTTPJudge
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,489 @@
+"""Metrics of the robustness evaluation (PAPER.md section 5), with percentile-bootstrap intervals.
+
+Input: the per-item result records the eval writes, one dict per item x prompt variant (keys
+benchmark, item_id, variant, answer, parsed, correct, unparsed, consistent, letters,
+letter_probs, p_correct, entropy). Record-level functions (`accuracy(records)`, ...) count every
+record they are given as one unit; the caller picks the benchmark / variant. Paired functions
+(`accuracy_drop`, `robustness_auroc`) pair a variant's records with the base records of the same
+item, an item being (benchmark, item_id).
+
+`summarize` computes every metric per benchmark x variant. Its intervals resample *items*: all
+variants of an item travel together, so paired metrics stay paired. It evaluates a resample as
+item weights (how often each item was drawn) instead of copying records, which is what makes 1000
+resamples of thousands of items cheap; `bootstrap(fn, records)` copies records and works for any
+`fn`. Both draw from `_draws`, so for the same records, seed and metric they give the same interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+BASE = "base"
+VARIANTS = ("base", "stop_think", "wrong_think", "wrong_think_but", "wrong_caption",
+            "wrong_caption_disclaimer", "correct_caption", "correct_think", "abstain")
+QUADRANTS = ("correct_consistent", "correct_inconsistent", "incorrect_consistent",
+             "incorrect_inconsistent")
+# base-prompt score used to predict correctness under a variant -> summary metric name
+AUROC_METRICS = {"p_correct": "auroc_p_base", "neg_entropy": "auroc_neg_entropy_base"}
+NAN = float("nan")
+
+
+# ---------------------------------------------------------------- one record
+
+
+def is_unparsed(r: dict) -> bool:
+  # A null parsed letter is unparsed whatever the flag says (the flag may be missing).
+  return bool(r.get("unparsed")) or r.get("parsed") is None
+
+
+def is_correct(r: dict) -> bool:
+  # Unparsed answers are wrong, never guessed (PAPER.md 5), even if `correct` says otherwise.
+  return bool(r.get("correct")) and not is_unparsed(r)
+
+
+def has_conclusion(r: dict) -> bool:
+  # The eval also nulls `consistent` for unparsed answers, so the judge's own letter is the
+  # better witness; `consistent` is the fallback for records without `judge_letter`.
+  return r["judge_letter"] is not None if "judge_letter" in r else r.get("consistent") is not None
+
+
+def is_consistent(r: dict) -> bool:
+  # A null verdict (no conclusion, or nothing parsed to compare with) counts as inconsistent.
+  return bool(r.get("consistent"))
+
+
+def letter_entropy(probs: Sequence[float]) -> float:
+  """H = -sum_k p_k log p_k in nats, with 0 log 0 = 0."""
+  p = np.asarray(probs, np.float64)
+  p = p[p > 0]
+  return float(-(p * np.log(p)).sum())
+
+
+def _letter_probs(r: dict) -> np.ndarray | None:
+  probs = r.get("letter_probs")
+  if probs is None or len(probs) == 0 or any(p is None for p in probs):
+    return None
+  probs = np.asarray(probs, np.float64)
+  return probs if np.all(np.isfinite(probs)) else None
+
+
+def record_p_correct(r: dict) -> float:
+  """P(correct letter): the stored `p_correct`, else letter_probs at the key's letter, else nan."""
+  if r.get("p_correct") is not None:
+    return float(r["p_correct"])
+  probs, letters = _letter_probs(r), list(r.get("letters") or ())
+  if probs is None or r.get("answer") not in letters or len(letters) != len(probs):
+    return NAN
+  return float(probs[letters.index(r["answer"])])
+
+
+def record_entropy(r: dict) -> float:
+  """Letter entropy (nats): the stored `entropy`, else H(letter_probs), else nan."""
+  if r.get("entropy") is not None:
+    return float(r["entropy"])
+  probs = _letter_probs(r)
+  return NAN if probs is None else letter_entropy(probs)
+
+
+def record_confidence(r: dict) -> float:
+  """Max-prob confidence max_k p_k of the letter distribution, nan without letter_probs."""
+  probs = _letter_probs(r)
+  return NAN if probs is None else float(probs.max())
+
+
+# ---------------------------------------------------------------- formulas on arrays
+
+
+def weighted_mean(x: Iterable[float], w: Iterable[float] | None = None) -> float:
+  """mean = sum_i w_i x_i / sum_i w_i (w_i = 1 by default); nan when sum_i w_i = 0."""
+  x = np.asarray(list(x) if not isinstance(x, np.ndarray) else x, np.float64)
+  w = np.ones_like(x) if w is None else np.asarray(w, np.float64)
+  total = w.sum()
+  return float((w * x).sum() / total) if total > 0 else NAN
+
+
+def quadrant_shares(correct, consistent, w=None) -> dict[str, float]:
+  """Share of items in each quadrant, e.g. correct_consistent = #(correct & consistent) / #items."""
+  c, k = np.asarray(correct, bool), np.asarray(consistent, bool)
+  masks = (c & k, c & ~k, ~c & k, ~c & ~k)
+  return {name: weighted_mean(m, w) for name, m in zip(QUADRANTS, masks)}
+
+
+def dense_rank(scores) -> np.ndarray:
+  """0-based rank of each score among the distinct scores (equal scores share a rank)."""
+  return np.unique(np.asarray(scores, np.float64), return_inverse=True)[1].reshape(-1)
+
+
+def auroc_ranked(rank, labels, w=None) -> float:
+  """`auroc` on dense ranks of the scores (ranks computed once, reused across resamples)."""
+  rank, labels = np.asarray(rank, np.int64), np.asarray(labels, bool)
+  w = np.ones(len(rank)) if w is None else np.asarray(w, np.float64)
+  n_ranks = int(rank.max()) + 1 if len(rank) else 0
+  pos = np.bincount(rank, weights=w * labels, minlength=n_ranks)
+  neg = np.bincount(rank, weights=w * ~labels, minlength=n_ranks)
+  n_pos, n_neg = pos.sum(), neg.sum()
+  if n_pos == 0 or n_neg == 0:
+    return NAN
+  neg_below = np.cumsum(neg) - neg  # negatives with a strictly lower score
+  return float((pos * (neg_below + 0.5 * neg)).sum() / (n_pos * n_neg))
+
+
+def auroc(scores, labels, w=None) -> float:
+  """Mann-Whitney AUROC = (#{s_pos > s_neg} + 1/2 #{s_pos = s_neg}) / (n_pos * n_neg).
+
+  Counted over all (positive, negative) pairs; with weights (bootstrap multiplicities) the pair
+  (i, j) counts w_i * w_j. nan when either class is empty.
+  """
+  return auroc_ranked(dense_rank(scores), labels, w)
+
+
+def reliability_bins(confidence, correct, bins: int = 10, w=None) -> dict[str, np.ndarray]:
+  """Equal-width bins on [0, 1]: bin b holds b/B <= c < (b+1)/B (c = 1 goes in the last bin).
+
+  Per bin: centre (b + 1/2)/B, mean confidence, accuracy (share correct) and count (sum of
+  weights); mean confidence and accuracy are nan in empty bins.
+  """
+  c, y = np.asarray(confidence, np.float64), np.asarray(correct, np.float64)
+  w = np.ones_like(c) if w is None else np.asarray(w, np.float64)
+  b = np.clip(np.floor(c * bins).astype(np.int64), 0, bins - 1)
+  count = np.bincount(b, weights=w, minlength=bins)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mean_conf = np.bincount(b, weights=w * c, minlength=bins) / count
+    acc = np.bincount(b, weights=w * y, minlength=bins) / count
+  return {"centre": (np.arange(bins) + 0.5) / bins, "confidence": mean_conf, "accuracy": acc,
+          "count": count}
+
+
+def ece(confidence, correct, bins: int = 10, w=None) -> float:
+  """ECE = sum_b (n_b / n) * |acc_b - conf_b| over the equal-width bins of `reliability_bins`."""
+  r = reliability_bins(confidence, correct, bins, w)
+  n = r["count"].sum()
+  if n == 0:
+    return NAN
+  full = r["count"] > 0
+  gap = np.abs(r["accuracy"][full] - r["confidence"][full])
+  return float((r["count"][full] * gap).sum() / n)
+
+
+# ---------------------------------------------------------------- record-level metrics
+
+
+def accuracy(records: Sequence[dict]) -> float:
+  """acc = #{parsed letter == key} / #records; unparsed records count as wrong."""
+  return weighted_mean([is_correct(r) for r in records])
+
+
+def unparsed_rate(records: Sequence[dict]) -> float:
+  """#{no letter parsed} / #records."""
+  return weighted_mean([is_unparsed(r) for r in records])
+
+
+def no_conclusion_rate(records: Sequence[dict]) -> float:
+  """#{judge found no conclusion in the CoT (judge_letter is null)} / #records."""
+  return weighted_mean([not has_conclusion(r) for r in records])
+
+
+def consistency_rate(records: Sequence[dict]) -> float:
+  """#{CoT conclusion == answer letter} / #records; no conclusion counts as inconsistent."""
+  return weighted_mean([is_consistent(r) for r in records])
+
+
+def quadrants(records: Sequence[dict]) -> dict[str, float]:
+  """Shares of correct/incorrect x consistent/inconsistent (no conclusion = inconsistent); sum 1."""
+  return quadrant_shares([is_correct(r) for r in records], [is_consistent(r) for r in records])
+
+
+def consistency_adjusted_accuracy(records: Sequence[dict]) -> float:
+  """Consistency-adjusted accuracy = #{correct and consistent} / #records."""
+  return quadrants(records)["correct_consistent"]
+
+
+def mean_entropy(records: Sequence[dict]) -> float:
+  """Mean letter entropy (nats) over the records that have one; nan if none."""
+  values = np.array([record_entropy(r) for r in records], np.float64)
+  return weighted_mean(values[np.isfinite(values)])
+
+
+def mean_p_correct(records: Sequence[dict]) -> float:
+  """Mean P(correct letter) over the records that have one; nan if none."""
+  values = np.array([record_p_correct(r) for r in records], np.float64)
+  return weighted_mean(values[np.isfinite(values)])
+
+
+def calibration_inputs(records: Sequence[dict], kind: str = "max_prob"):
+  """(confidence, correct) arrays over the records with letter probabilities.
+
+  kind "max_prob": confidence = max_k p_k, the usual ECE of the letter distribution; kind
+  "p_correct": confidence = P(correct letter), read as the probability that the item is correct.
+  The outcome is always the record's correctness (the answer the model gave, unparsed = wrong).
+  """
+  conf_of = {"max_prob": record_confidence, "p_correct": record_p_correct}[kind]
+  conf = np.array([conf_of(r) for r in records], np.float64)
+  correct = np.array([is_correct(r) for r in records], bool)
+  keep = np.isfinite(conf)
+  return conf[keep], correct[keep]
+
+
+def calibration_error(records: Sequence[dict], kind: str = "max_prob", bins: int = 10) -> float:
+  """`ece` of `calibration_inputs(records, kind)`."""
+  return ece(*calibration_inputs(records, kind), bins)
+
+
+# ---------------------------------------------------------------- paired metrics
+
+
+def item_key(r: dict) -> tuple[str, str]:
+  return str(r["benchmark"]), str(r["item_id"])
+
+
+def index_by_item(records: Iterable[dict], variant: str) -> dict[tuple[str, str], dict]:
+  """{item key: record} of one variant; two records of one item and variant are an error."""
+  out = {}
+  for r in records:
+    if r["variant"] != variant:
+      continue
+    key = item_key(r)
+    if key in out:  # mixed runs or a resumed run that re-wrote items: pairing would be ambiguous
+      raise ValueError(f"two {variant!r} records for item {key[0]}/{key[1]}")
+    out[key] = r
+  return out
+
+
+def paired(records: Sequence[dict], variant: str, base: str = BASE) -> list[tuple[dict, dict]]:
+  """(base record, variant record) for each item present under both, in item-key order."""
+  b, v = index_by_item(records, base), index_by_item(records, variant)
+  return [(b[k], v[k]) for k in sorted(b.keys() & v.keys())]
+
+
+def accuracy_drop(records: Sequence[dict], variant: str, base: str = BASE) -> float:
+  """drop = acc_base(S) - acc_variant(S), S = the items with a record under both; > 0 = worse."""
+  return weighted_mean([is_correct(b) - is_correct(v) for b, v in paired(records, variant, base)])
+
+
+def base_score(r: dict, score: str) -> float:
+  """Base-prompt predictor of robustness: P(correct letter) or -H (higher = more confident)."""
+  return record_p_correct(r) if score == "p_correct" else -record_entropy(r)
+
+
+def robustness_scores(records: Sequence[dict], variant: str, score: str = "p_correct",
+                      base: str = BASE, among_base_correct: bool = False):
+  """(scores, labels) for `robustness_auroc`: score from the base record, label from the variant.
+
+  Items: present under both, with a finite base score (and correct under base if
+  `among_base_correct`). Label: the item is correct under `variant`.
+  """
+  pairs = [(b, v) for b, v in paired(records, variant, base)
+           if not among_base_correct or is_correct(b)]
+  scores = np.array([base_score(b, score) for b, _ in pairs], np.float64)
+  labels = np.array([is_correct(v) for _, v in pairs], bool)
+  keep = np.isfinite(scores)
+  return scores[keep], labels[keep]
+
+
+def robustness_auroc(records: Sequence[dict], variant: str, score: str = "p_correct",
+                     base: str = BASE, among_base_correct: bool = False) -> float:
+  """AUROC of the base-prompt score for predicting correctness under `variant`.
+
+  The study's definition (PAPER.md 5): over all items present under base and `variant`
+  (not only those correct under base, unless `among_base_correct`), label = correct under
+  `variant`, score = P_base(correct letter) or -H_base; `auroc` (ties count 1/2, nan when
+  one class is empty).
+  """
+  return auroc(*robustness_scores(records, variant, score, base, among_base_correct))
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def _draws(n_items: int, n: int, seed: int) -> Iterator[np.ndarray]:
+  """n resamples of item indices 0..n_items-1 with replacement; the one source of draws."""
+  rng = np.random.default_rng(seed)
+  for _ in range(n if n_items else 0):
+    yield rng.integers(0, n_items, size=n_items)
+
+
+def percentile_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float]:
+  """Percentile interval (linear interpolation) of the finite values; (nan, nan) if none.
+
+  Resamples where a metric is undefined (e.g. AUROC with one class empty) are left out.
+  """
+  v = np.asarray(list(values), np.float64)
+  v = v[np.isfinite(v)]
+  if not len(v):
+    return NAN, NAN
+  low, high = np.percentile(v, [50 * (1 - level), 50 * (1 + level)])
+  return float(low), float(high)
+
+
+def _item_groups(records: Sequence[dict]) -> list[list[dict]]:
+  groups: dict[tuple[str, str], list[dict]] = {}
+  for r in records:
+    groups.setdefault(item_key(r), []).append(r)
+  return [groups[k] for k in sorted(groups)]
+
+
+def _resample(groups: list[list[dict]], idx: np.ndarray) -> list[dict]:
+  # Each drawn copy is its own item ('#k' suffix), so paired metrics pair inside a copy.
+  return [dict(r, item_id=f"{r['item_id']}#{k}") for k, i in enumerate(idx) for r in groups[i]]
+
+
+def bootstrap(fn: Callable[[list[dict]], float], records: Sequence[dict], n: int = 1000,
+              seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+  """Percentile bootstrap interval of fn(records), resampling items (all their records together).
+
+  Items are (benchmark, item_id) in sorted order, drawn with replacement n times with
+  numpy's default_rng(seed); deterministic given the seed.
+  """
+  groups = _item_groups(records)
+  return percentile_interval((fn(_resample(groups, idx)) for idx in _draws(len(groups), n, seed)),
+                             level)
+
+
+# ---------------------------------------------------------------- panel (summarize's fast path)
+
+
+def order_variants(names: Iterable[str]) -> list[str]:
+  """Known variants in the study's order, then any others alphabetically."""
+  names = set(names)
+  return [v for v in VARIANTS if v in names] + sorted(names - set(VARIANTS))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Panel:
+  """Records of a set of items as [item, variant] arrays; rows are items in key order."""
+  keys: list[tuple[str, str]]
+  variants: list[str]
+  fields: dict[str, np.ndarray]     # present, correct, unparsed, judged, consistent, p_correct, ...
+  base_rank: dict[str, np.ndarray]  # dense rank of each base score per item, -1 where missing
+
+
+_RECORD_FIELDS = {"correct": is_correct, "unparsed": is_unparsed, "judged": has_conclusion,
+                  "consistent": is_consistent, "p_correct": record_p_correct,
+                  "entropy": record_entropy, "confidence": record_confidence}
+_FLOAT_FIELDS = ("p_correct", "entropy", "confidence")
+
+
+def _base_ranks(fields: dict[str, np.ndarray], j: int) -> dict[str, np.ndarray]:
+  out = {}
+  for score, values in (("p_correct", fields["p_correct"][:, j]),
+                        ("neg_entropy", -fields["entropy"][:, j])):
+    rank = np.full(len(values), -1, np.int64)
+    ok = np.isfinite(values) & fields["present"][:, j]
+    rank[ok] = dense_rank(values[ok])
+    out[score] = rank
+  return out
+
+
+def build_panel(records: Sequence[dict]) -> Panel:
+  keys = sorted({item_key(r) for r in records})
+  variants = order_variants(r["variant"] for r in records)
+  row, col = {k: i for i, k in enumerate(keys)}, {v: j for j, v in enumerate(variants)}
+  shape = (len(keys), len(variants))
+  fields = {name: np.full(shape, np.nan) if name in _FLOAT_FIELDS else np.zeros(shape, bool)
+            for name in ("present", *_RECORD_FIELDS)}
+  for r in records:
+    i, j = row[item_key(r)], col[r["variant"]]
+    if fields["present"][i, j]:
+      raise ValueError(f"two {r['variant']!r} records for item {keys[i][0]}/{keys[i][1]}")
+    fields["present"][i, j] = True
+    for name, fn in _RECORD_FIELDS.items():
+      fields[name][i, j] = fn(r)
+  ranks = _base_ranks(fields, col[BASE]) if BASE in col else {}
+  return Panel(keys, variants, fields, ranks)
+
+
+def _mean(x: np.ndarray, mask: np.ndarray, w: np.ndarray) -> tuple[float, int]:
+  return weighted_mean(x[mask], w[mask]), int(mask.sum())
+
+
+def _rate_metrics(p: Panel, j: int, w: np.ndarray) -> dict[str, tuple[float, int]]:
+  f, m = p.fields, p.fields["present"][:, j]
+  c, k = f["correct"][:, j], f["consistent"][:, j]
+  out = {"accuracy": _mean(c, m, w), "unparsed_rate": _mean(f["unparsed"][:, j], m, w),
+         "consistency": _mean(k, m, w), "no_conclusion_rate": _mean(~f["judged"][:, j], m, w),
+         "cons_adj_accuracy": _mean(c & k, m, w)}
+  shares = quadrant_shares(c[m], k[m], w[m])
+  out.update({f"q_{q}": (shares[q], int(m.sum())) for q in QUADRANTS})
+  return out
+
+
+def _prob_metrics(p: Panel, j: int, w: np.ndarray, bins: int) -> dict[str, tuple[float, int]]:
+  f, c = p.fields, p.fields["correct"][:, j]
+  out = {}
+  for name, field in (("mean_entropy", "entropy"), ("mean_p_correct", "p_correct")):
+    out[name] = _mean(f[field][:, j], f["present"][:, j] & np.isfinite(f[field][:, j]), w)
+  for name, field in (("ece_max_prob", "confidence"), ("ece_p_correct", "p_correct")):
+    m = f["present"][:, j] & np.isfinite(f[field][:, j])
+    out[name] = ece(f[field][m, j], c[m], bins, w[m]), int(m.sum())
+  return out
+
+
+def _paired_metrics(p: Panel, j: int, w: np.ndarray) -> dict[str, tuple[float, int]]:
+  f, b = p.fields, p.variants.index(BASE)
+  both = f["present"][:, b] & f["present"][:, j]
+  drop = f["correct"][:, b].astype(np.float64) - f["correct"][:, j]
+  out = {"accuracy_drop": _mean(drop, both, w)}
+  for score, name in AUROC_METRICS.items():
+    m = both & (p.base_rank[score] >= 0)
+    out[name] = auroc_ranked(p.base_rank[score][m], f["correct"][m, j], w[m]), int(m.sum())
+  return out
+
+
+def panel_metrics(p: Panel, w: np.ndarray, bins: int = 10) -> dict:
+  """{(variant, metric): (value, n)} with item weights w (ones = the point estimate)."""
+  out = {}
+  for j, variant in enumerate(p.variants):
+    metrics = {**_rate_metrics(p, j, w), **_prob_metrics(p, j, w, bins)}
+    if variant != BASE and BASE in p.variants:
+      metrics.update(_paired_metrics(p, j, w))
+    out.update({(variant, name): value for name, value in metrics.items()})
+  return out
+
+
+# ---------------------------------------------------------------- summary
+
+
+def _summarize_benchmark(benchmark: str, records: Sequence[dict], n: int, seed: int, bins: int,
+                         level: float) -> list[dict]:
+  p = build_panel(records)
+  point = panel_metrics(p, np.ones(len(p.keys)), bins)
+  boots = [panel_metrics(p, np.bincount(idx, minlength=len(p.keys)).astype(np.float64), bins)
+           for idx in _draws(len(p.keys), n, seed)]
+  rows = []
+  for (variant, metric), (value, count) in point.items():
+    low, high = percentile_interval((b[variant, metric][0] for b in boots), level)
+    rows.append({"benchmark": benchmark, "variant": variant, "metric": metric, "value": value,
+                 "ci_low": low, "ci_high": high, "n": count})
+  return rows
+
+
+def summarize(records: Sequence[dict], n: int = 1000, seed: int = 0, bins: int = 10,
+              level: float = 0.95) -> list[dict]:
+  """One row per benchmark x variant x metric: {benchmark, variant, metric, value, ci_low,
+  ci_high, n}; n = items the value is computed over.
+
+  Metrics per variant: accuracy, unparsed_rate, consistency, no_conclusion_rate,
+  cons_adj_accuracy, q_<quadrant>, mean_entropy, mean_p_correct, ece_max_prob, ece_p_correct;
+  for each non-base variant when base is present also accuracy_drop, auroc_p_base,
+  auroc_neg_entropy_base. Intervals: `bootstrap` over the benchmark's items (same draws). ECE is
+  biased upward under resampling, so its percentile interval can lie above the estimate.
+  """
+  benchmarks = sorted({str(r["benchmark"]) for r in records})
+  return [row for bench in benchmarks for row in _summarize_benchmark(
+      bench, [r for r in records if str(r["benchmark"]) == bench], n, seed, bins, level)]
+
+
+def summary_lookup(rows: Iterable[dict]) -> dict[tuple[str, str, str], dict]:
+  """{(benchmark, variant, metric): row}."""
+  return {(r["benchmark"], r["variant"], r["metric"]): r for r in rows}
+
+
+def summary_table(rows: Sequence[dict], benchmark: str,
+                  metrics: Sequence[str]) -> list[tuple[str, list[dict | None]]]:
+  """One benchmark's rows as [(variant, [row or None for each metric])], variants in order."""
+  lookup = summary_lookup(rows)
+  variants = order_variants(r["variant"] for r in rows if r["benchmark"] == benchmark)
+  return [(v, [lookup.get((benchmark, v, m)) for m in metrics]) for v in variants]

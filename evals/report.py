@@ -1,0 +1,315 @@
+"""Writes the evaluation summary: summary.csv, summary.md and PNG plots.
+
+Plots are drawn on `matplotlib.figure.Figure` objects (saved through the Agg canvas) rather than
+pyplot, so this module never switches the process-wide backend or keeps figures alive.
+matplotlib (the `plots` extra) is imported only to draw: without it the tables are still written.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import importlib.util
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from evals import metrics as M
+
+CSV_COLUMNS = ("benchmark", "variant", "metric", "value", "ci_low", "ci_high", "n")
+# (metric, column header, scale, decimals): rates in %, the rest as they are
+ACCURACY_COLUMNS = (("accuracy", "Acc %", 100, 1), ("accuracy_drop", "Drop vs base (pts)", 100, 1),
+                    ("cons_adj_accuracy", "Cons-adj acc %", 100, 1),
+                    ("consistency", "Consistent %", 100, 1),
+                    ("unparsed_rate", "Unparsed %", 100, 1),
+                    ("no_conclusion_rate", "No conclusion %", 100, 1))
+UNCERTAINTY_COLUMNS = (("mean_entropy", "H (nats)", 1, 3), ("mean_p_correct", "P(correct)", 1, 3),
+                       ("auroc_p_base", "AUROC P_base", 1, 3),
+                       ("auroc_neg_entropy_base", "AUROC -H_base", 1, 3),
+                       ("ece_max_prob", "ECE max-prob", 1, 3),
+                       ("ece_p_correct", "ECE P(correct)", 1, 3))
+QUADRANT_COLUMNS = (("q_correct_consistent", "correct & consistent %", 100, 1),
+                    ("q_correct_inconsistent", "correct & inconsistent %", 100, 1),
+                    ("q_incorrect_consistent", "incorrect & consistent %", 100, 1),
+                    ("q_incorrect_inconsistent", "incorrect & inconsistent %", 100, 1))
+QUADRANT_COLORS = ("#2ca02c", "#98df8a", "#d62728", "#ff9896")
+PLOTS = ("accuracy_by_variant.png", "quadrants.png", "reliability_base.png", "p_base_hist.png")
+
+DEFINITIONS = """\
+## Definitions
+- Accuracy: the letter parsed from `<answer>` equals the key; unparsed answers count as wrong
+  (and are reported as their own rate).
+- Quadrants: correct/incorrect x consistent/inconsistent, where consistent = the judge's
+  conclusion from the CoT equals the answer letter; no conclusion counts as inconsistent.
+  Consistency-adjusted accuracy = share correct and consistent.
+- Drop vs base: acc_base(S) - acc_variant(S) over the items S present under both (paired), in
+  points.
+- AUROC: Mann-Whitney AUROC (ties count 1/2) of the base-prompt P(correct letter), resp. -H, for
+  predicting whether an item is correct under the variant, over all items present under both.
+- ECE: {bins} equal-width bins on [0, 1], ECE = sum_b (n_b/n)|acc_b - conf_b|. "ECE max-prob":
+  confidence = max letter probability; "ECE P(correct)": confidence = P(correct letter) read as the
+  probability that the item is correct. Outcome: the item is correct (the answer the model gave).
+- H, P(correct): means over the items with letter probabilities (restricted softmax at the answer
+  position).
+- Intervals: 95% percentile bootstrap over items ({n_boot} resamples, seed {seed}); all variants of
+  an item are resampled together.
+"""
+
+
+# ---------------------------------------------------------------- csv
+
+
+def _csv_value(v) -> str:
+  return repr(float(v)) if isinstance(v, (float, np.floating)) else str(v)
+
+
+def write_csv(rows: Sequence[dict], path: Path) -> Path:
+  """summary.csv: one line per row of `metrics.summarize`, floats written in full (repr)."""
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+      writer.writerow([_csv_value(row[c]) for c in CSV_COLUMNS])
+  return path
+
+
+def read_csv(path: Path) -> list[dict]:
+  """summary.csv back as rows (value, ci_low, ci_high as floats, n as int)."""
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  for row in rows:
+    row.update({k: float(row[k]) for k in ("value", "ci_low", "ci_high")}, n=int(row["n"]))
+  return rows
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def format_cell(row: dict | None, scale: float = 1, decimals: int = 3) -> str:
+  """'value [low, high]' scaled; '' when the metric does not apply, 'n/a' when undefined."""
+  if row is None:
+    return ""
+  if not math.isfinite(row["value"]):
+    return "n/a"
+  fmt = lambda x: f"{x * scale:.{decimals}f}" if math.isfinite(x) else "?"  # noqa: E731
+  return f"{fmt(row['value'])} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
+
+
+def markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  return lines + ["| " + " | ".join(cells) + " |" for cells in body]
+
+
+def _variant_table(rows: Sequence[dict], benchmark: str, columns) -> list[str]:
+  table = M.summary_table(rows, benchmark, [c[0] for c in columns] + ["accuracy"])
+  body = [[variant, str(cells[-1]["n"] if cells[-1] else "")]
+          + [format_cell(cell, scale, dec) for cell, (_, _, scale, dec) in zip(cells, columns)]
+          for variant, cells in table]
+  return markdown_table(["variant", "n", *(c[1] for c in columns)], body)
+
+
+def _benchmark_section(rows: Sequence[dict], benchmark: str) -> list[str]:
+  out = [f"## {benchmark}", "", "Accuracy and CoT consistency:", ""]
+  out += _variant_table(rows, benchmark, ACCURACY_COLUMNS)
+  out += ["", "Uncertainty and robustness prediction:", ""]
+  out += _variant_table(rows, benchmark, UNCERTAINTY_COLUMNS)
+  out += ["", "Quadrants (% of items):", ""]
+  return out + _variant_table(rows, benchmark, QUADRANT_COLUMNS) + [""]
+
+
+def bad_item_counts(bad_items) -> dict[str, int]:
+  """{benchmark: count} from a mapping or BadItem objects / dicts; a bare int is a total."""
+  if bad_items is None:
+    return {}
+  if isinstance(bad_items, (int, np.integer)):
+    return {"all benchmarks": int(bad_items)}
+  if isinstance(bad_items, Mapping):
+    return {str(k): int(v) for k, v in bad_items.items()}
+  get = lambda b: b["benchmark"] if isinstance(b, Mapping) else b.benchmark  # noqa: E731
+  return dict(collections.Counter(str(get(b)) for b in bad_items))
+
+
+def _bad_line(bad: dict[str, int]) -> list[str]:
+  if not bad:
+    return []
+  detail = ", ".join(f"{k} {v}" for k, v in sorted(bad.items()) if k != "all benchmarks")
+  return [f"Bad items (skipped by the loaders): {sum(bad.values())}"
+          + (f" ({detail})" if detail else ""), ""]
+
+
+def _counts_section(records: Sequence[dict], bad: dict[str, int]) -> list[str]:
+  body = []
+  for bench in sorted({str(r["benchmark"]) for r in records}):
+    recs = [r for r in records if str(r["benchmark"]) == bench]
+    body.append([bench, str(len({M.item_key(r) for r in recs})), str(len(recs)),
+                 str(sum(M.is_unparsed(r) for r in recs)),
+                 str(sum(not M.has_conclusion(r) for r in recs)),
+                 str(sum(math.isnan(M.record_confidence(r)) for r in recs))])
+  header = ["benchmark", "items", "records", "unparsed", "no CoT conclusion", "no letter probs"]
+  return ["## Counts", ""] + markdown_table(header, body) + [""] + _bad_line(bad)
+
+
+def _meta_lines(meta: Mapping | None) -> list[str]:
+  return [f"- {k}: {v}" for k, v in (meta or {}).items()] + ([""] if meta else [])
+
+
+def write_markdown(records: Sequence[dict], rows: Sequence[dict], path: Path, *, plots=(),
+                   bad_items=None, meta=None, n_boot: int = 1000, seed: int = 0,
+                   bins: int = 10) -> Path:
+  """summary.md: counts, per benchmark variants x key metrics with intervals, plots, definitions."""
+  lines = ["# Robustness evaluation summary", ""] + _meta_lines(meta)
+  bad = bad_item_counts(bad_items)
+  if not records:
+    lines += ["No results: the record list is empty.", ""] + _bad_line(bad)
+  else:
+    lines += _counts_section(records, bad)
+    for bench in sorted({r["benchmark"] for r in rows}):
+      lines += _benchmark_section(rows, bench)
+    lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
+    lines += [DEFINITIONS.format(n_boot=n_boot, seed=seed, bins=bins)]
+  Path(path).write_text("\n".join(lines))
+  return Path(path)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _figure(**kwargs):
+  from matplotlib.figure import Figure  # noqa: PLC0415 (optional dependency)
+  return Figure(layout="constrained", **kwargs)
+
+
+def _save(fig, path: Path) -> Path:
+  fig.savefig(path, dpi=100, bbox_inches="tight")
+  return Path(path)
+
+
+def _grid(n: int, width: float = 4.5, height: float = 3.5, max_cols: int = 4):
+  cols = max(1, min(n, max_cols))
+  rows = max(1, math.ceil(n / cols))
+  fig = _figure(figsize=(width * cols, height * rows))
+  axes = fig.subplots(rows, cols, squeeze=False).ravel()
+  for ax in axes[n:]:
+    ax.set_visible(False)
+  return fig, axes
+
+
+def _whiskers(cells: Sequence[dict]) -> np.ndarray:
+  # Asymmetric error bars; an undefined interval draws no whisker.
+  err = np.array([[c["value"] - c["ci_low"], c["ci_high"] - c["value"]] for c in cells]).T
+  return np.nan_to_num(err.reshape(2, -1), nan=0.0).clip(min=0)
+
+
+def plot_accuracy(rows: Sequence[dict], path: Path) -> Path:
+  """Accuracy (%) by variant, one group of bars per benchmark, 95% CI whiskers."""
+  lookup, benchmarks = M.summary_lookup(rows), sorted({r["benchmark"] for r in rows})
+  variants = M.order_variants(r["variant"] for r in rows)
+  fig = _figure(figsize=(min(20, max(6, 1.5 + 0.25 * len(benchmarks) * len(variants))), 4.5))
+  ax, width = fig.subplots(), 0.8 / max(1, len(variants))
+  for k, variant in enumerate(variants):
+    cells = [lookup.get((b, variant, "accuracy")) for b in benchmarks]
+    x = [i + (k - (len(variants) - 1) / 2) * width for i, c in enumerate(cells) if c]
+    cells = [c for c in cells if c]
+    ax.bar(x, [100 * c["value"] for c in cells], width, yerr=100 * _whiskers(cells),
+           capsize=2, label=variant, color=f"C{k % 10}")
+  ax.set_xticks(range(len(benchmarks)), benchmarks)
+  ax.set_ylabel("accuracy (%)")
+  ax.set_ylim(0, 100)
+  fig.legend(loc="outside lower center", ncols=min(5, max(1, len(variants))), fontsize="small")
+  return _save(fig, path)
+
+
+def plot_quadrants(rows: Sequence[dict], path: Path) -> Path:
+  """Stacked quadrant shares (correct/incorrect x consistent/inconsistent) per variant, a panel
+  per benchmark."""
+  benchmarks = sorted({r["benchmark"] for r in rows})
+  fig, axes = _grid(len(benchmarks))
+  for ax, bench in zip(axes, benchmarks):
+    table = M.summary_table(rows, bench, [f"q_{q}" for q in M.QUADRANTS])
+    bottom = np.zeros(len(table))
+    for q, (name, color) in enumerate(zip(M.QUADRANTS, QUADRANT_COLORS)):
+      share = np.array([100 * c[q]["value"] if c[q] else 0.0 for _, c in table])
+      ax.bar(range(len(table)), np.nan_to_num(share), bottom=bottom, color=color, label=name)
+      bottom += np.nan_to_num(share)
+    ax.set_xticks(range(len(table)), [v for v, _ in table], rotation=45, ha="right")
+    ax.set_title(bench)
+    ax.set_ylabel("% of items")
+  handles, labels = axes[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="outside lower center", ncols=4, fontsize="small")
+  return _save(fig, path)
+
+
+def plot_reliability(records: Sequence[dict], path: Path, bins: int = 10) -> Path:
+  """Reliability diagram of the base variant (max-prob confidence), one curve per benchmark."""
+  fig = _figure(figsize=(5, 5))
+  ax = fig.subplots()
+  ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+  base, drawn = [r for r in records if r["variant"] == M.BASE], False
+  for k, bench in enumerate(sorted({r["benchmark"] for r in base})):
+    conf, correct = M.calibration_inputs([r for r in base if r["benchmark"] == bench])
+    if len(conf):
+      rel, e = M.reliability_bins(conf, correct, bins), M.ece(conf, correct, bins)
+      full = rel["count"] > 0
+      ax.plot(rel["confidence"][full], rel["accuracy"][full], "o-", color=f"C{k % 10}",
+              label=f"{bench} (ECE {e:.3f}, n={len(conf)})")
+      drawn = True
+  if not drawn:
+    ax.text(0.5, 0.5, "no base records with letter probabilities", ha="center", va="center")
+  ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean max-prob confidence", ylabel="accuracy",
+         title="reliability (base prompt)")
+  ax.legend(fontsize="small", loc="upper left")
+  return _save(fig, path)
+
+
+def plot_p_base_hist(records: Sequence[dict], path: Path, bins: int = 20) -> Path:
+  """Histogram of P_base(correct) per perturbation variant, split by the variant's outcome
+  (survives = correct under the variant, flips = wrong), all benchmarks pooled."""
+  variants = [v for v in M.order_variants(r["variant"] for r in records) if v != M.BASE]
+  fig, axes = _grid(max(1, len(variants)), 4.5, 3.5)
+  if not variants or not any(r["variant"] == M.BASE for r in records):
+    axes[0].text(0.5, 0.5, "needs base and perturbation variants", ha="center", va="center")
+  for ax, variant in zip(axes, variants):
+    scores, labels = M.robustness_scores(records, variant)
+    edges = np.linspace(0, 1, bins + 1)
+    ax.hist(scores[labels], edges, alpha=0.6, color="C2", label="survives (correct)")
+    ax.hist(scores[~labels], edges, alpha=0.6, color="C3", label="flips (wrong)")
+    ax.set_title(f"{variant} (AUROC {M.auroc(scores, labels):.3f}, n={len(scores)})",
+                 fontsize="small")
+    ax.set_xlabel("P_base(correct letter)")
+    ax.legend(fontsize="small")
+  return _save(fig, path)
+
+
+def write_plots(records: Sequence[dict], rows: Sequence[dict], out_dir: Path,
+                bins: int = 10) -> list[Path]:
+  out = Path(out_dir)
+  return [plot_accuracy(rows, out / PLOTS[0]), plot_quadrants(rows, out / PLOTS[1]),
+          plot_reliability(records, out / PLOTS[2], bins),
+          plot_p_base_hist(records, out / PLOTS[3])]
+
+
+def have_matplotlib() -> bool:
+  return importlib.util.find_spec("matplotlib") is not None
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def write_summary(records: Iterable[dict], out_dir, *, bad_items=None, meta: Mapping | None = None,
+                  n_boot: int = 1000, seed: int = 0, bins: int = 10) -> list[Path]:
+  """Write summary.csv, summary.md and (when there are records) the PNG plots into out_dir.
+
+  bad_items: skipped items, as a total, {benchmark: count} or BadItem objects / dicts; meta: lines
+  for the top of summary.md (model, judge, ...). Returns the paths written (csv, md, plots...).
+  """
+  out = Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  records = list(records)
+  rows = M.summarize(records, n=n_boot, seed=seed, bins=bins)
+  # No plots for no records, nor without matplotlib (an optional extra): tables still get written.
+  plots = write_plots(records, rows, out, bins) if records and have_matplotlib() else []
+  md = write_markdown(records, rows, out / "summary.md", plots=plots, bad_items=bad_items,
+                      meta=meta, n_boot=n_boot, seed=seed, bins=bins)
+  return [write_csv(rows, out / "summary.csv"), md, *plots]

@@ -1,0 +1,369 @@
+"""Benchmark loaders on fixture copies of each release format, the synthetic benchmark, and the
+array_record / tfds + grain pipeline. Fixtures: tests/evals/make_fixtures.py (colour = image)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evals import benchmarks
+from evals.benchmarks import common, cv_bench, mme_realworld_lite, pipeline, synthetic
+from evals.benchmarks import threedsr_bench, vstar_bench, whatsup
+from evals.benchmarks.synthetic_scene import COLORS as SHAPE_COLORS
+from evals.benchmarks.synthetic_scene import scene_from_json
+from evals.schema import BadItem, Item
+from tests.evals import make_fixtures
+
+FIXTURES = Path(__file__).parent / "fixtures"
+VARIANTS = FIXTURES / "variants"
+MME_OPTIONS = ("In the upper left", "In the lower right", "In the middle", "At the top",
+               "This image doesn't feature the position.")
+
+# id -> (question, options, answer letter, category, image colour). Options given as a set
+# with the answer as TEXT mark a benchmark whose options are shuffled per item.
+EXPECTED = {
+    "threedsr_bench": {
+        "100": ("Which side of the car faces the camera?", ("front", "back", "left", "right"),
+                "C", "orientation", "red"),
+        "101": ("Is the dog higher than the cat?", ("yes", "no"), "B", "height", "green")},
+    "cv_bench": {
+        "2D_0": ("How many chairs are in the image?", ("3", "2", "1", "0"), "B", "Count", "red"),
+        "2D_1": ("Is the lamp left or right of the bed?", ("left", "right"), "A", "Relation",
+                 "green"),
+        "3D_0": ("Which is closer, the sofa or the table?", ("sofa", "table"), "B", "Depth",
+                 "yellow")},
+    "mmbench": {
+        "1": ("Hint: The picture is a flag.\nQuestion: What is the main colour?",
+              ("red", "green", "blue", "gray"), "A", "attribute_recognition", "red"),
+        "2": ("What colour is the same picture?", ("blue", "red"), "B", "attribute_recognition",
+              "red"),  # its image cell is "1": row 1's image
+        "3": ("Which shape?", ("circle", "square", "triangle"), "C", "shape", "cyan")},
+    "mme_realworld_lite": {
+        "perception/remote_sensing/position/1": ("Where is the crane?", MME_OPTIONS, "B",
+                                                 "position", "red")},
+    "spatial_mm_obj": {
+        "one_obj/0": ("Which direction is cat looking at from camera's perspective?",
+                      ("bottom left", "left", "right", "upwards"), "D", "one_obj", "red"),
+        "two_obj/0": ("In which hand is the man holding the glass?", ("left", "right"), "B",
+                      "two_obj", "blue")},
+    "spatial_mm_multihop": {
+        "multihop/0": ("Is the lighter horse behind the darker horse?", ("yes", "no"), "B",
+                       "yes_no", "yellow"),
+        "multihop/1": ("Which direction is the adult monkey facing from camera's perspective?",
+                       {"left", "right"}, "left", "direction", "cyan"),
+        "custom-1": ("Where is the cup?", ("on the table", "under the table"), "B", "relation",
+                     "white")},
+    "whatsup": {
+        "controlled_images/mug_on_table": (
+            whatsup.QUESTION, {"A mug on a table", "A mug under a table",
+                               "A mug to the left of a table", "A mug to the right of a table"},
+            "A mug on a table", "controlled_images", "red"),
+        "controlled_clevr/cube_left_of_sphere": (
+            whatsup.QUESTION, {"A cube to the left of a sphere", "A cube to the right of a sphere",
+                               "A cube in front of a sphere", "A cube behind a sphere"},
+            "A cube to the left of a sphere", "controlled_clevr", "green")},
+    "vstar_bench": {
+        "direct_attributes/sa_1": ("What is the material of the glove?",
+                                   {"rubber", "cotton", "leather", "linen"}, "rubber",
+                                   "direct_attributes", "red"),
+        "relative_position/sa_2": ("Is the cup on the left or right side of the plate?",
+                                   {"left", "right"}, "left", "relative_position", "green")},
+}
+
+# id -> a phrase the BadItem's reason must contain.
+EXPECTED_BAD = {
+    "threedsr_bench": {"102": "undecodable base64", "103": "answer 'D' is outside the options A-C"},
+    "cv_bench": {"2D_2": "answer '(E)' is outside the options A-B", "3D_1": "no options",
+                 "3D_2": "unreadable image"},
+    "mmbench": {"4": "not the index of another row", "5": "no options"},
+    "mme_realworld_lite": {"perception/remote_sensing/position/2": "missing image file 'missing_2",
+                           "perception/remote_sensing/position/3": "unreadable image",
+                           "perception/remote_sensing/position/4": "outside the options A-E"},
+    "spatial_mm_obj": {"one_obj/1": "'C. middle' disagrees with option C ('left')",
+                       "two_obj/1": "missing image file '00f3c6fd0d.jpg'"},
+    "spatial_mm_multihop": {"multihop/2": "open-ended answer 'pink' has no options",
+                            "multihop/4": "missing image file 'gone.jpeg'"},
+    "whatsup": {"controlled_images/dog_under_table": "missing image file",
+                "controlled_clevr/no_captions": "no options",
+                "controlled_clevr/broken": "unreadable image"},
+    "vstar_bench": {"direct_attributes/sa_3": "no options",
+                    "relative_position/sa_4": "missing image file"},
+}
+
+
+def _color_of(item: Item) -> str:
+  """The fixture colour name of the item's (solid, 8x8) image; JPEG is lossy, so nearest."""
+  rgb = item.pil_images()[0].getpixel((4, 4))
+  return min(make_fixtures.COLORS,
+             key=lambda c: sum((a - b) ** 2 for a, b in zip(make_fixtures.COLORS[c], rgb)))
+
+
+def _check_items(results, expected, bad_expected, benchmark):
+  items, bad = benchmarks.split_bad(results)
+  assert {x.id for x in items} == set(expected), [b.reason for b in bad]
+  for item in items:
+    question, options, answer, category, color = expected[item.id]
+    assert (item.benchmark, item.question, item.category) == (benchmark, question, category)
+    if isinstance(options, set):  # shuffled: same options, key tracked by text
+      assert set(item.options) == options and item.options[item.answer_index] == answer
+    else:
+      assert (item.options, item.answer) == (options, answer)
+    assert len(item.images) == 1 and _color_of(item) == color
+  assert {b.id: b.benchmark for b in bad} == {k: benchmark for k in bad_expected}
+  for b in bad:
+    assert bad_expected[b.id] in b.reason, (b.id, b.reason)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_release_format_fixture(name):
+  if name in ("cv_bench",):
+    pytest.importorskip("pyarrow")
+  _check_items(benchmarks.load(name, FIXTURES), EXPECTED[name], EXPECTED_BAD[name], name)
+
+
+VARIANT_CASES = [
+    (cv_bench, "cv_bench_jsonl",
+     {"2D_7": ("How many beds?", ("1", "2", "3"), "C", "Count", "magenta")},
+     {"2D_8": "missing image file 'img/2D/count/missing.png'"}),
+    (threedsr_bench, "threedsr_csv",
+     {"7": ("Is the TV facing left?", ("yes", "no"), "A", "orientation", "yellow")},
+     {"8": "missing image file 'http://images.cocodataset.org/val2017/000000000285.jpg'"}),
+    (mme_realworld_lite, "mme_parquet",
+     {"11": ("What is written on the sign?", ("STOP", "GO", "YIELD", "EXIT"), "C", "ocr",
+             "blue")},
+     {"12": "undecodable base64"}),
+    (vstar_bench, "vstar_jsonl",
+     {"direct_attributes/sa_9": ("What is the colour of the umbrella?",
+                                 {"black", "cyan", "white", "pink"}, "cyan", "direct_attributes",
+                                 "cyan")},
+     {"relative_position/sa_9": "answer 'E' is outside the options A-B"}),
+]
+
+
+@pytest.mark.parametrize("module,folder,expected,bad", VARIANT_CASES,
+                         ids=[c[1] for c in VARIANT_CASES])
+def test_alternative_layouts(module, folder, expected, bad):
+  if folder == "mme_parquet":
+    pytest.importorskip("pyarrow")
+  _check_items(module.load(VARIANTS / folder), expected, bad, module.NAME)
+
+
+def test_shuffle_off_keeps_release_order_with_key_first():
+  items, _ = benchmarks.split_bad(vstar_bench.load(FIXTURES / "vstar_bench", shuffle=False))
+  glove = next(x for x in items if x.id == "direct_attributes/sa_1")
+  assert glove.options == ("rubber", "cotton", "leather", "linen") and glove.answer == "A"
+  items, _ = benchmarks.split_bad(vstar_bench.load(VARIANTS / "vstar_jsonl", shuffle=False))
+  assert items[0].options == ("black", "cyan", "white", "pink") and items[0].answer == "B"
+
+
+def test_seeded_shuffles_are_deterministic_and_depend_on_the_seed():
+  def orders(seed):
+    items, _ = benchmarks.split_bad(benchmarks.load("whatsup", FIXTURES, seed=seed))
+    return tuple(x.options for x in items)
+  assert orders(0) == orders(0)
+  assert len({orders(s) for s in range(8)}) > 1
+  meta = dict(next(iter(benchmarks.load("vstar_bench", FIXTURES))).meta)
+  assert meta["source_answer"] == "A"
+  keys = {next(iter(benchmarks.load("vstar_bench", FIXTURES, seed=s))).answer for s in range(8)}
+  assert len(keys) > 1  # the release's "key first" order is really shuffled away
+
+
+def test_mme_meta_and_mmbench_meta():
+  item = next(x for x in benchmarks.load("mme_realworld_lite", FIXTURES) if isinstance(x, Item))
+  assert dict(item.meta) == {"task": "Perception", "subtask": "Remote Sensing",
+                             "question_type": "Multiple Choice"}
+  first = next(iter(benchmarks.load("mmbench", FIXTURES)))
+  assert dict(first.meta)["l2-category"] == "finegrained_perception"
+  assert dict(first.meta)["hint"] == "The picture is a flag."
+
+
+def test_registry_and_missing_data_errors(tmp_path):
+  assert benchmarks.list_benchmarks() == [
+      "threedsr_bench", "cv_bench", "spatial_mm_obj", "spatial_mm_multihop", "whatsup",
+      "vstar_bench", "mme_realworld_lite", "mmbench", "synthetic"]
+  with pytest.raises(ValueError, match="unknown benchmark 'nope'"):
+    benchmarks.load("nope", tmp_path)
+  with pytest.raises(ValueError, match="pass data_dir"):
+    benchmarks.load("cv_bench")
+  for name in benchmarks.list_benchmarks()[:-1]:
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / name}.*(Download|Get|Snapshot)"):
+      benchmarks.load(name, tmp_path)
+    (tmp_path / name).mkdir()
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / name)):
+      list(benchmarks.load(name, tmp_path))
+
+
+_BLOCKED_IMPORTS = """
+import sys
+class Block:  # the accelerator image has none of these
+  def find_spec(self, name, path=None, target=None):
+    if name.split(".")[0] in {"grain", "array_record", "tensorflow_datasets", "pyarrow"}:
+      raise ImportError("blocked " + name)
+sys.meta_path.insert(0, Block())
+from evals import benchmarks
+from evals.benchmarks import pipeline, tfds_builder
+items, bad = benchmarks.split_bad(benchmarks.load("mmbench", sys.argv[1]))
+print(len(items), len(bad), len(list(benchmarks.load("synthetic", n=2))))
+"""
+
+
+def test_loaders_work_without_grain_tfds_or_pyarrow():
+  out = subprocess.run([sys.executable, "-c", _BLOCKED_IMPORTS, str(FIXTURES)], check=True,
+                       capture_output=True, text=True, cwd=Path(__file__).parents[2])
+  assert out.stdout.split() == ["3", "2", "2"]
+
+
+def test_ambiguous_annotation_files_are_refused(tmp_path):
+  (tmp_path / "mmbench").mkdir()
+  for name in ("a.tsv", "b.tsv"):
+    (tmp_path / "mmbench" / name).write_text("index\tquestion\n")
+  with pytest.raises(ValueError, match="several candidate files.*pass file="):
+    benchmarks.load("mmbench", tmp_path)
+
+
+@pytest.mark.parametrize("raw,letter", [
+    ("B", "B"), ("(B)", "B"), ("B.", "B"), ("B)", "B"), ("right", "B"), (" Right. ", "B"),
+    ("B. right", "B"), ("(B) right", "B")])
+def test_answer_forms(raw, letter):
+  assert common.normalize_answer(raw, ["left", "right", "up"]) == letter
+
+
+@pytest.mark.parametrize("raw,reason", [
+    ("D", "outside the options A-C"), ("(E)", "outside"), ("B. up", "disagrees with option B"),
+    ("sideways", "neither a letter"), (float("nan"), "no answer")])
+def test_bad_answers(raw, reason):
+  with pytest.raises(common.ItemError, match=reason):
+    common.normalize_answer(raw, ["left", "right", "up"])
+
+
+def test_option_prefixes_and_embedded_options():
+  assert common.strip_prefixes(["(A) x", "(B) y"]) == ["x", "y"]
+  assert common.strip_prefixes(["A. Lincoln", "Washington"]) == ["A. Lincoln", "Washington"]
+  assert common.strip_prefixes(["A. x", "B. y"]) == ["x", "y"]
+  assert common.strip_prefixes(["B. x", "A. y"]) == ["B. x", "A. y"]  # letters not positions
+  assert common.strip_prefixes(["(B) x", "(B) y"]) == ["(B) x", "y"]
+  stem, options, trailer = common.parse_embedded_options("Q?\n(A) x\n(B) y\nAnswer now.")
+  assert (stem, options, trailer) == ("Q?", ["x", "y"], "Answer now.")
+
+
+def test_truncated_image_is_unreadable():
+  from evals.benchmarks.images import checked_image
+  data = make_fixtures.image("red")
+  assert checked_image(data, "ok") == data
+  with pytest.raises(common.ItemError, match="unreadable image \\(cut\\)"):
+    checked_image(data[:-20], "cut")
+
+
+def test_fixture_script_matches_committed_text_fixtures(tmp_path):
+  pytest.importorskip("pyarrow")
+  make_fixtures.main(tmp_path)
+  # Only text formats without embedded images: PNG/parquet bytes vary with library versions.
+  for path in FIXTURES.rglob("*"):
+    if path.suffix in (".json", ".jsonl", ".csv"):
+      assert (tmp_path / path.relative_to(FIXTURES)).read_bytes() == path.read_bytes(), path
+  assert sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file()) < 200_000
+
+
+# ---------------------------------------------------------------- synthetic
+
+def test_synthetic_is_deterministic_and_independent_of_n():
+  a, b = synthetic.synthetic_items(10, seed=3), synthetic.synthetic_items(10, seed=3)
+  assert a == b
+  assert synthetic.synthetic_items(4, seed=3) == a[:4]
+  assert synthetic.synthetic_items(10, seed=4) != a
+  assert list(benchmarks.load("synthetic", n=10, seed=3)) == a
+
+
+def _true_value(item: Item) -> str:
+  """The answer recomputed from the drawn scene, independently of the generator's code."""
+  meta, shapes = dict(item.meta), scene_from_json(dict(item.meta)["scene"])
+  named = {s.name: s for s in shapes}
+  if item.category in ("left_right", "above_below"):
+    a, b = named[meta["subject"]], named[meta["object"]]
+    if item.category == "left_right":
+      return "left" if a.x < b.x else "right"
+    return "above" if a.y < b.y else "below"  # y grows downwards
+  if item.category == "count":
+    target = meta["target"].removesuffix(" shapes").removesuffix("s")
+    return str(sum(target in (s.color, s.kind) for s in shapes))
+  if item.category == "color":
+    return next(s.color for s in shapes if s.kind == meta["subject"])
+  return next(s.kind for s in shapes if s.color == meta["subject"].split()[0])
+
+
+def test_synthetic_answers_are_true_in_the_drawn_image():
+  items = synthetic.synthetic_items(60, seed=1)
+  assert {x.category for x in items} == set(synthetic.CATEGORIES)
+  for item in items:
+    assert item.options[item.answer_index] == _true_value(item), item
+    assert 2 <= len(item.options) <= 4 and len(set(item.options)) == len(item.options)
+    img = item.pil_images()[0]
+    assert img.size == (224, 224) and item.images[0][:8] == b"\x89PNG\r\n\x1a\n"
+    for s in scene_from_json(dict(item.meta)["scene"]):  # each shape is drawn where stated
+      assert img.getpixel((s.x, s.y)) == SHAPE_COLORS[s.color], (item.id, s)
+
+
+def test_synthetic_meta_has_a_statement_per_option():
+  for item in synthetic.synthetic_items(5, seed=0, image_size=(96, 80)):
+    meta = dict(item.meta)
+    assert item.pil_images()[0].size == (96, 80)
+    for letter, option in zip(item.letters, item.options):
+      assert meta[f"option_{letter}"] == option and meta[f"statement_{letter}"]
+    assert meta["statement"] == meta[f"statement_{item.answer}"]
+  rel = synthetic.synthetic_items(1, seed=0)[0]
+  meta = dict(rel.meta)
+  assert meta["statement"] == f"The {meta['subject']} is {meta['relation']} the {meta['object']}."
+  assert max(len(x.images[0]) for x in synthetic.synthetic_items(10)) < 4000
+
+
+# ---------------------------------------------------------------- pipeline
+
+def _pipeline_items():
+  items = synthetic.synthetic_items(5, seed=2)
+  odd = Item(id="é/7", benchmark="toy", question="Two images?\nYes.", options=("a", "b"),
+             answer="B", images=(b"\x89PNG fake", b"\xff\xd8 fake jpeg"), category="",
+             meta=(("k", "v\tw"),))
+  return items + [odd]
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_array_record_grain_round_trip_sharded(tmp_path, count):
+  pytest.importorskip("grain", reason="grain not installed (the accelerator image lacks it)")
+  pytest.importorskip("array_record", reason="array_record not installed")
+  items = _pipeline_items()
+  path = tmp_path / "items.array_record"
+  assert pipeline.write_array_record(items, path) == len(items)
+  shares = [list(pipeline.open_items(path, p, count)) for p in range(count)]
+  ids = [[x.id for x in share] for share in shares]
+  assert sum(shares, []) == items  # contiguous blocks in file order: union = input
+  assert len({i for share in ids for i in share}) == len(items)  # disjoint
+  assert max(map(len, shares)) - min(map(len, shares)) <= 1
+  ds = pipeline.open_items(path, 1 % count, count)
+  assert ds[0] == shares[1 % count][0]  # random access
+
+
+def test_pipeline_rejects_bad_input(tmp_path):
+  pytest.importorskip("array_record", reason="array_record not installed")
+  with pytest.raises(ValueError, match="BadItem"):
+    pipeline.write_array_record([BadItem("b", "1", "no options")], tmp_path / "x.array_record")
+  with pytest.raises(ValueError, match="process_index 2"):
+    pipeline.shard_bounds(10, 2, 2)
+  with pytest.raises(FileNotFoundError, match="write_array_record"):
+    pipeline.open_items(tmp_path / "none.array_record")
+  with pytest.raises(ValueError, match="image sizes add up"):
+    pipeline.decode_item(pipeline.encode_item(_pipeline_items()[-1]) + b"x")
+
+
+def test_tfds_builder_round_trip_without_tensorflow(tmp_path):
+  pytest.importorskip("grain", reason="grain not installed (the accelerator image lacks it)")
+  pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets not installed")
+  from evals.benchmarks import tfds_builder
+  items = _pipeline_items()
+  directory = tfds_builder.build_tfds(items, tmp_path)
+  shares = [list(tfds_builder.open_tfds_items(directory, process_index=p, process_count=2))
+            for p in range(2)]
+  assert sum(shares, []) == items and json.loads((directory / "dataset_info.json").read_text())
+  with pytest.raises(FileExistsError):
+    tfds_builder.build_tfds(items, tmp_path)
