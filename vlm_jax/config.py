@@ -209,10 +209,10 @@ PRESETS: dict[str, ModelConfig] = {
     # ~10M parameters (mostly the real-size vocabulary, so the real tokenizer works with it);
     # a 224 px image has 2x2 windows, block 1 attends over the full image.
     "tiny": ModelConfig(
-        vision=VisionConfig(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+        vision=VisionConfig(depth=2, hidden_size=32, intermediate_size=64, num_heads=4,
                             out_hidden_size=64, fullatt_block_indexes=(1,), tokens_per_second=2),
         text=TextConfig(vocab_size=151936, hidden_size=64, intermediate_size=128, num_layers=2,
-                        num_heads=4, num_kv_heads=2, mrope_section=(2, 3, 3),
+                        num_heads=4, num_kv_heads=4, mrope_section=(2, 3, 3),
                         max_position_embeddings=4096)),
 }
 

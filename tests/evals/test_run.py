@@ -1,0 +1,90 @@
+"""`python -m evals.run` end to end on a tiny random model: every benchmark format, every
+variant, rule judge, on a 2x4 mesh of fake CPU devices; then kill-and-resume."""
+
+import csv
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from evals import run, variants
+from evals.engine import Engine
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+REAL = ["cv_bench", "threedsr_bench", "mmbench", "mme_realworld_lite", "vstar_bench", "whatsup",
+        "spatial_mm_obj", "spatial_mm_multihop"]
+COMMON = ["--max-new-tokens", "8", "--dtype", "float32", "--batch-size", "8"]
+
+
+def _records(out):
+  with open(os.path.join(out, "results.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+def test_end_to_end_on_a_mesh(tmp_path):
+  out = str(tmp_path / "out")
+  argv = ["--benchmarks", ",".join(["synthetic"] + REAL), "--data-dir", FIXTURES,
+          "--variants", "all", "--judge", "rule", "--mesh", "2x4", "--out", out,
+          "--limit", "1", "--synthetic-n", "2"] + COMMON
+  assert run.main(argv) == 0
+  records = _records(out)
+  keys = [(r["benchmark"], r["item_id"], r["variant"]) for r in records]
+  assert len(keys) == len(set(keys)) == 9 * len(variants.VARIANTS)
+  assert {r["benchmark"] for r in records} == {"synthetic", *REAL}
+  for r in records:
+    assert r["letters"] == [chr(65 + i) for i in range(len(r["options"]))]
+    assert r["correct"] == (r["parsed"] == r["answer"])
+    np.testing.assert_allclose(sum(r["letter_probs"]), 1.0, atol=1e-6)
+    assert r["p_correct"] == r["letter_probs"][r["letters"].index(r["answer"])]
+    if r["variant"] in ("wrong_caption", "wrong_caption_disclaimer"):
+      assert r["question"].startswith(r["inserted_caption"]) and r["target"] != r["answer"]
+  # summary.csv recomputed independently from the JSONL
+  with open(os.path.join(out, "summary.csv")) as f:
+    rows = {(row["benchmark"], row["variant"], row["metric"]): row for row in csv.DictReader(f)}
+  for bench in {r["benchmark"] for r in records}:
+    for variant in variants.VARIANTS:
+      sel = [r for r in records if r["benchmark"] == bench and r["variant"] == variant]
+      acc = np.mean([r["correct"] for r in sel])
+      unparsed = np.mean([r["parsed"] is None for r in sel])
+      entropy = np.mean([-sum(p * np.log(p) for p in r["letter_probs"] if p > 0) for r in sel])
+      p_correct = np.mean([r["p_correct"] for r in sel])
+      for metric, want in (("accuracy", acc), ("unparsed_rate", unparsed),
+                           ("mean_entropy", entropy), ("mean_p_correct", p_correct)):
+        np.testing.assert_allclose(float(rows[bench, variant, metric]["value"]), want, atol=1e-9)
+  for name in ("summary.md", "accuracy_by_variant.png", "quadrants.png", "reliability_base.png",
+               "p_base_hist.png", "bad_items.jsonl"):
+    assert os.path.getsize(os.path.join(out, name)) > 0
+  with open(os.path.join(out, "bad_items.jsonl")) as f:
+    bad = [json.loads(line) for line in f]
+  assert bad and all(b["reason"] for b in bad)  # the fixtures' broken items are reported
+
+
+def test_kill_and_resume(tmp_path, monkeypatch):
+  out = str(tmp_path / "out")
+  argv = ["--benchmarks", "synthetic", "--synthetic-n", "3", "--variants",
+          "base,wrong_think,abstain", "--out", out] + COMMON[:4] + ["--batch-size", "2"]
+  real_run_batch = Engine.run_batch
+  calls = {"n": 0}
+
+  def dying(self, jobs):
+    calls["n"] += 1
+    if calls["n"] == 3:
+      raise KeyboardInterrupt  # killed mid-run
+    return real_run_batch(self, jobs)
+
+  monkeypatch.setattr(Engine, "run_batch", dying)
+  with pytest.raises(KeyboardInterrupt):
+    run.main(argv)
+  first = _records(out)
+  assert len(first) == 4  # two batches of two were written before the kill
+  with open(os.path.join(out, "results.jsonl"), "a") as f:
+    f.write('{"benchmark": "synthetic", "item_id": "0')  # a torn line from the kill
+  monkeypatch.setattr(Engine, "run_batch", real_run_batch)
+  assert run.main(argv) == 0
+  final = _records(out)
+  keys = [(r["benchmark"], r["item_id"], r["variant"]) for r in final]
+  assert len(keys) == len(set(keys)) == 9
+  assert final[:4] == first  # nothing already written was lost or redone
