@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--dtype", default="bfloat16", help="parameter dtype (float32 on CPU tests)")
   p.add_argument("--seed", type=int, default=0, help="wrong-option draws and sampling")
   p.add_argument("--synthetic-n", type=int, default=40, help="size of the synthetic benchmark")
+  p.add_argument("--distributed", action="store_true",
+                 help="call jax.distributed.initialize() first (multi-host TPU/GPU)")
   return p
 
 
@@ -114,6 +116,9 @@ def _progress(done: int, start: float) -> None:
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
+  if args.distributed:
+    import jax
+    jax.distributed.initialize()
   from evals import judge as judge_lib, report
   from vlm_jax import sharding
   from vlm_jax.sampler import Sampler
@@ -121,7 +126,11 @@ def main(argv=None) -> int:
   config, params, processor, model_name = _load_model(args, mesh)
   if args.max_new_tokens is None:
     args.max_new_tokens = 1024 if args.model else 48
-  judge = judge_lib.make_judge(args.judge, generate_fn_factory=_llm_judge_factory(args, mesh))
+  judge_kw = {}
+  if args.judge.startswith(("http://", "https://")):
+    judge_kw["cache_path"] = os.path.join(args.out, "judge_cache.jsonl")
+  judge = judge_lib.make_judge(args.judge, generate_fn_factory=_llm_judge_factory(args, mesh),
+                               **judge_kw)
   engine = Engine(Sampler(params, config, processor, mesh=mesh), processor,
                   presets_lib.get_preset(args.preset), judge, args.max_new_tokens, model_name,
                   seed=args.seed, temperature=args.temperature)
