@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--dtype", default="bfloat16", help="parameter dtype (float32 on CPU tests)")
   p.add_argument("--seed", type=int, default=0, help="wrong-option draws and sampling")
   p.add_argument("--synthetic-n", type=int, default=40, help="size of the synthetic benchmark")
+  p.add_argument("--text-generator", default=None,
+                 help="local checkpoint that writes captions/thinks (default: templates)")
   p.add_argument("--distributed", action="store_true",
                  help="call jax.distributed.initialize() first (multi-host TPU/GPU)")
   return p
@@ -82,7 +84,7 @@ def _items(args, bad: list):
       yield entry
 
 
-def _jobs(args, done: set, bad: list):
+def _jobs(args, done: set, bad: list, texts=None):
   names = variants_lib.VARIANTS if args.variants == "all" else args.variants.split(",")
   for variant in names:
     if variant not in variants_lib.VARIANTS:
@@ -95,7 +97,7 @@ def _jobs(args, done: set, bad: list):
       continue
     for variant in names:
       if (item.benchmark, str(item.id), variant) not in done:
-        yield Job(item, variants_lib.make_variant(item, variant, args.seed), images)
+        yield Job(item, variants_lib.make_variant(item, variant, args.seed, texts), images)
 
 
 def _batches(jobs, size: int):
@@ -134,10 +136,13 @@ def main(argv=None) -> int:
   engine = Engine(Sampler(params, config, processor, mesh=mesh), processor,
                   presets_lib.get_preset(args.preset), judge, args.max_new_tokens, model_name,
                   seed=args.seed, temperature=args.temperature)
+  texts = None
+  if args.text_generator:
+    texts = variants_lib.LLMTexts(_llm_judge_factory(args, mesh)(args.text_generator))
   results = ResultsFile(os.path.join(args.out, "results.jsonl"))
   writer = _is_writer()
   bad, new, start = [], 0, time.perf_counter()
-  for batch in _batches(_jobs(args, set(results.done), bad), args.batch_size):
+  for batch in _batches(_jobs(args, set(results.done), bad, texts), args.batch_size):
     for record in engine.run_batch(batch):
       if writer and result_key(record) not in results.done:
         results.append(record)

@@ -125,3 +125,36 @@ def make_variant(item: Item, variant: str, seed: int = 0,
     caption = caption.rstrip(".") + DISCLAIMER
   return dataclasses.replace(base, question=f"{caption}\n{item.question}", caption=caption,
                              target=letter)
+
+
+class LLMTexts:
+  """Captions and thinks written by a language model: `generate_fn(message_lists,
+  max_new_tokens) -> texts` (e.g. `evals.llm_judge.local_generate_fn` on our sampler).
+
+  Falls back to the templates when the model returns nothing usable. Results are memoised per
+  (item, option, kind), so every variant of an item shares the same text.
+  """
+
+  def __init__(self, generate_fn, max_new_tokens: int = 96, fallback: TextSource | None = None):
+    self.generate_fn, self.max_new_tokens = generate_fn, max_new_tokens
+    self.fallback = fallback or TemplateTexts()
+    self._memo: dict = {}
+
+  def _ask(self, item: Item, option: int, kind: str) -> str:
+    key = (item.key, option, kind)
+    if key not in self._memo:
+      what = ("a one-sentence image caption that states this as a visible fact"
+              if kind == "caption" else
+              "two sentences of step-by-step reasoning about the image that conclude it")
+      prompt = (f'Question about an image: "{item.question}"\nClaim: the answer is '
+                f'"{item.options[option]}".\nWrite {what}. Reply with the text only.')
+      reply = self.generate_fn([[{"role": "user", "content": prompt}]], self.max_new_tokens)[0]
+      fallback = getattr(self.fallback, kind)(item, option)
+      self._memo[key] = reply.strip() or fallback
+    return self._memo[key]
+
+  def caption(self, item: Item, option: int) -> str:
+    return self._ask(item, option, "caption")
+
+  def think(self, item: Item, option: int) -> str:
+    return self._ask(item, option, "think")

@@ -79,3 +79,21 @@ def test_statement_meta_and_custom_text_source():
 def test_unknown_variant():
   with pytest.raises(ValueError, match="unknown variant"):
     variants.make_variant(_item(), "wrong_image")
+
+
+def test_llm_texts_are_generated_once_and_stored():
+  calls = []
+
+  def generate(message_lists, max_new_tokens):
+    calls.append(message_lists[0][0]["content"])
+    return ["The cat sits left of the box." if "caption" in calls[-1] else ""]
+
+  texts = variants.LLMTexts(generate)
+  item = _item()
+  a = variants.make_variant(item, "wrong_caption", seed=2, texts=texts)
+  b = variants.make_variant(item, "wrong_caption_disclaimer", seed=2, texts=texts)
+  assert a.caption == "The cat sits left of the box."
+  assert b.caption == "The cat sits left of the box, but I could be wrong."
+  assert len(calls) == 1 and item.options[variants.wrong_option(item, 2)] in calls[0]
+  think = variants.make_variant(item, "wrong_think", seed=2, texts=texts)  # empty reply
+  assert think.think == variants.TemplateTexts().think(item, variants.wrong_option(item, 2))
