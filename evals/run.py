@@ -131,14 +131,14 @@ def main(argv=None) -> int:
   judge_kw = {}
   if args.judge.startswith(("http://", "https://")):
     judge_kw["cache_path"] = os.path.join(args.out, "judge_cache.jsonl")
-  judge = judge_lib.make_judge(args.judge, generate_fn_factory=_llm_judge_factory(args, mesh),
+  judge = judge_lib.make_judge(args.judge, generate_fn_factory=_local_generate_factory(args, mesh),
                                **judge_kw)
   engine = Engine(Sampler(params, config, processor, mesh=mesh), processor,
                   presets_lib.get_preset(args.preset), judge, args.max_new_tokens, model_name,
                   seed=args.seed, temperature=args.temperature)
   texts = None
   if args.text_generator:
-    texts = variants_lib.LLMTexts(_llm_judge_factory(args, mesh)(args.text_generator))
+    texts = variants_lib.LLMTexts(_local_generate_factory(args, mesh)(args.text_generator))
   results = ResultsFile(os.path.join(args.out, "results.jsonl"))
   writer = _is_writer()
   bad, new, start = [], 0, time.perf_counter()
@@ -168,7 +168,7 @@ def _write_bad(out: str, bad: list) -> None:
       f.write(json.dumps({"benchmark": b.benchmark, "id": b.id, "reason": b.reason}) + "\n")
 
 
-def _llm_judge_factory(args, mesh):
+def _local_generate_factory(args, mesh):
   """generate_fn for a local judge checkpoint (Qwen3 or Qwen2.5-VL), on the same mesh."""
   def factory(path: str):
     from evals.llm_judge import local_generate_fn
