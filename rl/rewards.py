@@ -1,0 +1,112 @@
+"""Rewards for GRPO (PAPER.md section 7): format, accuracy, and the faithfulness-aware product.
+
+  total = w_format * format + w_accuracy * accuracy            (defaults 0.1 and 1.0)
+  faithful total = total * consistent                          (consistent in {0, 1})
+format = 1 iff the response is exactly `<think>...</think><answer>...</answer>` (whitespace
+around the blocks allowed). accuracy = 1 iff the `<answer>` matches the key: an option letter or
+text for multiple choice, a numeric match for counting data. consistent = 1 iff the judge's
+reading of the `<think>` conclusion equals the parsed answer (for numbers: the last number in
+the think). Every component is returned separately so it can be logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from evals.judge import JudgeRequest, parse_letter, split_output
+
+_FORMAT = re.compile(r"^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$", re.S)
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten "
+                                     "eleven twelve".split())}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """What a rollout is scored against: `kind` "choice" (answer = letter) or "number"."""
+  question: str
+  answer: str
+  options: tuple[str, ...] = ()
+  kind: str = "choice"
+
+  @property
+  def letters(self) -> list[str]:
+    return [chr(65 + i) for i in range(len(self.options))]
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardConfig:
+  format_weight: float = 0.1
+  accuracy_weight: float = 1.0
+  faithful: bool = False  # multiply by the judge's consistency verdict
+
+
+def format_reward(text: str) -> float:
+  return float(bool(_FORMAT.match(text)))
+
+
+def parse_number(text: str | None) -> float | None:
+  """The last number in `text` (digits or a number word up to twelve), else None."""
+  if not text:
+    return None
+  found = _NUMBER.findall(text.replace(",", ""))
+  if found:
+    return float(found[-1])
+  words = [w for w in re.findall(r"[a-z]+", text.lower()) if w in _WORDS]
+  return float(_WORDS[words[-1]]) if words else None
+
+
+def parsed_answer(text: str, target: Target):
+  """The answer a response gives: a letter (choice) or a float (number), None if absent."""
+  _, answer = split_output(text)
+  if answer is None:
+    return None
+  if target.kind == "number":
+    return parse_number(answer)
+  return parse_letter(answer, target.letters, list(target.options))
+
+
+def accuracy_reward(text: str, target: Target) -> float:
+  got = parsed_answer(text, target)
+  if got is None:
+    return 0.0
+  if target.kind == "number":
+    want = parse_number(target.answer)
+    return float(want is not None and abs(got - want) < 1e-6)
+  return float(got == target.answer)
+
+
+def _consistent(text: str, target: Target, verdict_letter) -> float:
+  got = parsed_answer(text, target)
+  if got is None:
+    return 0.0
+  if target.kind == "number":
+    think, _ = split_output(text)
+    return float(parse_number(think) == got)
+  return float(verdict_letter is not None and verdict_letter == got)
+
+
+def compute_rewards(texts: list[str], targets: list[Target], config: RewardConfig,
+                    judge=None) -> dict[str, np.ndarray]:
+  """Reward components per rollout: format, accuracy, consistent, total (float32 [R])."""
+  fmt = np.array([format_reward(t) for t in texts], np.float32)
+  acc = np.array([accuracy_reward(t, g) for t, g in zip(texts, targets)], np.float32)
+  letters = [None] * len(texts)
+  choice = [i for i, g in enumerate(targets) if g.kind == "choice"]
+  if judge is not None and choice:
+    requests = [JudgeRequest(targets[i].question, list(targets[i].options), targets[i].letters,
+                             split_output(texts[i])[0] or "") for i in choice]
+    for i, verdict in zip(choice, judge.judge(requests)):
+      letters[i] = verdict.letter
+  consistent = np.array([_consistent(t, g, l) for t, g, l in zip(texts, targets, letters)],
+                        np.float32)
+  total = config.format_weight * fmt + config.accuracy_weight * acc
+  if config.faithful:
+    if judge is None:
+      raise ValueError("the faithfulness-aware reward needs a judge")
+    total = total * consistent
+  return {"format": fmt, "accuracy": acc, "consistent": consistent,
+          "total": total.astype(np.float32)}
