@@ -203,7 +203,7 @@ class Sampler:
 
   def __call__(self, batch: dict, sampling: SamplingParams) -> SampleOutput:
     """batch: HF processor arrays (any padding side). Returns B * n rows."""
-    inputs, rows = self._prepare(batch)
+    inputs, rows = self.prepare(batch)
     spec = _Spec(sampling.max_new_tokens, sampling.n, sampling.temperature == 0,
                  sampling.top_k, sampling.top_p < 1)
     cache_len = inputs["input_ids"].shape[1] + sampling.max_new_tokens
@@ -226,13 +226,14 @@ class Sampler:
 
     The scoring path of the evals (letter distributions): same model code, same buckets.
     """
-    inputs, rows = self._prepare(batch)
+    inputs, rows = self.prepare(batch)
     ids = jnp.asarray(np.asarray(token_ids, np.int32))
     out = _last_logits(self.params, self.config, inputs, ids)
     return sharding_lib.to_host(out)[:rows]
 
   # -- host side ---------------------------------------------------------------------------
-  def _prepare(self, batch: dict) -> tuple[dict, int]:
+  def prepare(self, batch: dict) -> tuple[dict, int]:
+    """HF arrays -> bucketed (left-aligned, padded, sharded) `apply` inputs, and the real rows."""
     rows = np.asarray(batch["input_ids"]).shape[0]
     length = buckets.bucket(np.asarray(batch["input_ids"]).shape[1], self.min_length_bucket)
     batch = buckets.left_align(batch, length)

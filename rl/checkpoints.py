@@ -1,0 +1,74 @@
+"""Preemption-safe training state: orbax checkpoints and the metrics log.
+
+A checkpoint holds params, optimizer state and the step (which is also the data iterator state
+and the RNG state: rollout seeds derive from (seed, step)). Orbax writes to a temporary
+directory and renames it when complete, so a kill mid-save leaves the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+
+class Manager:
+  def __init__(self, directory: str, keep: int = 3):
+    import orbax.checkpoint as ocp  # lazily: heavy
+    self._ocp = ocp
+    self.manager = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def save(self, trainer) -> None:
+    if self.manager.latest_step() == trainer.step:
+      return  # already saved at this step
+    state = {"params": trainer.params, "opt_state": trainer.opt_state,
+             "step": np.int64(trainer.step)}
+    self.manager.save(trainer.step, args=self._ocp.args.StandardSave(state), force=True)
+    self.manager.wait_until_finished()
+
+  def restore(self, trainer) -> int:
+    """Restore the latest checkpoint into `trainer` (keeping its shardings); return its step."""
+    step = self.manager.latest_step()
+    if step is None:
+      return 0
+    target = {"params": trainer.params, "opt_state": trainer.opt_state, "step": np.int64(0)}
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+        target)
+    state = self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+    trainer.params, trainer.opt_state = state["params"], state["opt_state"]
+    return int(state["step"])
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+class MetricsLog:
+  """metrics.jsonl, one line per step; on resume, lines past the restored step are dropped."""
+
+  def __init__(self, path: str, restored_step: int):
+    self.path = path
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    kept = []
+    if os.path.exists(path):
+      with open(path) as f:
+        for line in f:
+          try:
+            record = json.loads(line)
+          except json.JSONDecodeError:
+            break
+          if record.get("step", 0) <= restored_step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
+
+  def write(self, metrics: dict) -> None:
+    with open(self.path, "a") as f:
+      f.write(json.dumps(metrics, sort_keys=True) + "\n")
+      f.flush()

@@ -1,0 +1,82 @@
+"""Training configuration: one frozen dataclass, built by `configs/<name>.py:get_config()` and
+overridden by `key=value` arguments on the command line (PAPER.md section 7 defaults)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  model: str | None = None          # HF checkpoint dir; None = the tiny random preset
+  dtype: str = "bfloat16"
+  data: str = "synthetic"           # comma-separated: synthetic (more loaders: see README)
+  data_dir: str | None = None
+  synthetic_n: int = 512
+  prompts_per_step: int = 16        # rollout batch (study: 128)
+  group_size: int = 8               # G
+  micro_batch: int = 16             # rollouts per gradient micro-batch
+  updates_per_batch: int = 1
+  max_new_tokens: int = 1024
+  temperature: float = 1.0
+  lr: float = 1e-6
+  warmup_steps: int = 10
+  weight_decay: float = 0.0
+  grad_clip: float = 1.0
+  clip_low: float = 0.2
+  clip_high: float = 0.2
+  kl_coef: float = 1e-2
+  loss_agg: str = "token_mean"
+  scale_adv_by_std: bool = True
+  format_weight: float = 0.1
+  accuracy_weight: float = 1.0
+  faithful: bool = False
+  judge: str = "rule"
+  augment: bool = False
+  augment_prob: float = 0.1
+  freeze_vision: bool = False
+  steps: int = 1000
+  checkpoint_every: int = 250
+  keep_checkpoints: int = 3
+  log_every: int = 1
+  seed: int = 0
+  preset: str = "qwen2_5_vl_instruct"
+
+
+def _coerce(field: dataclasses.Field, value: str):
+  kind = field.type if isinstance(field.type, str) else field.type.__name__
+  if "bool" in kind:
+    if value.lower() not in ("true", "false", "1", "0"):
+      raise ValueError(f"{field.name}={value!r}: expected true/false")
+    return value.lower() in ("true", "1")
+  if value.lower() == "none" and "None" in kind:
+    return None
+  if kind.startswith("int"):
+    return int(value)
+  if kind.startswith("float"):
+    return float(value)
+  return value
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+  fields = {f.name: f for f in dataclasses.fields(config)}
+  changes = {}
+  for item in overrides:
+    key, sep, value = item.partition("=")
+    if not sep or key not in fields:
+      raise ValueError(f"bad override {item!r}; use key=value with keys {sorted(fields)}")
+    changes[key] = _coerce(fields[key], value)
+  return dataclasses.replace(config, **changes)
+
+
+def load_config(path: str, overrides: list[str] = ()) -> TrainConfig:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config file {path} does not exist")
+  spec = importlib.util.spec_from_file_location("train_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"{path} defines no get_config()")
+  return apply_overrides(module.get_config(), list(overrides))

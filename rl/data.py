@@ -1,0 +1,59 @@
+"""Training data and the policy to start from.
+
+Prompts for step s are a pure function of (seed, s): epoch e = s*P // N takes a seeded
+permutation of the N items, so the data iterator's whole state is the step (checkpointed with
+it) and a resumed run sees exactly the prompts the uninterrupted one would. Data sources: the
+synthetic task (default) and any `evals.benchmarks` loader by name (e.g. a converted SAT-2 or
+Pixmo-Count release in the common item schema).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from evals.schema import BadItem, Item
+from rl import augment as augment_lib
+
+
+def load_items(config) -> list[Item]:
+  from evals import benchmarks
+  items = []
+  for name in config.data.split(","):
+    kw = {"n": config.synthetic_n, "seed": config.seed} if name == "synthetic" else {}
+    items += [x for x in benchmarks.load(name, config.data_dir, **kw) if not isinstance(x, BadItem)]
+  if len(items) < config.prompts_per_step:
+    raise ValueError(f"{len(items)} training items < prompts_per_step={config.prompts_per_step}")
+  return items
+
+
+def items_for_step(items: list[Item], step: int, config) -> list[Item]:
+  per = config.prompts_per_step
+  out = []
+  for k in range(step * per, (step + 1) * per):
+    epoch, pos = divmod(k, len(items))
+    order = np.random.default_rng([config.seed, epoch]).permutation(len(items))
+    out.append(items[order[pos]])
+  return out
+
+
+def augment_config(config):
+  if not config.augment:
+    return None
+  return augment_lib.AugmentConfig(probs=(config.augment_prob,) * 4, seed=config.seed)
+
+
+def load_policy(config, mesh):
+  """(model config, params on the mesh, processor): an HF checkpoint or the tiny preset."""
+  import jax
+  from vlm_jax import config as config_lib, hf, params as params_lib, processor as proc_lib
+  from vlm_jax import sharding
+  if config.model:
+    model_config, params = hf.load_hf(config.model, dtype=config.dtype, mesh=mesh)
+    return model_config, params, proc_lib.Processor.from_dir(config.model)
+  model_config = config_lib.get_config("tiny")
+  params = params_lib.init_params(model_config, jax.random.key(config.seed),
+                                  dtype=config.dtype)
+  if mesh is not None:
+    params = sharding.shard_params(params, model_config, mesh)
+  tokenizer = proc_lib.load_tokenizer(proc_lib.qwen_tokenizer_dir())
+  return model_config, params, proc_lib.Processor(tokenizer)

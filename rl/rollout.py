@@ -1,0 +1,115 @@
+"""Rollouts: prompts -> G samples each (the sampler) -> rewards -> advantages -> the training
+sequences (prompt + response) aligned with the rollout log-probs.
+
+Alignment convention: training inputs are left-aligned to length L (`Sampler.prepare`), so a
+response of k tokens fills the last k columns; position t of the log-prob arrays [R, L-1]
+predicts column t+1, hence the response occupies t in [L-1-k, L-2].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from evals import presets as presets_lib
+from evals.schema import Item
+from rl import augment as augment_lib, grpo, rewards as rewards_lib
+from vlm_jax.sampler import SamplingParams
+
+
+@dataclasses.dataclass
+class Rollouts:
+  batch: dict              # HF-style arrays of the R prompt+response sequences (right padded)
+  lengths: np.ndarray      # [R] response tokens
+  logprobs: np.ndarray     # [R, max_new] rollout log-probs (temperature 1)
+  entropies: np.ndarray    # [R, max_new]
+  rewards: dict            # component -> [R]
+  advantages: np.ndarray   # [R]
+  texts: list[str]
+  image_ranges: list[tuple[int, int]]  # [R] images of each row in batch["image_grid_thw"]
+
+
+def _per_prompt_pixels(batch: dict) -> list[np.ndarray]:
+  if "pixel_values" not in batch:
+    return []
+  sizes = np.asarray(batch["image_grid_thw"]).prod(-1)
+  return np.split(batch["pixel_values"], np.cumsum(sizes)[:-1])
+
+
+def sequences(batch: dict, tokens: np.ndarray, lengths: np.ndarray, group: int,
+              pad_id: int, images_per_prompt: list[int]):
+  """HF-style arrays for prompt b (repeated per sample) followed by each sample's tokens, and
+  the range of images each row uses."""
+  rows, pixels, grids, ranges = [], [], [], []
+  per_image = _per_prompt_pixels(batch)
+  starts = np.cumsum([0] + images_per_prompt)
+  for r in range(tokens.shape[0]):
+    b = r // group
+    prompt = batch["input_ids"][b][batch["attention_mask"][b] == 1].tolist()
+    rows.append(prompt + tokens[r, :lengths[r]].tolist())
+    ranges.append((len(grids), len(grids) + images_per_prompt[b]))
+    for i in range(starts[b], starts[b + 1]):
+      pixels.append(per_image[i])
+      grids.append(batch["image_grid_thw"][i])
+  length = max(map(len, rows))
+  ids = np.full((len(rows), length), pad_id, np.int64)
+  mask = np.zeros_like(ids)
+  for r, row in enumerate(rows):
+    ids[r, :len(row)], mask[r, :len(row)] = row, 1
+  out = {"input_ids": ids, "attention_mask": mask}
+  if pixels:
+    out["pixel_values"] = np.concatenate(pixels)
+    out["image_grid_thw"] = np.stack(grids)
+  return out, ranges
+
+
+def aligned(values: np.ndarray, lengths: np.ndarray, width: int, rows: int) -> np.ndarray:
+  """Place each row's first lengths[r] values at the end of a [rows, width] array (zeros
+  elsewhere; rows beyond len(values) are all zero: batch padding)."""
+  out = np.zeros((rows, width), np.float32)
+  for r, k in enumerate(lengths):
+    if k:
+      out[r, width - k:] = values[r, :k]
+  return out
+
+
+def collect(sampler, processor, preset, items: list[Item], step: int, config, judge,
+            augment_config=None) -> Rollouts:
+  """Sample G responses per item at `step` and score them."""
+  specs = [augment_lib.augment(it, step, augment_config) if augment_config else
+           augment_lib.make_variant(it, "base", config.seed) for it in items]
+  images = [it.pil_images() for it in items]
+  convs = [preset.messages(s, len(im)) for s, im in zip(specs, images)]
+  batch = processor(convs, images=[im for ims in images for im in ims],
+                    assistant_prefill=[s.assistant_prefill for s in specs])
+  eos = tuple(int(processor.tokenizer.convert_tokens_to_ids(t))
+              for t in ("<|im_end|>", "<|endoftext|>"))
+  out = sampler(batch, SamplingParams(
+      max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+      n=config.group_size, seed=config.seed * 1_000_003 + step, stop_token_ids=eos))
+  g = config.group_size
+  texts = [(specs[r // g].assistant_prefill or "") + t for r, t in enumerate(out.texts)]
+  targets = [rewards_lib.Target(s.question, s.answer, s.options) for s in specs
+             for _ in range(g)]
+  reward_cfg = rewards_lib.RewardConfig(config.format_weight, config.accuracy_weight,
+                                        config.faithful)
+  rew = rewards_lib.compute_rewards(texts, targets, reward_cfg, judge)
+  adv = np.asarray(grpo.group_advantages(rew["total"], g, scale_by_std=config.scale_adv_by_std))
+  seqs, ranges = sequences(batch, out.tokens, out.lengths, g, processor.pad_token_id,
+                           [len(im) for im in images])
+  return Rollouts(seqs, out.lengths, out.logprobs, out.entropies, rew, adv, texts, ranges)
+
+
+def images_of_rows(batch: dict, ranges: list[tuple[int, int]]) -> dict:
+  """pixel_values / image_grid_thw of a contiguous run of rows (their `image_ranges`)."""
+  if "pixel_values" not in batch or not ranges:
+    return {}
+  first, last = ranges[0][0], ranges[-1][1]
+  starts = np.concatenate([[0], np.cumsum(np.asarray(batch["image_grid_thw"]).prod(-1))])
+  return {"pixel_values": batch["pixel_values"][starts[first]:starts[last]],
+          "image_grid_thw": batch["image_grid_thw"][first:last]}
+
+
+def preset_for(config):
+  return presets_lib.get_preset(config.preset)

@@ -1,0 +1,203 @@
+"""GRPO training loop on a mesh.
+
+  python -m rl.train --config configs/smoke.py --mesh 2x4 --out runs/smoke [key=value ...]
+
+Each step: P prompts (a pure function of seed and step, so the data iterator state is the step)
+-> G rollouts each from the current params -> rewards -> group advantages -> reference
+log-probs from the frozen initial params -> `updates_per_batch` AdamW updates over micro-batches
+(gradients accumulated) with the clipped GRPO loss + k3 KL. Orbax checkpoints (params, optimizer
+state, step) every `checkpoint_every` steps and on SIGTERM (TPU preemption); a restart resumes
+exactly. Metrics go to OUT/metrics.jsonl (one line per step; lines past the restored step are
+dropped on resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import optax
+
+from rl import grpo, rollout
+from rl.config import TrainConfig, load_config
+from vlm_jax import logprobs as logprobs_lib, sharding
+
+_STOP = {"requested": False}
+
+
+def _on_sigterm(signum, frame):
+  _STOP["requested"] = True  # finish the step, checkpoint, exit
+
+
+def make_optimizer(config: TrainConfig, params: dict) -> optax.GradientTransformation:
+  schedule = optax.linear_schedule(0.0, config.lr, max(config.warmup_steps, 1))
+  opt = optax.chain(optax.clip_by_global_norm(config.grad_clip),
+                    optax.adamw(schedule, weight_decay=config.weight_decay))
+  if not config.freeze_vision or "vision" not in params:
+    return opt
+  labels = {k: jax.tree.map(lambda _: "frozen" if k == "vision" else "train", v)
+            for k, v in params.items()}
+  return optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, labels)
+
+
+def _loss(params, model_config, inputs, mask, old, ref, adv, weight, config: TrainConfig):
+  logp, entropy = logprobs_lib.sequence_logprobs(params, model_config, inputs, chunk_t=256)
+  loss, stats = grpo.grpo_loss(logp, old, ref, adv, mask, clip_low=config.clip_low,
+                               clip_high=config.clip_high, kl_coef=config.kl_coef,
+                               mode=config.loss_agg, entropy=entropy)
+  return loss * weight, stats
+
+
+@functools.partial(jax.jit, static_argnums=(1, 8))
+def _grad(params, model_config, inputs, mask, old, ref, adv, weight, config):
+  return jax.value_and_grad(_loss, has_aux=True)(params, model_config, inputs, mask, old, ref,
+                                                 adv, weight, config)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _ref_logprobs(params, model_config, inputs):
+  return logprobs_lib.sequence_logprobs(params, model_config, inputs, chunk_t=256)[0]
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
+def _apply_updates(opt, params, opt_state, grads):
+  updates, opt_state = opt.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, optax.global_norm(grads)
+
+
+class Trainer:
+  def __init__(self, config: TrainConfig, mesh, out: str):
+    from evals import judge as judge_lib
+    from rl import data
+    self.config, self.mesh, self.out = config, mesh, out
+    self.model_config, params, self.processor = data.load_policy(config, mesh)
+    self.ref_params = params  # frozen reference: the initial params, never updated
+    self.params = jax.tree.map(jnp.copy, params)
+    self.opt = make_optimizer(config, params)
+    self.opt_state = jax.jit(self.opt.init)(self.params)
+    self.items = data.load_items(config)
+    self.judge = judge_lib.make_judge(config.judge)
+    self.preset = rollout.preset_for(config)
+    self.augment = data.augment_config(config)
+    self.step = 0
+
+  def sampler(self):
+    from vlm_jax.sampler import Sampler
+    return Sampler(self.params, self.model_config, self.processor, mesh=self.mesh)
+
+  def train_step(self) -> dict:
+    from rl import data
+    start = time.perf_counter()
+    items = data.items_for_step(self.items, self.step, self.config)
+    ro = rollout.collect(self.sampler(), self.processor, self.preset, items, self.step,
+                         self.config, self.judge, self.augment)
+    stats = self._update(ro)
+    elapsed = time.perf_counter() - start
+    tokens = int(ro.lengths.sum())
+    metrics = {"step": self.step + 1, **{f"reward/{k}": float(v.mean())
+                                          for k, v in ro.rewards.items()},
+               "accuracy": float(ro.rewards["accuracy"].mean()),
+               "consistency": float(ro.rewards["consistent"].mean()),
+               "response_length": float(ro.lengths.mean()),
+               "rollout_entropy": float(ro.entropies.sum() / max(tokens, 1)),
+               "step_time": elapsed, "tokens_per_s": tokens / elapsed, **stats}
+    self.step += 1
+    return metrics
+
+  def _micro_batches(self, ro: rollout.Rollouts):
+    sampler = self.sampler()
+    size = self.config.micro_batch
+    total = max(int(ro.lengths.sum()), 1) if self.config.loss_agg == "token_mean" else len(
+        ro.lengths)
+    for lo in range(0, len(ro.lengths), size):
+      sl = slice(lo, lo + size)
+      batch = {k: v[sl] for k, v in ro.batch.items() if k in ("input_ids", "attention_mask")}
+      batch.update(rollout.images_of_rows(ro.batch, ro.image_ranges[sl]))
+      inputs, _ = sampler.prepare(batch)
+      b, width = inputs["input_ids"].shape[0], inputs["input_ids"].shape[1] - 1
+      lengths = ro.lengths[sl]
+      mask = aligned_mask(lengths, width, b)
+      old = rollout.aligned(ro.logprobs[sl], lengths, width, b)
+      adv = np.zeros(b, np.float32)
+      adv[:len(lengths)] = ro.advantages[sl]
+      share = (lengths.sum() if self.config.loss_agg == "token_mean" else len(lengths)) / total
+      yield inputs, mask, old, adv, np.float32(share)
+
+  def _update(self, ro: rollout.Rollouts) -> dict:
+    batches = list(self._micro_batches(ro))
+    refs = [_ref_logprobs(self.ref_params, self.model_config, b[0]) for b in batches]
+    stats = {}
+    for _ in range(self.config.updates_per_batch):
+      grads, stats = None, {}
+      for (inputs, mask, old, adv, share), ref in zip(batches, refs):
+        (loss, aux), g = _grad(self.params, self.model_config, inputs, mask, old, ref, adv,
+                               share, self.config)
+        grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
+        for k, v in {"loss": loss, **aux}.items():
+          stats[k] = stats.get(k, 0.0) + float(v) * (1.0 if k == "loss" else float(share))
+      self.params, self.opt_state, gnorm = _apply_updates(self.opt, self.params,
+                                                          self.opt_state, grads)
+      stats["grad_norm"] = float(gnorm)
+    for k in ("ratio_max", "ratio_min"):
+      stats.pop(k, None)  # share-weighted extremes mean nothing; ratio_mean stays
+    if not np.isfinite(stats.get("loss", 0.0)):
+      raise FloatingPointError(f"step {self.step + 1}: loss is {stats['loss']}")
+    return stats
+
+
+def aligned_mask(lengths: np.ndarray, width: int, rows: int) -> np.ndarray:
+  return rollout.aligned(np.ones((len(lengths), int(max(lengths.max(initial=0), 1)))),
+                         lengths, width, rows)
+
+
+def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
+  """Run (or resume) training in `out`; returns the trainer at its final step."""
+  from rl import checkpoints
+  trainer = Trainer(config, mesh, out)
+  manager = checkpoints.Manager(os.path.join(out, "checkpoints"), config.keep_checkpoints)
+  trainer.step = manager.restore(trainer)
+  log = checkpoints.MetricsLog(os.path.join(out, "metrics.jsonl"), trainer.step)
+  previous = signal.signal(signal.SIGTERM, _on_sigterm)
+  _STOP["requested"] = False
+  try:
+    while trainer.step < config.steps and not _STOP["requested"]:
+      metrics = trainer.train_step()
+      log.write(metrics)
+      if trainer.step % config.log_every == 0:
+        print(json.dumps({k: round(v, 5) if isinstance(v, float) else v
+                          for k, v in metrics.items()}), file=sys.stderr)
+      if trainer.step % config.checkpoint_every == 0:
+        manager.save(trainer)
+    manager.save(trainer)  # final, or on SIGTERM (preemption): nothing done is lost
+    if _STOP["requested"]:
+      print(f"SIGTERM: checkpointed step {trainer.step}, exiting", file=sys.stderr)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+    manager.close()
+  return trainer
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m rl.train", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", required=True)
+  parser.add_argument("--mesh", default=None)
+  parser.add_argument("--out", default="runs/train")
+  parser.add_argument("overrides", nargs="*", help="key=value")
+  args = parser.parse_args(argv)
+  config = load_config(args.config, args.overrides)
+  mesh = sharding.parse_mesh(args.mesh) if args.mesh else None
+  train(config, mesh, args.out)
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
