@@ -28,7 +28,7 @@ import optax
 
 from rl import grpo, rollout
 from rl.config import TrainConfig, load_config
-from vlm_jax import logprobs as logprobs_lib, sharding
+from vlm_jax import buckets, logprobs as logprobs_lib, sharding
 
 _STOP = {"requested": False}
 
@@ -49,7 +49,8 @@ def make_optimizer(config: TrainConfig, params: dict) -> optax.GradientTransform
 
 
 def _loss(params, model_config, inputs, mask, old, ref, adv, weight, config: TrainConfig):
-  logp, entropy = logprobs_lib.sequence_logprobs(params, model_config, inputs, chunk_t=256)
+  logp, entropy = logprobs_lib.sequence_logprobs(params, model_config, inputs, chunk_t=256,
+                                                 last=mask.shape[1])
   loss, stats = grpo.grpo_loss(logp, old, ref, adv, mask, clip_low=config.clip_low,
                                clip_high=config.clip_high, kl_coef=config.kl_coef,
                                mode=config.loss_agg, entropy=entropy)
@@ -62,9 +63,9 @@ def _grad(params, model_config, inputs, mask, old, ref, adv, weight, config):
                                                  adv, weight, config)
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _ref_logprobs(params, model_config, inputs):
-  return logprobs_lib.sequence_logprobs(params, model_config, inputs, chunk_t=256)[0]
+@functools.partial(jax.jit, static_argnums=(1, 3))
+def _ref_logprobs(params, model_config, inputs, last: int):
+  return logprobs_lib.sequence_logprobs(params, model_config, inputs, chunk_t=256, last=last)[0]
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
@@ -122,8 +123,11 @@ class Trainer:
       batch = {k: v[sl] for k, v in ro.batch.items() if k in ("input_ids", "attention_mask")}
       batch.update(rollout.images_of_rows(ro.batch, ro.image_ranges[sl]))
       inputs, _ = sampler.prepare(batch)
-      b, width = inputs["input_ids"].shape[0], inputs["input_ids"].shape[1] - 1
       lengths = ro.lengths[sl]
+      b = inputs["input_ids"].shape[0]
+      # only the response positions need the LM head (bucketed: one compile per bucket)
+      width = min(buckets.bucket(int(max(lengths.max(initial=1), 1)), 16),
+                  inputs["input_ids"].shape[1] - 1)
       mask = aligned_mask(lengths, width, b)
       old = rollout.aligned(ro.logprobs[sl], lengths, width, b)
       adv = np.zeros(b, np.float32)
@@ -133,7 +137,8 @@ class Trainer:
 
   def _update(self, ro: rollout.Rollouts) -> dict:
     batches = list(self._micro_batches(ro))
-    refs = [_ref_logprobs(self.ref_params, self.model_config, b[0]) for b in batches]
+    refs = [_ref_logprobs(self.ref_params, self.model_config, b[0], b[1].shape[1])
+            for b in batches]
     stats = {}
     for _ in range(self.config.updates_per_batch):
       grads, stats = None, {}

@@ -89,15 +89,18 @@ def logprobs_and_entropy(hidden: jax.Array, w: jax.Array, targets: jax.Array,
 
 
 def sequence_logprobs(params: dict, config: ModelConfig, inputs: dict, chunk_t: int = 128,
-                      chunk_v: int | None = None):
+                      chunk_v: int | None = None, last: int | None = None):
   """Per-token log p(input_ids[t+1] | ..t) and entropies [B, T-1] for `prepare_inputs` output.
 
+  With `last`, only the final `last` predictions ([B, last], i.e. the last `last` tokens as
+  targets): a left-aligned response of up to `last` tokens costs no LM-head work on the prompt.
   This is the scoring path GRPO and the evals use; it runs the same `apply` as the sampler.
   """
   hidden, _ = model_lib.apply(params, config, inputs)
-  targets = inputs["input_ids"][:, 1:]
-  return logprobs_and_entropy(hidden[:, :-1], head_weight(params, config), targets, chunk_t,
-                              chunk_v)
+  hidden, targets = hidden[:, :-1], inputs["input_ids"][:, 1:]
+  if last is not None:
+    hidden, targets = hidden[:, -last:], targets[:, -last:]
+  return logprobs_and_entropy(hidden, head_weight(params, config), targets, chunk_t, chunk_v)
 
 
 def option_distribution(hidden: jax.Array, w: jax.Array, option_ids: jax.Array,

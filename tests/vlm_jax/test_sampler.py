@@ -84,6 +84,8 @@ def test_sampler_logprobs_equal_the_kernel(lively):
   gen = slice(batch["input_ids"].shape[1] - 1, None)
   np.testing.assert_allclose(out.logprobs, np.asarray(logp[:, gen]), atol=2e-5)
   np.testing.assert_allclose(out.entropies, np.asarray(ent[:, gen]), atol=2e-5)
+  tail, _ = logprobs.sequence_logprobs(params, config, inputs, chunk_t=16, last=8)
+  np.testing.assert_allclose(np.asarray(tail), np.asarray(logp[:, -8:]), atol=1e-6)
 
 
 def test_stop_tokens_end_rows_early(lively):
