@@ -1,0 +1,17 @@
+"""The study's GRPO run (PAPER.md section 7) from Qwen2.5-VL-7B-Instruct, data configuration (i).
+
+  python -m rl.train --config configs/grpo_study.py --mesh data=2,fsdp=8 --out runs/sat_pixmo \\
+      model=/ckpt/Qwen2.5-VL-7B-Instruct data_dir=/data
+Variants are key=value overrides (see configs/sweep.py for the whole grid).
+"""
+
+from rl.config import TrainConfig
+
+
+def get_config() -> TrainConfig:
+  return TrainConfig(
+      model=None, dtype="bfloat16", data="sat2,pixmo_count", prompts_per_step=128,
+      group_size=8, micro_batch=16, max_new_tokens=1024, temperature=1.0, lr=1e-6,
+      warmup_steps=10, grad_clip=1.0, clip_low=0.2, clip_high=0.2, kl_coef=1e-2,
+      format_weight=0.1, accuracy_weight=1.0, steps=1000, checkpoint_every=250,
+      freeze_vision=False)

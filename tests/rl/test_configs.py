@@ -1,0 +1,36 @@
+"""Configs load, overrides coerce types, the sweep covers the study's grid."""
+
+import os
+import sys
+
+import pytest
+
+from rl.config import apply_overrides, load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_study_defaults_and_overrides():
+  cfg = load_config(os.path.join(ROOT, "configs", "grpo_study.py"),
+                    ["faithful=true", "lr=2e-6", "model=none", "steps=10"])
+  assert (cfg.group_size, cfg.kl_coef, cfg.clip_low, cfg.max_new_tokens) == (8, 1e-2, 0.2, 1024)
+  assert cfg.faithful is True and cfg.lr == 2e-6 and cfg.model is None and cfg.steps == 10
+  with pytest.raises(ValueError, match="bad override"):
+    apply_overrides(cfg, ["no_such_key=1"])
+  with pytest.raises(ValueError, match="true/false"):
+    apply_overrides(cfg, ["faithful=maybe"])
+  with pytest.raises(FileNotFoundError):
+    load_config("configs/nope.py")
+
+
+def test_sweep_grid():
+  sys.path.insert(0, os.path.join(ROOT, "configs"))
+  try:
+    import sweep
+  finally:
+    sys.path.pop(0)
+  runs = dict(sweep.runs())
+  assert len(runs) == 3 * 2 * 3
+  base = load_config(os.path.join(ROOT, "configs", "grpo_study.py"))
+  for overrides in runs.values():
+    apply_overrides(base, overrides)  # every run's overrides are valid
