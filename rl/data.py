@@ -11,22 +11,42 @@ from __future__ import annotations
 
 import numpy as np
 
-from evals.schema import BadItem, Item
+from evals.schema import BadItem
+from rl.examples import Example
 from rl import augment as augment_lib
 
 
-def load_items(config) -> list[Item]:
+def load_items(config) -> list[Example]:
+  """Training examples of every source in `config.data` (bad rows skipped and counted)."""
   from evals import benchmarks
-  items = []
+  items, bad = [], 0
   for name in config.data.split(","):
+    if name in _training_sources():
+      from rl import datasets
+      for x in datasets.load(name, config.data_dir):
+        if isinstance(x, Example):
+          items.append(x)
+        else:
+          bad += 1
+      continue
     kw = {"n": config.synthetic_n, "seed": config.seed} if name == "synthetic" else {}
-    items += [x for x in benchmarks.load(name, config.data_dir, **kw) if not isinstance(x, BadItem)]
+    for x in benchmarks.load(name, config.data_dir, **kw):
+      if isinstance(x, BadItem):
+        bad += 1
+      else:
+        items.append(Example.from_item(x))
+  if bad:
+    print(f"skipped {bad} unusable training rows", flush=True)
   if len(items) < config.prompts_per_step:
     raise ValueError(f"{len(items)} training items < prompts_per_step={config.prompts_per_step}")
   return items
 
 
-def items_for_step(items: list[Item], step: int, config) -> list[Item]:
+def _training_sources() -> tuple[str, ...]:
+  return ("sat2", "pixmo_count", "geometry3k")
+
+
+def items_for_step(items: list[Example], step: int, config) -> list[Example]:
   per = config.prompts_per_step
   out = []
   for k in range(step * per, (step + 1) * per):

@@ -14,6 +14,7 @@ import numpy as np
 
 from evals import presets as presets_lib
 from evals.schema import Item
+from rl.examples import Example
 from rl import augment as augment_lib, grpo, rewards as rewards_lib
 from vlm_jax.sampler import SamplingParams
 
@@ -74,13 +75,31 @@ def aligned(values: np.ndarray, lengths: np.ndarray, width: int, rows: int) -> n
   return out
 
 
-def collect(sampler, processor, preset, items: list[Item], step: int, config, judge,
+NUMBER_INSTRUCTION = ("Output the thinking process in <think> </think> and the final answer (a "
+                      "number) in <answer> </answer> tags.")
+
+
+def _prompt(example: Example, step: int, preset, config, augment_config):
+  """(chat messages, PromptSpec-like prefill holder, reward target) of one example."""
+  if example.kind == "number":
+    content = [{"type": "image"} for _ in example.images]
+    content.append({"type": "text", "text": f"{example.question}\n{NUMBER_INSTRUCTION}"})
+    spec = augment_lib.PromptSpec("base", example.question, (), example.answer)
+    target = rewards_lib.Target(example.question, example.answer, kind="number")
+    return [{"role": "user", "content": content}], spec, target
+  item = example.as_item()
+  spec = (augment_lib.augment(item, step, augment_config) if augment_config else
+          augment_lib.make_variant(item, "base", config.seed))
+  target = rewards_lib.Target(spec.question, spec.answer, spec.options)
+  return preset.messages(spec, len(example.images)), spec, target
+
+
+def collect(sampler, processor, preset, examples: list[Example], step: int, config, judge,
             augment_config=None) -> Rollouts:
-  """Sample G responses per item at `step` and score them."""
-  specs = [augment_lib.augment(it, step, augment_config) if augment_config else
-           augment_lib.make_variant(it, "base", config.seed) for it in items]
-  images = [it.pil_images() for it in items]
-  convs = [preset.messages(s, len(im)) for s, im in zip(specs, images)]
+  """Sample G responses per example at `step` and score them."""
+  prompts = [_prompt(e, step, preset, config, augment_config) for e in examples]
+  convs, specs = [p[0] for p in prompts], [p[1] for p in prompts]
+  images = [e.as_item().pil_images() if e.kind == "choice" else _decode(e) for e in examples]
   batch = processor(convs, images=[im for ims in images for im in ims],
                     assistant_prefill=[s.assistant_prefill for s in specs])
   eos = tuple(int(processor.tokenizer.convert_tokens_to_ids(t))
@@ -90,8 +109,7 @@ def collect(sampler, processor, preset, items: list[Item], step: int, config, ju
       n=config.group_size, seed=config.seed * 1_000_003 + step, stop_token_ids=eos))
   g = config.group_size
   texts = [(specs[r // g].assistant_prefill or "") + t for r, t in enumerate(out.texts)]
-  targets = [rewards_lib.Target(s.question, s.answer, s.options) for s in specs
-             for _ in range(g)]
+  targets = [p[2] for p in prompts for _ in range(g)]
   reward_cfg = rewards_lib.RewardConfig(config.format_weight, config.accuracy_weight,
                                         config.faithful)
   rew = rewards_lib.compute_rewards(texts, targets, reward_cfg, judge)
@@ -113,3 +131,10 @@ def images_of_rows(batch: dict, ranges: list[tuple[int, int]]) -> dict:
 
 def preset_for(config):
   return presets_lib.get_preset(config.preset)
+
+
+def _decode(example: Example) -> list:
+  """Images of a numeric example (same decoding and errors as `Item.pil_images`)."""
+  probe = Item(id=example.id, benchmark=example.source, question="", options=("a", "b"),
+               answer="A", images=example.images)
+  return probe.pil_images()
