@@ -43,6 +43,11 @@ class TrainConfig:
   log_every: int = 1
   seed: int = 0
   preset: str = "qwen2_5_vl_instruct"
+  eval_every: int = 0               # 0: no evaluation during training
+  eval_benchmarks: str = "synthetic"
+  eval_variants: str = "base,wrong_think,wrong_caption"
+  eval_items: int = 32              # per benchmark
+  eval_max_new_tokens: int = 1024
 
 
 def _coerce(field: dataclasses.Field, value: str):

@@ -111,6 +111,9 @@ class Trainer:
                "rollout_entropy": float(ro.entropies.sum() / max(tokens, 1)),
                "step_time": elapsed, "tokens_per_s": tokens / elapsed, **stats}
     self.step += 1
+    if self.config.eval_every and self.step % self.config.eval_every == 0:
+      from rl import periodic_eval
+      metrics.update(periodic_eval.run_eval(self, self.step))
     return metrics
 
   def _micro_batches(self, ro: rollout.Rollouts):

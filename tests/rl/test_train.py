@@ -25,7 +25,8 @@ def _metrics(out):
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
 def test_smoke_on_a_mesh(tmp_path):
   assert train.main(["--config", SMOKE, "--mesh", "2x4", "--out", str(tmp_path),
-                     "steps=2", "checkpoint_every=1"]) == 0
+                     "steps=2", "checkpoint_every=1", "eval_every=2", "eval_items=2",
+                     "eval_max_new_tokens=8"]) == 0
   rows = _metrics(str(tmp_path))
   assert [r["step"] for r in rows] == [1, 2]
   for r in rows:
@@ -34,6 +35,10 @@ def test_smoke_on_a_mesh(tmp_path):
       assert np.isfinite(r[key]), key
     assert abs(r["ratio_mean"] - 1.0) < 1e-4  # on-policy: rollout and training log-probs agree
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
+  assert "eval/wrong_think/accuracy" in rows[1] and "eval/base/letter_entropy" in rows[1]
+  assert np.isfinite(rows[1]["eval/base/letter_entropy"])
+  with open(tmp_path / "eval" / "step_2.jsonl") as f:
+    assert len(f.readlines()) == 2 * 3  # 2 items x 3 variants
 
 
 def test_sigterm_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
