@@ -31,6 +31,8 @@ class ResultsFile:
     lines = raw.split(b"\n")
     records, good_bytes = [], 0
     for i, line in enumerate(lines):
+      if i == len(lines) - 1 and line.strip():
+        break  # no trailing newline: the kill came mid-line (even if the JSON parses)
       if not line.strip():
         good_bytes += len(line) + (1 if i < len(lines) - 1 else 0)
         continue

@@ -33,7 +33,8 @@ from vlm_jax.config import ModelConfig
 
 _EXTRA_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
                 "special_tokens_map.json", "added_tokens.json", "chat_template.json",
-                "chat_template.jinja", "preprocessor_config.json", "generation_config.json")
+                "chat_template.jinja", "preprocessor_config.json", "generation_config.json",
+                "video_preprocessor_config.json")
 
 
 def _index_files(path: str) -> dict[str, safetensors_io.SafetensorsFile]:
@@ -221,6 +222,11 @@ def save_hf(params: dict, config: ModelConfig, out_dir: str, dtype=None,
            [f"model-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))])
   if writer:
     os.makedirs(out_dir, exist_ok=True)
+    # Weights of an earlier save would shadow these (transformers prefers model.safetensors;
+    # an old index points at old shards): remove them first.
+    for old in glob.glob(os.path.join(out_dir, "model*.safetensors")) + glob.glob(
+        os.path.join(out_dir, "model.safetensors.index.json")):
+      os.remove(old)
   tensors = hf_state_dict(params, config, np_dtype)
   weight_map, total = {}, 0
   for name, keys in zip(names, plan):

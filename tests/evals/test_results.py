@@ -37,3 +37,13 @@ def test_corrupt_middle_line_is_an_error(tmp_path):
   path.write_text(json.dumps(_rec(1)) + "\n{bad\n" + json.dumps(_rec(2)) + "\n")
   with pytest.raises(ValueError, match="line 2"):
     ResultsFile(str(path))
+
+
+def test_complete_json_without_newline_is_torn(tmp_path):
+  path = tmp_path / "results.jsonl"
+  path.write_text(json.dumps(_rec(1)) + "\n" + json.dumps(_rec(2)))  # killed before the \n
+  f = ResultsFile(str(path))
+  assert [r["item_id"] for r in f.records] == ["1"]
+  f.append(_rec(2))
+  f.append(_rec(3))
+  assert len(ResultsFile(str(path)).records) == 3

@@ -43,6 +43,12 @@ def test_round_trip_through_transformers(hf_dir, tmp_path):
   # and our own loader reads the sharded output back bit for bit
   _, again = vlm_jax.load_hf(str(tmp_path))
   jax.tree.map(np.testing.assert_array_equal, again, params)
+  # saving other weights into the same folder replaces the old shards (no stale index)
+  doubled = jax.tree.map(lambda x: 2 * x, params)
+  vlm_jax.save_hf(doubled, config, str(tmp_path))
+  assert not (tmp_path / "model.safetensors.index.json").exists()
+  _, again = vlm_jax.load_hf(str(tmp_path))
+  jax.tree.map(np.testing.assert_array_equal, again, doubled)
 
 
 def _rewrite(src, dst, rename=lambda k: k, drop=(), add=None, reshape=None):
