@@ -17,7 +17,9 @@ from evals.schema import Item
 from evals.variants import PromptSpec
 from vlm_jax.sampler import SamplingParams
 
-ANSWER_OPEN = "<answer>"
+ANSWER_STEM = "<answer"  # the '>' is tokenised together with what follows it
+_VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw",
+                "second_per_grid_ts")
 
 
 @dataclasses.dataclass
@@ -38,8 +40,8 @@ class Engine:
     self.sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
                                    seed=seed, stop_token_ids=tuple(int(e) for e in eos if e),
                                    stop_strings=("</answer>",))
-    self.letter_ids = _letter_token_ids(processor.tokenizer)
-    self.answer_ids = processor.tokenizer.encode(ANSWER_OPEN, add_special_tokens=False)
+    self.table = letter_table(processor.tokenizer)
+    self.stem_ids = processor.tokenizer.encode(ANSWER_STEM, add_special_tokens=False)
 
   def run_batch(self, jobs: list[Job]) -> list[dict]:
     convs = [self.preset.messages(j.spec, len(j.images)) for j in jobs]
@@ -53,37 +55,51 @@ class Engine:
             for r, (j, f, v, p) in enumerate(zip(jobs, fulls, verdicts, probs))]
 
   # -- letter distribution ------------------------------------------------------------------
-  def _answer_prefix(self, tokens: np.ndarray, length: int) -> list[int]:
-    """Generated tokens up to and including the first `<answer>`, else all + a forced one."""
+  def _answer_prefix(self, tokens: np.ndarray, length: int) -> list[int] | None:
+    """Generated tokens up to the one that completes `<answer` (the '>' is scored, since the
+    Qwen tokenizer merges it with what follows: '>A', '>', '>\n'); without an `<answer` in the
+    output, all of it plus a forced `<answer`. None when a merged token runs past the tag."""
     stops = set(self.sampling.stop_token_ids)
     gen = [int(t) for t in tokens[:length] if int(t) not in stops]
     decode = self.processor.decode
-    if ANSWER_OPEN not in decode(gen):
-      return gen + list(self.answer_ids)
-    lo, hi = 1, len(gen)  # smallest k whose prefix contains the tag (monotone in k)
+    if ANSWER_STEM not in decode(gen):
+      return gen + list(self.stem_ids)
+    lo, hi = 1, len(gen)  # smallest k whose prefix contains the stem (monotone in k)
     while lo < hi:
       mid = (lo + hi) // 2
-      lo, hi = (lo, mid) if ANSWER_OPEN in decode(gen[:mid]) else (mid + 1, hi)
-    return gen[:lo]
+      lo, hi = (lo, mid) if ANSWER_STEM in decode(gen[:mid]) else (mid + 1, hi)
+    return gen[:lo] if decode(gen[:lo]).endswith(ANSWER_STEM) else None
+
+  def _score(self, batch: dict, rows: list[list[int]], ids: np.ndarray) -> np.ndarray:
+    length = max(map(len, rows))
+    tokens = np.full((len(rows), length), self.processor.pad_token_id, np.int64)
+    mask = np.zeros_like(tokens)
+    for r, row in enumerate(rows):
+      tokens[r, :len(row)], mask[r, :len(row)] = row, 1
+    score = {"input_ids": tokens, "attention_mask": mask}
+    score.update({k: batch[k] for k in _VISION_KEYS if k in batch})
+    return np.exp(self.sampler.next_token_logprobs(score, ids.reshape(-1))).reshape(
+        len(rows), *ids.shape)
 
   def _letter_probs(self, batch: dict, out, jobs: list[Job]) -> list[np.ndarray | None]:
-    rows = []
-    for r in range(len(jobs)):
-      prompt = batch["input_ids"][r][batch["attention_mask"][r] == 1].tolist()
-      rows.append(prompt + self._answer_prefix(out.tokens[r], int(out.lengths[r])))
-    length = max(map(len, rows))
-    ids = np.full((len(rows), length), self.processor.pad_token_id, np.int64)
-    mask = np.zeros_like(ids)
-    for r, row in enumerate(rows):
-      ids[r, :len(row)], mask[r, :len(row)] = row, 1
-    score = {"input_ids": ids, "attention_mask": mask}
-    for key in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw",
-                "second_per_grid_ts"):
-      if key in batch:
-        score[key] = batch[key]
-    logits = self.sampler.next_token_logits(score, self.letter_ids.reshape(-1))
-    logits = logits.reshape(len(jobs), -1, self.letter_ids.shape[1])
-    return [_restricted_probs(logits[r, :len(j.spec.letters)]) for r, j in enumerate(jobs)]
+    """P(letter) = p('>X') + p('>') (q(X) + q(' X')) + p('>\n') (q'(X) + q'(' X')), each p / q
+    a full-vocabulary probability after the `<answer` prefix / after it plus '>' or '>\n';
+    restricted to the item's letters and renormalised."""
+    prefixes = [self._answer_prefix(out.tokens[r], int(out.lengths[r])) for r in range(len(jobs))]
+    rows = [batch["input_ids"][r][batch["attention_mask"][r] == 1].tolist() + (p or [])
+            for r, p in enumerate(prefixes)]
+    t = self.table
+    first = self._score(batch, rows, np.concatenate([[t.gt, t.gt_newline], t.merged]))
+    after_gt = self._score(batch, [r + [t.gt] for r in rows], t.plain)
+    after_nl = self._score(batch, [r + [t.gt_newline] for r in rows], t.plain)
+    merged = np.where(t.merged_ok[None], first[:, 2:], 0.0)
+    total = (merged + first[:, :1] * after_gt.sum(-1)
+             + t.newline_ok * first[:, 1:2] * after_nl.sum(-1))
+    out_probs = []
+    for r, job in enumerate(jobs):
+      p = total[r, :len(job.spec.letters)]
+      out_probs.append(None if prefixes[r] is None or p.sum() <= 0 else p / p.sum())
+    return out_probs
 
   # -- records ----------------------------------------------------------------------------------
   def _record(self, job: Job, full: str, out, r: int, verdict, probs) -> dict:
@@ -116,21 +132,29 @@ def _judge_request(job: Job, full: str):
                       letters=list(job.spec.letters), think=think or "")
 
 
-def _letter_token_ids(tokenizer) -> np.ndarray:
-  """[26, 2] token ids of "A".."Z" and " A".." Z" (single tokens in the Qwen vocabulary)."""
-  out = []
-  for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
-    ids = [tokenizer.encode(s, add_special_tokens=False) for s in (letter, " " + letter)]
-    if any(len(i) != 1 for i in ids):
-      raise ValueError(f"tokenizer does not encode {letter!r} / {' ' + letter!r} as one token")
-    out.append([ids[0][0], ids[1][0]])
-  return np.asarray(out, np.int32)
+@dataclasses.dataclass(frozen=True)
+class LetterTable:
+  """Token ids for scoring option letters A..Z after `<answer`."""
+  gt: int                  # '>'
+  gt_newline: int          # '>\n'
+  newline_ok: bool         # '>\n' is one token (else that path is left out)
+  merged: np.ndarray       # [26] '>A'.. (0 where not a single token; see merged_ok)
+  merged_ok: np.ndarray    # [26] bool
+  plain: np.ndarray        # [26, 2] 'A', ' A'
 
 
-def _restricted_probs(logits: np.ndarray) -> np.ndarray:
-  """Softmax over letters, each letter's spellings summed: logits [L, 2] -> probs [L]."""
-  z = logits.astype(np.float64)
-  per_letter = np.logaddexp(z[:, 0], z[:, 1])
-  per_letter -= per_letter.max()
-  p = np.exp(per_letter)
-  return p / p.sum()
+def letter_table(tokenizer) -> LetterTable:
+  def single(text: str) -> int | None:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return ids[0] if len(ids) == 1 else None
+
+  letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+  plain = [[single(c), single(" " + c)] for c in letters]
+  if any(i is None for row in plain for i in row) or single(">") is None:
+    raise ValueError("tokenizer does not encode '>', the letters and ' '+letters as one token")
+  merged = [single(">" + c) for c in letters]
+  return LetterTable(gt=single(">"), gt_newline=single(">\n") or single(">"),
+                     newline_ok=single(">\n") is not None,
+                     merged=np.array([m or 0 for m in merged], np.int32),
+                     merged_ok=np.array([m is not None for m in merged]),
+                     plain=np.array(plain, np.int32))

@@ -116,14 +116,12 @@ def _prefill(params, config: ModelConfig, inputs, n: int, cache_len: int, mesh):
 
 
 @functools.partial(jax.jit, static_argnums=1)
-def _last_logits(params, config: ModelConfig, inputs, token_ids):
-  """Logits of `token_ids` [K] at the last column (the last real token, left-aligned) [B, K]."""
+def _last_logprobs(params, config: ModelConfig, inputs, token_ids):
+  """log p(token_ids [K]) for the token after the last column (left-aligned rows) [B, K]."""
   TRACE_COUNTS["score"] = TRACE_COUNTS.get("score", 0) + 1
   hidden, _ = model_lib.apply(params, config, inputs)
-  w = (params["text"]["embed"]["embedding"].T if config.text.tie_word_embeddings
-       else params["text"]["lm_head"]["kernel"])
-  return jnp.einsum("BD,DK->BK", hidden[:, -1], w[:, token_ids],
-                    preferred_element_type=jnp.float32)
+  logits = text.lm_head(params["text"], config.text, hidden[:, -1])
+  return jnp.take(jax.nn.log_softmax(logits, -1), token_ids, axis=-1)
 
 
 def _stop_hit(tail, stop_seqs, stop_ids, token):
@@ -221,14 +219,14 @@ class Sampler:
       state = _decode(self.params, self.config, state, spec, controls)
     return self._finish(state, rows * sampling.n, sampling)
 
-  def next_token_logits(self, batch: dict, token_ids) -> np.ndarray:
-    """Logits [B, K] of `token_ids` for the token after each row of `batch` (HF arrays).
+  def next_token_logprobs(self, batch: dict, token_ids) -> np.ndarray:
+    """log p [B, K] of `token_ids` as the token after each row of `batch` (HF arrays).
 
     The scoring path of the evals (letter distributions): same model code, same buckets.
     """
     inputs, rows = self.prepare(batch)
     ids = jnp.asarray(np.asarray(token_ids, np.int32))
-    out = _last_logits(self.params, self.config, inputs, ids)
+    out = _last_logprobs(self.params, self.config, inputs, ids)
     return sharding_lib.to_host(out)[:rows]
 
   # -- host side ---------------------------------------------------------------------------
