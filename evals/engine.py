@@ -9,6 +9,7 @@ token spellings ("A" and " A"), restricted to the item's option letters and reno
 from __future__ import annotations
 
 import dataclasses
+import zlib
 
 import numpy as np
 
@@ -47,7 +48,8 @@ class Engine:
     convs = [self.preset.messages(j.spec, len(j.images)) for j in jobs]
     batch = self.processor(convs, images=[im for j in jobs for im in j.images],
                            assistant_prefill=[j.spec.assistant_prefill for j in jobs])
-    out = self.sampler(batch, self.sampling)
+    keys = [zlib.crc32(f"{j.item.key}/{j.spec.variant}".encode()) for j in jobs]
+    out = self.sampler(batch, self.sampling, row_keys=keys)  # same samples in any batch
     fulls = [(j.spec.assistant_prefill or "") + t for j, t in zip(jobs, out.texts)]
     verdicts = self.judge.judge([_judge_request(j, f) for j, f in zip(jobs, fulls)])
     probs = self._letter_probs(batch, out, jobs)

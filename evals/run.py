@@ -84,7 +84,19 @@ def _items(args, bad: list):
       yield entry
 
 
-def _jobs(args, done: set, bad: list, texts=None):
+def _usable(item, images, image_config) -> str | None:
+  """Why the processor would reject these images (aspect ratio, size), else None."""
+  from vlm_jax.images import smart_resize
+  for i, img in enumerate(images):
+    try:
+      smart_resize(img.height, img.width, image_config.factor, image_config.min_pixels,
+                   image_config.max_pixels)
+    except ValueError as e:
+      return f"image {i}: {e}"
+  return None
+
+
+def _jobs(args, done: set, bad: list, texts=None, image_config=None):
   names = variants_lib.VARIANTS if args.variants == "all" else args.variants.split(",")
   for variant in names:
     if variant not in variants_lib.VARIANTS:
@@ -94,6 +106,10 @@ def _jobs(args, done: set, bad: list, texts=None):
       images = item.pil_images()
     except ValueError as e:
       bad.append(BadItem(item.benchmark, item.id, str(e)))
+      continue
+    reason = _usable(item, images, image_config) if image_config else None
+    if reason:
+      bad.append(BadItem(item.benchmark, item.id, reason))
       continue
     for variant in names:
       if (item.benchmark, str(item.id), variant) not in done:
@@ -128,11 +144,15 @@ def main(argv=None) -> int:
   config, params, processor, model_name = _load_model(args, mesh)
   if args.max_new_tokens is None:
     args.max_new_tokens = 1024 if args.model else 48
-  judge_kw = {}
+  judge_kw, writer = {}, _is_writer()
   if args.judge.startswith(("http://", "https://")):
     judge_kw["cache_path"] = os.path.join(args.out, "judge_cache.jsonl")
-  judge = judge_lib.make_judge(args.judge, generate_fn_factory=_local_generate_factory(args, mesh),
-                               **judge_kw)
+  if args.judge.startswith(("http://", "https://")) and not writer:
+    judge = judge_lib.RuleJudge()  # verdicts are written by process 0 only: ask the API once
+  else:
+    judge = judge_lib.make_judge(args.judge,
+                                 generate_fn_factory=_local_generate_factory(args, mesh),
+                                 **judge_kw)
   engine = Engine(Sampler(params, config, processor, mesh=mesh), processor,
                   presets_lib.get_preset(args.preset), judge, args.max_new_tokens, model_name,
                   seed=args.seed, temperature=args.temperature)
@@ -140,9 +160,10 @@ def main(argv=None) -> int:
   if args.text_generator:
     texts = variants_lib.LLMTexts(_local_generate_factory(args, mesh)(args.text_generator))
   results = ResultsFile(os.path.join(args.out, "results.jsonl"))
-  writer = _is_writer()
+  done = _shared_done(results.done)
   bad, new, start = [], 0, time.perf_counter()
-  for batch in _batches(_jobs(args, set(results.done), bad, texts), args.batch_size):
+  jobs = _jobs(args, done, bad, texts, processor.image_config)
+  for batch in _batches(jobs, args.batch_size):
     for record in engine.run_batch(batch):
       if writer and result_key(record) not in results.done:
         results.append(record)
@@ -155,6 +176,22 @@ def main(argv=None) -> int:
     print(f"{len(results.records)} results ({new} new), {len(bad)} bad items; wrote "
           f"{', '.join(os.path.relpath(f, args.out) for f in files)} in {args.out}")
   return 0
+
+
+def _shared_done(done: set) -> set:
+  """Process 0's finished keys on every process, so all run the same batches (SPMD) even when
+  --out is a local disk per worker."""
+  import jax
+  if jax.process_count() == 1:
+    return set(done)
+  import numpy as np
+  from jax.experimental import multihost_utils
+  blob = np.frombuffer(json.dumps(sorted(done)).encode(), np.uint8)
+  size = int(multihost_utils.broadcast_one_to_all(np.int64(blob.size)))
+  padded = np.zeros(size, np.uint8)
+  padded[:min(size, blob.size)] = blob[:size]
+  blob = np.asarray(multihost_utils.broadcast_one_to_all(padded))
+  return {tuple(k) for k in json.loads(blob.tobytes().decode())}
 
 
 def _is_writer() -> bool:

@@ -9,6 +9,7 @@ predicts column t+1, hence the response occupies t in [L-1-k, L-2].
 from __future__ import annotations
 
 import dataclasses
+import zlib
 
 import numpy as np
 
@@ -106,7 +107,8 @@ def collect(sampler, processor, preset, examples: list[Example], step: int, conf
               for t in ("<|im_end|>", "<|endoftext|>"))
   out = sampler(batch, SamplingParams(
       max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-      n=config.group_size, seed=config.seed * 1_000_003 + step, stop_token_ids=eos))
+      n=config.group_size, seed=config.seed * 1_000_003 + step, stop_token_ids=eos),
+      row_keys=[zlib.crc32(f"{e.source}/{e.id}".encode()) for e in examples])
   g = config.group_size
   texts = [(specs[r // g].assistant_prefill or "") + t for r, t in enumerate(out.texts)]
   targets = [p[2] for p in prompts for _ in range(g)]

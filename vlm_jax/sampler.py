@@ -41,6 +41,7 @@ class SamplingParams:
   stop_token_ids: tuple[int, ...] = ()
   stop_strings: tuple[str, ...] = ()
   seed: int = 0
+  suppress_vision_tokens: bool = True  # never sample <|image_pad|> / <|video_pad|>
 
   def __post_init__(self):
     if self.max_new_tokens < 1 or self.n < 1:
@@ -90,7 +91,8 @@ def _choose(logits, key, spec: _Spec, temperature, top_p):
     keep = (cum - jax.nn.softmax(desc, -1)) < top_p   # the top token is always kept
     threshold = jnp.min(jnp.where(keep, desc, jnp.inf), -1, keepdims=True)
     z = jnp.where(z < threshold, -jnp.inf, z)
-  return _argmax(z + jax.random.gumbel(key, z.shape, jnp.float32))  # Gumbel-max sampling
+  noise = jax.vmap(lambda k: jax.random.gumbel(k, z.shape[-1:], jnp.float32))(key)
+  return _argmax(z + noise)  # Gumbel-max sampling, one key per row
 
 
 def _kv_constraint(cache: dict, mesh) -> dict:
@@ -141,8 +143,11 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls):
 
   def body(s):
     logp_all = jax.nn.log_softmax(s["logits"].astype(jnp.float32), -1)
-    key = jax.random.fold_in(controls["rng"], s["step"])
-    token = _choose(s["logits"], key, spec, controls["temperature"], controls["top_p"])
+    step_key = jax.random.fold_in(controls["rng"], s["step"])
+    key = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(controls["row_ids"])
+    # vision placeholder tokens are never sampled: a generated one has no pixels behind it
+    allowed = s["logits"].at[:, controls["banned"]].set(-jnp.inf)
+    token = _choose(allowed, key, spec, controls["temperature"], controls["top_p"])
     token = jnp.where(s["done"], controls["pad_id"], token)
     logp = jnp.take_along_axis(logp_all, token[:, None], -1)[:, 0]
     entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, -1)
@@ -161,6 +166,15 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls):
         entropies=write(s["entropies"], jnp.where(live, entropy, 0.0)))
 
   return jax.lax.while_loop(cond, body, state)
+
+
+def _row_ids(row_keys, rows: int, padded_rows: int, n: int) -> np.ndarray:
+  """int32 id per sample row: (prompt key, sample index) mixed; padding rows get their index."""
+  keys = np.arange(padded_rows, dtype=np.int64)
+  if row_keys is not None:
+    keys[:rows] = np.asarray(row_keys, np.int64) % (2**31 - 1)
+  ids = (keys[:, None] * 1_000_003 + np.arange(n)[None]) % (2**31 - 1)
+  return ids.reshape(-1).astype(np.int32)
 
 
 def _init_state(prefill_out: dict, spec: _Spec, tail_len: int, pad_id: int, live_rows) -> dict:
@@ -199,8 +213,12 @@ class Sampler:
                            assistant_prefill=assistant_prefill)
     return self(batch, sampling)
 
-  def __call__(self, batch: dict, sampling: SamplingParams) -> SampleOutput:
-    """batch: HF processor arrays (any padding side). Returns B * n rows."""
+  def __call__(self, batch: dict, sampling: SamplingParams, row_keys=None) -> SampleOutput:
+    """batch: HF processor arrays (any padding side). Returns B * n rows.
+
+    row_keys: one int per prompt (e.g. a hash of the item id) so a prompt's samples do not
+    depend on its position in the batch; default: the row index.
+    """
     inputs, rows = self.prepare(batch)
     spec = _Spec(sampling.max_new_tokens, sampling.n, sampling.temperature == 0,
                  sampling.top_k, sampling.top_p < 1)
@@ -213,7 +231,10 @@ class Sampler:
                 "temperature": jnp.float32(max(sampling.temperature, 1e-6)),
                 "top_p": jnp.float32(sampling.top_p), "pad_id": jnp.int32(self.pad_id),
                 "stop_seqs": jnp.asarray(stop_seqs),
-                "stop_ids": jnp.asarray(list(sampling.stop_token_ids) or [-3], jnp.int32)}
+                "stop_ids": jnp.asarray(list(sampling.stop_token_ids) or [-3], jnp.int32),
+                "banned": jnp.asarray(self._banned(sampling), jnp.int32),
+                "row_ids": jnp.asarray(_row_ids(row_keys, rows, inputs["input_ids"].shape[0],
+                                                sampling.n))}
     with warnings.catch_warnings():
       warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
       state = _decode(self.params, self.config, state, spec, controls)
@@ -244,6 +265,11 @@ class Sampler:
     if self.mesh is not None:
       inputs = sharding_lib.shard_inputs(inputs, self.mesh)
     return inputs, rows
+
+  def _banned(self, sampling: SamplingParams) -> list[int]:
+    if self.config.vision is None or not sampling.suppress_vision_tokens:
+      return [self.config.text.vocab_size]  # out of range: `.at[].set` drops it
+    return [self.config.image_token_id, self.config.video_token_id]
 
   def _stop_sequences(self, stop_strings) -> np.ndarray:
     """Token sequences of the stop strings, right-aligned in [S, L] with -1 padding."""

@@ -88,3 +88,11 @@ def test_kill_and_resume(tmp_path, monkeypatch):
   keys = [(r["benchmark"], r["item_id"], r["variant"]) for r in final]
   assert len(keys) == len(set(keys)) == 9
   assert final[:4] == first  # nothing already written was lost or redone
+
+
+def test_images_the_processor_rejects_become_bad_items():
+  from PIL import Image
+  from vlm_jax.images import ImageProcessorConfig
+  reason = run._usable(None, [Image.new("RGB", (6000, 28))], ImageProcessorConfig())
+  assert "aspect ratio" in reason
+  assert run._usable(None, [Image.new("RGB", (64, 48))], ImageProcessorConfig()) is None

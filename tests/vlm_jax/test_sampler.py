@@ -30,7 +30,9 @@ def test_greedy_matches_transformers_generate(lively, padding):
   # transformers' generate is only right for left padding; right-padded prompts must give the
   # same continuation as the left-padded ones.
   want = hf_models.hf_greedy(model, buckets.left_align(batch), 40)
-  out = Sampler(params, config, pad_id=0)(batch, SamplingParams(max_new_tokens=40))
+  # transformers may sample the video placeholder id; our default forbids it
+  out = Sampler(params, config, pad_id=0)(batch, SamplingParams(max_new_tokens=40,
+                                                                suppress_vision_tokens=False))
   assert len(np.unique(want)) > 5  # a real test: varied continuations
   np.testing.assert_array_equal(out.tokens, want)
   assert out.lengths.tolist() == [40, 40, 40] and out.finish_reasons == ["length"] * 3
@@ -48,6 +50,14 @@ def test_sampling_is_reproducible_and_n_rows_differ(lively):
   assert len({tuple(r) for r in a.tokens}) == 6  # the n samples of a prompt differ
   c = s(batch, SamplingParams(max_new_tokens=12, temperature=1.0, n=3, seed=8))
   assert not np.array_equal(a.tokens, c.tokens)
+  # with row keys, a prompt's samples do not depend on its place in the batch
+  swapped = {k: v[::-1].copy() for k, v in batch.items() if k != "pixel_values"}
+  swapped["pixel_values"] = np.concatenate(  # the same images, in the new row order
+      np.split(batch["pixel_values"], [96])[::-1])
+  keyed = s(batch, params_, row_keys=[11, 22])
+  other = s(swapped, params_, row_keys=[22, 11])
+  np.testing.assert_array_equal(keyed.tokens[3:], other.tokens[:3])
+  np.testing.assert_array_equal(keyed.tokens[:3], other.tokens[3:])
 
 
 def test_top_k_1_and_tiny_top_p_are_greedy(lively):
@@ -139,7 +149,8 @@ def test_assistant_prefill_continuation_matches_transformers(real_vocab):
   batch = proc(convs, images=images, assistant_prefill=prefill)
   assert proc.decode(batch["input_ids"][0]).endswith(prefill)
   want = hf_models.hf_greedy(model, batch, 24, pad_id=proc.pad_token_id)
-  out = Sampler(params, config, proc)(batch, SamplingParams(max_new_tokens=24))
+  out = Sampler(params, config, proc)(batch, SamplingParams(max_new_tokens=24,
+                                                            suppress_vision_tokens=False))
   np.testing.assert_array_equal(out.tokens, want)
   assert out.texts[0] == proc.decode(want[0])
 
@@ -173,3 +184,13 @@ def test_sharded_sampling_equals_single_device(tmp_path):
   got = Sampler(sharded, config, pad_id=0, mesh=mesh)(batch, SamplingParams(max_new_tokens=12, n=2))
   np.testing.assert_array_equal(got.tokens, want.tokens)
   np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-5)
+
+
+def test_vision_placeholders_are_never_sampled(lively):
+  _, config, params, _ = lively
+  batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
+  free = Sampler(params, config, pad_id=0)(batch, SamplingParams(max_new_tokens=40,
+                                                                 suppress_vision_tokens=False))
+  assert (free.tokens == config.video_token_id).any()  # this model does emit one greedily
+  out = Sampler(params, config, pad_id=0)(batch, SamplingParams(max_new_tokens=40))
+  assert not np.isin(out.tokens, [config.image_token_id, config.video_token_id]).any()
