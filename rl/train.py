@@ -166,10 +166,19 @@ def aligned_mask(lengths: np.ndarray, width: int, rows: int) -> np.ndarray:
                          lengths, width, rows)
 
 
+def _write_model_config(trainer, out: str) -> None:
+  from vlm_jax import config as config_lib
+  if jax.process_index() == 0:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "model_config.json"), "w") as f:
+      json.dump(config_lib.to_hf(trainer.model_config, dtype=trainer.config.dtype), f, indent=2)
+
+
 def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
   """Run (or resume) training in `out`; returns the trainer at its final step."""
   from rl import checkpoints
   trainer = Trainer(config, mesh, out)
+  _write_model_config(trainer, out)
   manager = checkpoints.Manager(os.path.join(out, "checkpoints"), config.keep_checkpoints)
   trainer.step = manager.restore(trainer)
   log = checkpoints.MetricsLog(os.path.join(out, "metrics.jsonl"), trainer.step)

@@ -53,3 +53,31 @@ def load_params(path: str, dtype=None, shardings=None) -> tuple[ModelConfig, dic
   params = _checkpointer().restore(os.path.join(path, "params"), target)
   params_lib.check_params(params, config, source=f"orbax checkpoint {path}")
   return config, params
+
+
+def load_training_params(run_dir: str, step: int | None = None, dtype=None):
+  """(config, params) of a `rl.train` run: `run_dir/model_config.json` and the params subtree of
+  checkpoint `step` (default: the latest), restored alone (no optimizer state in memory)."""
+  import orbax.checkpoint as ocp
+  run_dir = os.path.abspath(run_dir)
+  config_path = os.path.join(run_dir, "model_config.json")
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(f"{run_dir} is not an rl.train output folder (no model_config.json)")
+  config = config_lib.from_hf(config_path)
+  root = os.path.join(run_dir, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
+  if not steps or (step is not None and step not in steps):
+    raise FileNotFoundError(f"{root}: no checkpoint for step {step} (have {steps})")
+  path = os.path.join(root, str(step if step is not None else steps[-1]), "default")
+  meta = ocp.StandardCheckpointer().metadata(path)
+  meta = getattr(meta, "item_metadata", meta)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  cast = lambda m: jnp.dtype(dtype) if dtype is not None else m.dtype
+  target = {"params": jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, cast(m), sharding=device), meta["params"])}
+  restore_args = jax.tree.map(lambda t: ocp.ArrayRestoreArgs(sharding=t.sharding, dtype=t.dtype),
+                              target)
+  state = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
+      item=target, restore_args=restore_args, partial_restore=True))
+  params_lib.check_params(state["params"], config, source=f"training checkpoint {path}")
+  return config, state["params"]

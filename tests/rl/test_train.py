@@ -35,6 +35,10 @@ def test_smoke_on_a_mesh(tmp_path):
       assert np.isfinite(r[key]), key
     assert abs(r["ratio_mean"] - 1.0) < 1e-4  # on-policy: rollout and training log-probs agree
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
+  from vlm_jax import convert, hf
+  assert convert.main(["train-to-hf", "--src", str(tmp_path), "--dst", str(tmp_path / "hf")]) == 0
+  _, exported = hf.load_hf(str(tmp_path / "hf"))
+  assert exported["text"]["embed"]["embedding"].shape[0] == 151936
   assert "eval/wrong_think/accuracy" in rows[1] and "eval/base/letter_entropy" in rows[1]
   assert np.isfinite(rows[1]["eval/base/letter_entropy"])
   with open(tmp_path / "eval" / "step_2.jsonl") as f:
