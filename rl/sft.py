@@ -1,0 +1,116 @@
+"""Supervised warm-up before GRPO: teach the output format on templated answers.
+
+  python -m rl.sft --config configs/smoke.py --out runs/sft steps=200 lr=1e-3
+  python -m rl.train --config configs/smoke.py --out runs/grpo model=runs/sft/hf
+
+Each example's target is `<think>{statement}.</think><answer>{letter}</answer><|im_end|>`, the
+statement being the item's true statement (synthetic meta `statement`) or the key option's text.
+Loss: mean negative log-likelihood of the target tokens (the chunked log-prob kernel over the
+response positions only). The result is written as an HF checkpoint (`OUT/hf`, with tokenizer
+and preprocessor files) that `rl.train` and `evals.run` start from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import optax
+
+from rl import data, rollout
+from rl.config import TrainConfig, load_config
+from vlm_jax import buckets, logprobs as logprobs_lib
+
+
+def target_text(example) -> str:
+  item = example.as_item()
+  meta = dict(item.meta)
+  statement = meta.get(f"statement_{item.answer}") or meta.get("statement") or (
+      f"The answer is {item.options[item.answer_index]}")
+  return f"<think>{statement.rstrip('.')}.</think><answer>{item.answer}</answer>"
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _nll_grad(params, model_config, inputs, mask):
+  def loss(p):
+    logp, _ = logprobs_lib.sequence_logprobs(p, model_config, inputs, chunk_t=256,
+                                             last=mask.shape[1])
+    return -jnp.sum(logp * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+  return jax.value_and_grad(loss)(params)
+
+
+def _batch(sampler, processor, preset, examples, config: TrainConfig):
+  convs, images, targets = [], [], []
+  for e in examples:
+    spec = rollout.augment_lib.make_variant(e.as_item(), "base", config.seed)
+    ims = e.as_item().pil_images()
+    convs.append(preset.messages(spec, len(ims)))
+    images += ims
+    targets.append(target_text(e) + "<|im_end|>")
+  batch = processor(convs, images=images, padding_side="right")
+  target_ids = [processor.tokenizer.encode(t, add_special_tokens=False) for t in targets]
+  lengths = np.array([len(t) for t in target_ids])
+  tokens = np.zeros((len(target_ids), lengths.max()), np.int64)
+  for r, t in enumerate(target_ids):
+    tokens[r, :len(t)] = t
+  seqs, _ = rollout.sequences(batch, tokens, lengths, 1, processor.pad_token_id,
+                              [len(e.images) for e in examples])
+  inputs, _ = sampler.prepare(seqs)
+  width = min(buckets.bucket(int(lengths.max()), 16), inputs["input_ids"].shape[1] - 1)
+  mask = rollout.aligned(np.ones((len(lengths), lengths.max())), lengths, width,
+                         inputs["input_ids"].shape[0])
+  return inputs, mask
+
+
+def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
+  """Run the warm-up; returns the loss per step and writes OUT/hf."""
+  from vlm_jax import hf, processor as proc_lib
+  from vlm_jax.sampler import Sampler
+  model_config, params, processor = data.load_policy(config, mesh)
+  examples = [e for e in data.load_items(config) if e.kind == "choice"]
+  opt = optax.chain(optax.clip_by_global_norm(config.grad_clip),
+                    optax.adamw(optax.linear_schedule(0.0, config.lr, max(config.warmup_steps, 1)),
+                                weight_decay=config.weight_decay))
+  opt_state = opt.init(params)
+  preset = rollout.preset_for(config)
+  losses = []
+  for step in range(config.steps):
+    sampler = Sampler(params, model_config, processor, mesh=mesh)
+    batch = data.items_for_step(examples, step, config)
+    inputs, mask = _batch(sampler, processor, preset, batch, config)
+    loss, grads = _nll_grad(params, model_config, inputs, mask)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    losses.append(float(loss))
+    print(json.dumps({"step": step + 1, "sft_loss": round(losses[-1], 5)}), file=sys.stderr)
+  extra = config.model or proc_lib.qwen_tokenizer_dir()
+  hf.save_hf(params, model_config, os.path.join(out, "hf"), extra_files_from=extra)
+  if not config.model:
+    with open(os.path.join(out, "hf", "preprocessor_config.json"), "w") as f:
+      json.dump(processor.image_config.to_dict(), f, indent=2)
+  return losses
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m rl.sft", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", required=True)
+  parser.add_argument("--mesh", default=None)
+  parser.add_argument("--out", default="runs/sft")
+  parser.add_argument("overrides", nargs="*", help="key=value")
+  args = parser.parse_args(argv)
+  from vlm_jax import sharding
+  config = load_config(args.config, args.overrides)
+  mesh = sharding.parse_mesh(args.mesh) if args.mesh else None
+  sft(config, args.out, mesh)
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
