@@ -13,7 +13,6 @@ import jax.numpy as jnp
 
 from vlm_jax import layers, rope
 from vlm_jax.config import TextConfig
-UNROLL = 1
 
 
 def init_cache(config: TextConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
@@ -79,7 +78,7 @@ def decoder(params: dict, config: TextConfig, x: jax.Array, positions: jax.Array
 
   kv = None if cache is None else (cache["k"], cache["v"])
   layer_ids = jnp.arange(config.num_layers)
-  (x, kv), _ = jax.lax.scan(body, (x, kv), (params["layers"], layer_ids), unroll=UNROLL)
+  (x, kv), _ = jax.lax.scan(body, (x, kv), (params["layers"], layer_ids))
   x = layers.rms_norm(x, params["norm"]["scale"], config.rms_norm_eps)
   if cache is None:
     return x, None
