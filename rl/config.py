@@ -85,3 +85,18 @@ def load_config(path: str, overrides: list[str] = ()) -> TrainConfig:
   if not hasattr(module, "get_config"):
     raise ValueError(f"{path} defines no get_config()")
   return apply_overrides(module.get_config(), list(overrides))
+
+
+def parse_cli(prog: str, description: str, default_out: str, argv=None):
+  """The shared CLI of rl.train and rl.sft: (config, mesh or None, out dir)."""
+  import argparse
+  parser = argparse.ArgumentParser(prog=prog, description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", required=True, help="configs/<name>.py with get_config()")
+  parser.add_argument("--mesh", default=None, help="'2x4' or 'data=2,fsdp=4,tensor=2'")
+  parser.add_argument("--out", default=default_out)
+  parser.add_argument("overrides", nargs="*", help="key=value (any TrainConfig field)")
+  args = parser.parse_args(argv)
+  from vlm_jax import sharding
+  mesh = sharding.parse_mesh(args.mesh) if args.mesh else None
+  return load_config(args.config, args.overrides), mesh, args.out

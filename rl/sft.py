@@ -12,7 +12,6 @@ and preprocessor files) that `rl.train` and `evals.run` start from.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -24,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from rl import data, rollout
-from rl.config import TrainConfig, load_config
+from rl.config import TrainConfig, parse_cli
 from vlm_jax import buckets, logprobs as logprobs_lib
 
 
@@ -74,9 +73,8 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
   from vlm_jax.sampler import Sampler
   model_config, params, processor = data.load_policy(config, mesh)
   examples = [e for e in data.load_items(config) if e.kind == "choice"]
-  opt = optax.chain(optax.clip_by_global_norm(config.grad_clip),
-                    optax.adamw(optax.linear_schedule(0.0, config.lr, max(config.warmup_steps, 1)),
-                                weight_decay=config.weight_decay))
+  from rl.train import make_optimizer
+  opt = make_optimizer(config, params)
   opt_state = opt.init(params)
   preset = rollout.preset_for(config)
   losses = []
@@ -98,17 +96,8 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m rl.sft", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--config", required=True)
-  parser.add_argument("--mesh", default=None)
-  parser.add_argument("--out", default="runs/sft")
-  parser.add_argument("overrides", nargs="*", help="key=value")
-  args = parser.parse_args(argv)
-  from vlm_jax import sharding
-  config = load_config(args.config, args.overrides)
-  mesh = sharding.parse_mesh(args.mesh) if args.mesh else None
-  sft(config, args.out, mesh)
+  config, mesh, out = parse_cli("python -m rl.sft", __doc__, "runs/sft", argv)
+  sft(config, out, mesh)
   return 0
 
 

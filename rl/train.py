@@ -13,7 +13,6 @@ dropped on resume).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -27,8 +26,8 @@ import jax.numpy as jnp
 import optax
 
 from rl import grpo, rollout
-from rl.config import TrainConfig, load_config
-from vlm_jax import buckets, logprobs as logprobs_lib, sharding
+from rl.config import TrainConfig, parse_cli
+from vlm_jax import buckets, logprobs as logprobs_lib
 
 _STOP = {"requested": False}
 
@@ -203,16 +202,8 @@ def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m rl.train", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--config", required=True)
-  parser.add_argument("--mesh", default=None)
-  parser.add_argument("--out", default="runs/train")
-  parser.add_argument("overrides", nargs="*", help="key=value")
-  args = parser.parse_args(argv)
-  config = load_config(args.config, args.overrides)
-  mesh = sharding.parse_mesh(args.mesh) if args.mesh else None
-  train(config, mesh, args.out)
+  config, mesh, out = parse_cli("python -m rl.train", __doc__, "runs/train", argv)
+  train(config, mesh, out)
   return 0
 
 
