@@ -16,6 +16,7 @@ import numpy as np
 from evals import presets as presets_lib
 from evals.schema import Item
 from evals.variants import PromptSpec
+from vlm_jax.processor import pad_rows
 from vlm_jax.sampler import SamplingParams
 
 ANSWER_STEM = "<answer"  # the '>' is tokenised together with what follows it
@@ -37,9 +38,8 @@ class Engine:
                seed: int = 0, temperature: float = 0.0):
     self.sampler, self.processor, self.preset, self.judge = sampler, processor, preset, judge
     self.model_name, self.seed = model_name, seed
-    eos = [processor.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
     self.sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
-                                   seed=seed, stop_token_ids=tuple(int(e) for e in eos if e),
+                                   seed=seed, stop_token_ids=processor.stop_token_ids,
                                    stop_strings=("</answer>",))
     self.table = letter_table(processor.tokenizer)
     self.stem_ids = processor.tokenizer.encode(ANSWER_STEM, add_special_tokens=False)
@@ -73,11 +73,7 @@ class Engine:
     return gen[:lo] if decode(gen[:lo]).endswith(ANSWER_STEM) else None
 
   def _score(self, batch: dict, rows: list[list[int]], ids: np.ndarray) -> np.ndarray:
-    length = max(map(len, rows))
-    tokens = np.full((len(rows), length), self.processor.pad_token_id, np.int64)
-    mask = np.zeros_like(tokens)
-    for r, row in enumerate(rows):
-      tokens[r, :len(row)], mask[r, :len(row)] = row, 1
+    tokens, mask = pad_rows(rows, self.processor.pad_token_id)
     score = {"input_ids": tokens, "attention_mask": mask}
     score.update({k: batch[k] for k in _VISION_KEYS if k in batch})
     return np.exp(self.sampler.next_token_logprobs(score, ids.reshape(-1))).reshape(

@@ -32,11 +32,7 @@ def local_generate_fn(path: str, mesh=None, dtype: str = "bfloat16"):
   def generate(message_lists: list[list[dict]], max_new_tokens: int) -> list[str]:
     rows = [tokenizer.encode(_render(tokenizer, m), add_special_tokens=False)
             for m in message_lists]
-    length = max(map(len, rows))
-    ids = np.full((len(rows), length), pad, np.int64)
-    mask = np.zeros_like(ids)
-    for r, row in enumerate(rows):
-      ids[r, length - len(row):], mask[r, length - len(row):] = row, 1
+    ids, mask = proc_lib.pad_rows(rows, pad, "left")
     out = sampler({"input_ids": ids, "attention_mask": mask},
                   SamplingParams(max_new_tokens=max_new_tokens, stop_token_ids=eos))
     return [tokenizer.decode([int(t) for t in out.tokens[r, :out.lengths[r]] if t not in eos],

@@ -17,6 +17,7 @@ from evals import presets as presets_lib
 from evals.schema import Item
 from rl.examples import Example
 from rl import augment as augment_lib, grpo, rewards as rewards_lib
+from vlm_jax.processor import pad_rows
 from vlm_jax.sampler import SamplingParams
 
 
@@ -54,11 +55,7 @@ def sequences(batch: dict, tokens: np.ndarray, lengths: np.ndarray, group: int,
     for i in range(starts[b], starts[b + 1]):
       pixels.append(per_image[i])
       grids.append(batch["image_grid_thw"][i])
-  length = max(map(len, rows))
-  ids = np.full((len(rows), length), pad_id, np.int64)
-  mask = np.zeros_like(ids)
-  for r, row in enumerate(rows):
-    ids[r, :len(row)], mask[r, :len(row)] = row, 1
+  ids, mask = pad_rows(rows, pad_id)
   out = {"input_ids": ids, "attention_mask": mask}
   if pixels:
     out["pixel_values"] = np.concatenate(pixels)
@@ -103,11 +100,9 @@ def collect(sampler, processor, preset, examples: list[Example], step: int, conf
   images = [e.as_item().pil_images() if e.kind == "choice" else _decode(e) for e in examples]
   batch = processor(convs, images=[im for ims in images for im in ims],
                     assistant_prefill=[s.assistant_prefill for s in specs])
-  eos = tuple(int(processor.tokenizer.convert_tokens_to_ids(t))
-              for t in ("<|im_end|>", "<|endoftext|>"))
   out = sampler(batch, SamplingParams(
       max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-      n=config.group_size, seed=config.seed * 1_000_003 + step, stop_token_ids=eos),
+      n=config.group_size, seed=config.seed * 1_000_003 + step, stop_token_ids=processor.stop_token_ids),
       row_keys=[zlib.crc32(f"{e.source}/{e.id}".encode()) for e in examples])
   g = config.group_size
   texts = [(specs[r // g].assistant_prefill or "") + t for r, t in enumerate(out.texts)]

@@ -283,7 +283,7 @@ def _as_media_list(kind: str, given: Any) -> list:
   return list(given)
 
 
-def _pad_batch(rows: list[list[int]], pad_id: int, side: str) -> tuple[np.ndarray, np.ndarray]:
+def pad_rows(rows: list[list[int]], pad_id: int, side: str = "right") -> tuple[np.ndarray, np.ndarray]:
   """input_ids and attention_mask, both int64 [B, max_len], padded on `side`."""
   length = max(len(r) for r in rows)
   ids = np.full((len(rows), length), pad_id, dtype=np.int64)
@@ -338,6 +338,12 @@ class Processor:
     return self._vision_start_token_id
 
   @property
+  def stop_token_ids(self) -> tuple[int, ...]:
+    """End-of-turn and end-of-text ids: where a chat reply stops."""
+    ids = (self.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", FALLBACK_PAD_TOKEN))
+    return tuple(int(i) for i in ids if i is not None)
+
+  @property
   def pad_token_id(self) -> int:
     return self._pad_token_id
 
@@ -366,7 +372,7 @@ class Processor:
     out_videos = self._videos(_gather_media("video", videos, slots), video_fps)
     rows = self._encode(texts, slots, out_images.get("image_grid_thw"),
                         out_videos.get("video_grid_thw"))
-    input_ids, attention_mask = _pad_batch(rows, self.pad_token_id, padding_side)
+    input_ids, attention_mask = pad_rows(rows, self.pad_token_id, padding_side)
     mm_token_type_ids = ((input_ids == self.image_token_id) * 1
                          + (input_ids == self.video_token_id) * 2).astype(np.int64)
     return {"input_ids": input_ids, "attention_mask": attention_mask,
