@@ -18,15 +18,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from vlm_jax import model as model_lib
+from vlm_jax import model as model_lib, text
 from vlm_jax.config import ModelConfig
-
-
-def head_weight(params: dict, config: ModelConfig) -> jax.Array:
-  """The LM head as [D, V] (the transposed embedding when tied)."""
-  if config.text.tie_word_embeddings:
-    return params["text"]["embed"]["embedding"].T
-  return params["text"]["lm_head"]["kernel"]
 
 
 def _vocab_stats(h: jax.Array, w: jax.Array, targets: jax.Array, chunk_v: int | None):
@@ -100,7 +93,8 @@ def sequence_logprobs(params: dict, config: ModelConfig, inputs: dict, chunk_t: 
   hidden, targets = hidden[:, :-1], inputs["input_ids"][:, 1:]
   if last is not None:
     hidden, targets = hidden[:, -last:], targets[:, -last:]
-  return logprobs_and_entropy(hidden, head_weight(params, config), targets, chunk_t, chunk_v)
+  return logprobs_and_entropy(hidden, text.head_weight(params["text"], config.text), targets,
+                              chunk_t, chunk_v)
 
 
 def option_distribution(hidden: jax.Array, w: jax.Array, option_ids: jax.Array,

@@ -85,10 +85,14 @@ def decoder(params: dict, config: TextConfig, x: jax.Array, positions: jax.Array
   return x, {"k": kv[0], "v": kv[1], "mask": slot_mask, "end": end + t}
 
 
-def lm_head(params: dict, config: TextConfig, hidden: jax.Array) -> jax.Array:
-  """hidden [..., D] -> float32 logits [..., V] (tied embeddings when the config says so)."""
+def head_weight(params: dict, config: TextConfig) -> jax.Array:
+  """The LM head as [D, V] (the transposed embedding when tied)."""
   if config.tie_word_embeddings:
-    return jnp.einsum("...D,VD->...V", hidden, params["embed"]["embedding"],
-                      preferred_element_type=jnp.float32)
-  return jnp.einsum("...D,DV->...V", hidden, params["lm_head"]["kernel"],
+    return params["embed"]["embedding"].T
+  return params["lm_head"]["kernel"]
+
+
+def lm_head(params: dict, config: TextConfig, hidden: jax.Array) -> jax.Array:
+  """hidden [..., D] -> float32 logits [..., V]."""
+  return jnp.einsum("...D,DV->...V", hidden, head_weight(params, config),
                     preferred_element_type=jnp.float32)
