@@ -49,8 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--synthetic-n", type=int, default=40, help="size of the synthetic benchmark")
   p.add_argument("--text-generator", default=None,
                  help="local checkpoint that writes captions/thinks (default: templates)")
+  p.add_argument("--data-cache", default=None,
+                 help="where benchmarks are staged as tfds array_record datasets (default "
+                      "OUT/data_cache; 'none': keep them in memory)")
   p.add_argument("--distributed", action="store_true",
                  help="call jax.distributed.initialize() first (multi-host TPU/GPU)")
+  p.add_argument("--coordinator", default=None,
+                 help="with --distributed off TPU: coordinator HOST:PORT (then also "
+                      "--num-processes and --process-id)")
+  p.add_argument("--num-processes", type=int, default=None)
+  p.add_argument("--process-id", type=int, default=None)
   return p
 
 
@@ -69,19 +77,18 @@ def _load_model(args, mesh):
   return config, params, proc_lib.Processor(tokenizer), "tiny-random"
 
 
-def _items(args, bad: list):
-  from evals import benchmarks
+def _local_items(args, bad: list):
+  """This process's share of every benchmark: staged once as a tfds array_record dataset, read
+  with grain, contiguous block per process (`evals.staging`)."""
+  import jax
+  from evals import staging
+  cache = args.data_cache or os.path.join(args.out, "data_cache")
+  cache = None if cache.lower() == "none" else cache
   for name in args.benchmarks.split(","):
-    count = 0
     kw = {"n": args.synthetic_n, "seed": args.seed} if name == "synthetic" else {}
-    for entry in benchmarks.load(name, args.data_dir, **kw):
-      if isinstance(entry, BadItem):
-        bad.append(entry)
-        continue
-      if args.limit is not None and count >= args.limit:
-        break
-      count += 1
-      yield entry
+    staged = staging.stage(name, args.data_dir, kw, args.limit, cache)
+    bad.extend(staged.bad)  # loader rows: the same list on every process
+    yield from staged.shard(jax.process_index(), jax.process_count())
 
 
 def _usable(item, images, image_config) -> str | None:
@@ -96,21 +103,59 @@ def _usable(item, images, image_config) -> str | None:
   return None
 
 
-def _jobs(args, done: set, bad: list, texts=None, image_config=None):
-  names = variants_lib.VARIANTS if args.variants == "all" else args.variants.split(",")
+def _image_problem(item, image_config) -> str | None:
+  try:
+    images = item.pil_images()
+  except ValueError as e:
+    return str(e)
+  return _usable(item, images, image_config) if image_config else None
+
+
+def _global_items(args, names, done: set, bad: list, image_config=None):
+  """Items still to run, the same sequence on every process: each step, every process reads up
+  to ceil(batch_size / processes) items of its own shard, checks their images, and the items
+  (encoded, images still compressed) and bad-item reports are gathered in process order."""
+  import jax
+  from evals.benchmarks.pipeline import decode_item, encode_item
+  from vlm_jax import multihost
+  local = _local_items(args, bad)
+  per, exhausted = max(1, -(-args.batch_size // jax.process_count())), False
+  while True:
+    chunk, local_bad = [], []
+    while not exhausted and len(chunk) < per:
+      item = next(local, None)
+      if item is None:
+        exhausted = True
+      elif any((item.benchmark, str(item.id), v) not in done for v in names):
+        reason = _image_problem(item, image_config)
+        if reason:
+          local_bad.append({"benchmark": item.benchmark, "id": str(item.id), "reason": reason})
+        else:
+          chunk.append(item)
+    head = json.dumps({"more": not exhausted, "bad": local_bad}).encode()
+    more = False
+    for blob in multihost.gather_bytes(multihost.pack([head] + [encode_item(i) for i in chunk])):
+      first, *records = multihost.unpack(blob)
+      info = json.loads(first)
+      more |= info["more"]
+      bad.extend(BadItem(**b) for b in info["bad"])
+      yield from (decode_item(r) for r in records)
+    if not more:
+      return
+
+
+def _variant_names(args) -> list[str]:
+  names = list(variants_lib.VARIANTS) if args.variants == "all" else args.variants.split(",")
   for variant in names:
     if variant not in variants_lib.VARIANTS:
       raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(variants_lib.VARIANTS)}")
-  for item in _items(args, bad):
-    try:
-      images = item.pil_images()
-    except ValueError as e:
-      bad.append(BadItem(item.benchmark, item.id, str(e)))
-      continue
-    reason = _usable(item, images, image_config) if image_config else None
-    if reason:
-      bad.append(BadItem(item.benchmark, item.id, reason))
-      continue
+  return names
+
+
+def _jobs(args, done: set, bad: list, texts=None, image_config=None):
+  names = _variant_names(args)
+  for item in _global_items(args, names, done, bad, image_config):
+    images = item.pil_images()
     for variant in names:
       if (item.benchmark, str(item.id), variant) not in done:
         yield Job(item, variants_lib.make_variant(item, variant, args.seed, texts), images)
@@ -136,7 +181,7 @@ def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   if args.distributed:
     import jax
-    jax.distributed.initialize()
+    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
   from evals import judge as judge_lib, report
   from vlm_jax import sharding
   from vlm_jax.sampler import Sampler
@@ -179,24 +224,16 @@ def main(argv=None) -> int:
 
 
 def _shared_done(done: set) -> set:
-  """Process 0's finished keys on every process, so all run the same batches (SPMD) even when
+  """Process 0's finished keys on every process, so all skip the same work (SPMD) even when
   --out is a local disk per worker."""
-  import jax
-  if jax.process_count() == 1:
-    return set(done)
-  import numpy as np
-  from jax.experimental import multihost_utils
-  blob = np.frombuffer(json.dumps(sorted(done)).encode(), np.uint8)
-  size = int(multihost_utils.broadcast_one_to_all(np.int64(blob.size)))
-  padded = np.zeros(size, np.uint8)
-  padded[:min(size, blob.size)] = blob[:size]
-  blob = np.asarray(multihost_utils.broadcast_one_to_all(padded))
-  return {tuple(k) for k in json.loads(blob.tobytes().decode())}
+  from vlm_jax import multihost
+  blob = multihost.broadcast_bytes(json.dumps(sorted(done)).encode())
+  return {tuple(k) for k in json.loads(blob.decode())}
 
 
 def _is_writer() -> bool:
   import jax
-  return jax.process_index() == 0  # every process computes every batch (SPMD); one writes
+  return jax.process_index() == 0  # every process runs every global batch (SPMD); one writes
 
 
 def _write_bad(out: str, bad: list) -> None:

@@ -48,10 +48,16 @@ class Manager:
 
 
 class MetricsLog:
-  """metrics.jsonl, one line per step; on resume, lines past the restored step are dropped."""
+  """metrics.jsonl, one line per step (on resume, lines past the restored step are dropped), and
+  the same scalars as TensorBoard events in `tensorboard_dir` (a new event file per run; on a
+  resume TensorBoard itself discards the orphaned steps past the restart). Only the process
+  given `write=True` (process 0 in a multi-host run) touches the files."""
 
-  def __init__(self, path: str, restored_step: int):
-    self.path = path
+  def __init__(self, path: str, restored_step: int, tensorboard_dir: str | None = None,
+               write: bool = True):
+    self.path, self.enabled, self.tensorboard = path, write, None
+    if not write:
+      return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     kept = []
     if os.path.exists(path):
@@ -67,8 +73,21 @@ class MetricsLog:
     with open(tmp, "w") as f:
       f.writelines(kept)
     os.replace(tmp, path)
+    if tensorboard_dir:
+      from rl.tensorboard import SummaryWriter
+      self.tensorboard = SummaryWriter(tensorboard_dir)
 
   def write(self, metrics: dict) -> None:
+    if not self.enabled:
+      return
     with open(self.path, "a") as f:
       f.write(json.dumps(metrics, sort_keys=True) + "\n")
       f.flush()
+    if self.tensorboard is not None:
+      self.tensorboard.scalars(int(metrics.get("step", 0)),
+                               {k: v for k, v in metrics.items() if k != "step"})
+      self.tensorboard.flush()
+
+  def close(self) -> None:
+    if self.tensorboard is not None:
+      self.tensorboard.close()

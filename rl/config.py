@@ -48,6 +48,7 @@ class TrainConfig:
   eval_variants: str = "base,wrong_think,wrong_caption"
   eval_items: int = 32              # per benchmark
   eval_max_new_tokens: int = 1024
+  sft_answers: str = "correct"      # rl.sft targets: "correct" | "random" (format only)
 
 
 def _coerce(field: dataclasses.Field, value: str):

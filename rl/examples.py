@@ -18,6 +18,7 @@ class Example:
   images: tuple[bytes, ...] = ()  # encoded PNG/JPEG
   kind: str = "choice"            # "choice" | "number"
   category: str = ""
+  meta: tuple[tuple[str, str], ...] = ()  # the item's meta (statements, facts for templates)
 
   def __post_init__(self):
     if self.kind not in ("choice", "number"):
@@ -27,9 +28,11 @@ class Example:
 
   def as_item(self) -> Item:
     return Item(id=self.id, benchmark=self.source, question=self.question, options=self.options,
-                answer=self.answer, images=self.images, category=self.category)
+                answer=self.answer, images=self.images, category=self.category,
+                meta=self.meta)
 
   @classmethod
   def from_item(cls, item: Item) -> "Example":
     return cls(id=item.id, source=item.benchmark, question=item.question, answer=item.answer,
-               options=item.options, images=item.images, kind="choice", category=item.category)
+               options=item.options, images=item.images, kind="choice", category=item.category,
+               meta=item.meta)

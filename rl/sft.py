@@ -5,6 +5,10 @@
 
 Each example's target is `<think>{statement}.</think><answer>{letter}</answer><|im_end|>`, the
 statement being the item's true statement (synthetic meta `statement`) or the key option's text.
+With `sft_answers=random` the letter is drawn uniformly from the item's options (seeded by the run
+seed and the item id) and the statement is that option's: the warm-up then teaches the format and
+a think that agrees with the answer, but nothing about which answer is right, so any later gain in
+accuracy is GRPO's.
 Loss: mean negative log-likelihood of the target tokens (the chunked log-prob kernel over the
 response positions only). The result is written as an HF checkpoint (`OUT/hf`, with tokenizer
 and preprocessor files) that `rl.train` and `evals.run` start from.
@@ -13,6 +17,7 @@ and preprocessor files) that `rl.train` and `evals.run` start from.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import sys
@@ -22,17 +27,28 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from evals.schema import LETTERS
 from rl import data, rollout
 from rl.config import TrainConfig, parse_cli
 from vlm_jax import buckets, logprobs as logprobs_lib
 
 
-def target_text(example) -> str:
+def target_text(example, answers: str = "correct", seed: int = 0) -> str:
+  """The warm-up target for `example` (see the module docstring for `answers`)."""
   item = example.as_item()
   meta = dict(item.meta)
-  statement = meta.get(f"statement_{item.answer}") or meta.get("statement") or (
-      f"The answer is {item.options[item.answer_index]}")
-  return f"<think>{statement.rstrip('.')}.</think><answer>{item.answer}</answer>"
+  if answers == "correct":
+    letter = item.answer
+  elif answers == "random":
+    digest = hashlib.sha256(f"sft:{seed}:{example.source}:{example.id}".encode()).digest()
+    letter = LETTERS[int.from_bytes(digest[:8], "big") % len(item.options)]
+  else:
+    raise ValueError(f"sft_answers={answers!r}: expected 'correct' or 'random'")
+  index = LETTERS.index(letter)
+  statement = meta.get(f"statement_{letter}") or (
+      meta.get("statement") if letter == item.answer else None) or (
+      f"The answer is {item.options[index]}")
+  return f"<think>{statement.rstrip('.')}.</think><answer>{letter}</answer>"
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
@@ -51,7 +67,7 @@ def _batch(sampler, processor, preset, examples, config: TrainConfig):
     ims = e.as_item().pil_images()
     convs.append(preset.messages(spec, len(ims)))
     images += ims
-    targets.append(target_text(e) + "<|im_end|>")
+    targets.append(target_text(e, config.sft_answers, config.seed) + "<|im_end|>")
   batch = processor(convs, images=images, padding_side="right")
   target_ids = [processor.tokenizer.encode(t, add_special_tokens=False) for t in targets]
   lengths = np.array([len(t) for t in target_ids])

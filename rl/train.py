@@ -8,7 +8,8 @@ log-probs from the frozen initial params -> `updates_per_batch` AdamW updates ov
 (gradients accumulated) with the clipped GRPO loss + k3 KL. Orbax checkpoints (params, optimizer
 state, step) every `checkpoint_every` steps and on SIGTERM (TPU preemption); a restart resumes
 exactly. Metrics go to OUT/metrics.jsonl (one line per step; lines past the restored step are
-dropped on resume).
+dropped on resume) and to TensorBoard event files in OUT/tensorboard (`rl/tensorboard.py`, no
+TensorFlow needed: `tensorboard --logdir OUT/tensorboard`).
 """
 
 from __future__ import annotations
@@ -180,7 +181,9 @@ def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
   _write_model_config(trainer, out)
   manager = checkpoints.Manager(os.path.join(out, "checkpoints"), config.keep_checkpoints)
   trainer.step = manager.restore(trainer)
-  log = checkpoints.MetricsLog(os.path.join(out, "metrics.jsonl"), trainer.step)
+  log = checkpoints.MetricsLog(os.path.join(out, "metrics.jsonl"), trainer.step,
+                               tensorboard_dir=os.path.join(out, "tensorboard"),
+                               write=jax.process_index() == 0)
   previous = signal.signal(signal.SIGTERM, _on_sigterm)
   _STOP["requested"] = False
   try:
@@ -198,6 +201,7 @@ def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
   finally:
     signal.signal(signal.SIGTERM, previous)
     manager.close()
+    log.close()
   return trainer
 
 

@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from rl import sft, train
 from rl.config import apply_overrides, load_config
@@ -15,6 +16,21 @@ SMOKE = os.path.join(ROOT, "configs", "smoke.py")
 def test_target_text_uses_the_true_statement():
   e = Example(id="1", source="t", question="Q?", answer="B", options=("left", "right"))
   assert sft.target_text(e) == "<think>The answer is right.</think><answer>B</answer>"
+
+
+def test_random_targets_are_seeded_uniform_and_self_consistent():
+  from evals.benchmarks.synthetic import synthetic_items
+  examples = [Example.from_item(i) for i in synthetic_items(60)]
+  texts = [sft.target_text(e, "random", seed=3) for e in examples]
+  assert texts == [sft.target_text(e, "random", seed=3) for e in examples]
+  assert texts != [sft.target_text(e, "random", seed=4) for e in examples]
+  letters = [t.split("<answer>")[1][0] for t in texts]
+  hits = sum(l == e.answer for l, e in zip(letters, examples))
+  assert 5 < hits < 40  # about chance (~37%), not always the key
+  for item, t, l in zip(synthetic_items(60), texts, letters):
+    assert dict(item.meta)[f"statement_{l}"].rstrip(".") in t  # the think argues its letter
+  with pytest.raises(ValueError, match="sft_answers"):
+    sft.target_text(examples[0], "wrong")
 
 
 def test_sft_then_grpo(tmp_path):

@@ -43,6 +43,13 @@ def test_smoke_on_a_mesh(tmp_path):
   assert np.isfinite(rows[1]["eval/base/letter_entropy"])
   with open(tmp_path / "eval" / "step_2.jsonl") as f:
     assert len(f.readlines()) == 2 * 3  # 2 items x 3 variants
+  from tests.rl.test_tensorboard import read_scalars
+  (events,) = os.listdir(tmp_path / "tensorboard")
+  scalars = read_scalars(str(tmp_path / "tensorboard" / events))
+  for step, row in zip((1, 2), rows):
+    for key in ("loss", "reward/accuracy", "grad_norm", "eval/base/accuracy"):
+      if key in row:
+        assert scalars[key][step] == pytest.approx(row[key], rel=1e-6), key
 
 
 def test_sigterm_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
