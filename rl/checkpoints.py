@@ -1,7 +1,8 @@
 """Preemption-safe training state: orbax checkpoints and the metrics log.
 
-A checkpoint holds params, optimizer state and the step (which is also the data iterator state
-and the RNG state: rollout seeds derive from (seed, step)). Orbax writes to a temporary
+A checkpoint holds params, optimizer state and the step (item "state"; rollout seeds derive from
+(seed, step), so the step is also the RNG state) and the data iterator state (item "data", JSON,
+`rl.pipeline.PromptStream.get_state`). Orbax writes to a temporary
 directory and renames it when complete, so a kill mid-save leaves the previous checkpoint.
 """
 
@@ -27,7 +28,9 @@ class Manager:
       return  # already saved at this step
     state = {"params": trainer.params, "opt_state": trainer.opt_state,
              "step": np.int64(trainer.step)}
-    self.manager.save(trainer.step, args=self._ocp.args.StandardSave(state), force=True)
+    args = self._ocp.args.Composite(state=self._ocp.args.StandardSave(state),
+                                    data=self._ocp.args.JsonSave(trainer.data.get_state()))
+    self.manager.save(trainer.step, args=args, force=True)
     self.manager.wait_until_finished()
 
   def restore(self, trainer) -> int:
@@ -39,8 +42,14 @@ class Manager:
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
         target)
-    state = self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
+    restored = self.manager.restore(step, args=self._ocp.args.Composite(
+        state=self._ocp.args.StandardRestore(abstract), data=self._ocp.args.JsonRestore()))
+    state = restored["state"]
     trainer.params, trainer.opt_state = state["params"], state["opt_state"]
+    trainer.data.set_state(restored["data"])
+    if trainer.data.step != int(state["step"]):
+      raise ValueError(f"checkpoint {step}: data state at step {trainer.data.step}, model state "
+                       f"at step {int(state['step'])}")
     return int(state["step"])
 
   def close(self) -> None:

@@ -1,8 +1,7 @@
 """Training data and the policy to start from.
 
-Prompts for step s are a pure function of (seed, s): epoch e = s*P // N takes a seeded
-permutation of the N items, so the data iterator's whole state is the step (checkpointed with
-it) and a resumed run sees exactly the prompts the uninterrupted one would. Data sources: the
+The prompt order and the process-sharded, checkpointed reading are in `rl/pipeline.py`. Data
+sources: the
 synthetic task (default) and any `evals.benchmarks` loader by name (e.g. a converted SAT-2 or
 Pixmo-Count release in the common item schema).
 """
@@ -47,13 +46,9 @@ def _training_sources() -> tuple[str, ...]:
 
 
 def items_for_step(items: list[Example], step: int, config) -> list[Example]:
-  per = config.prompts_per_step
-  out = []
-  for k in range(step * per, (step + 1) * per):
-    epoch, pos = divmod(k, len(items))
-    order = np.random.default_rng([config.seed, epoch]).permutation(len(items))
-    out.append(items[order[pos]])
-  return out
+  """Step `step`'s prompts from an in-memory list (the order of `rl.pipeline.step_indices`)."""
+  from rl.pipeline import step_indices
+  return [items[i] for i in step_indices(step, config.prompts_per_step, len(items), config.seed)]
 
 
 def augment_config(config):

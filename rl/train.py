@@ -2,11 +2,11 @@
 
   python -m rl.train --config configs/smoke.py --mesh 2x4 --out runs/smoke [key=value ...]
 
-Each step: P prompts (a pure function of seed and step, so the data iterator state is the step)
+Each step: P prompts (`rl/pipeline.py`: a seeded order, each process reading its share through grain)
 -> G rollouts each from the current params -> rewards -> group advantages -> reference
 log-probs from the frozen initial params -> `updates_per_batch` AdamW updates over micro-batches
 (gradients accumulated) with the clipped GRPO loss + k3 KL. Orbax checkpoints (params, optimizer
-state, step) every `checkpoint_every` steps and on SIGTERM (TPU preemption); a restart resumes
+state, step, data iterator state) every `checkpoint_every` steps and on SIGTERM (TPU preemption); a restart resumes
 exactly. Metrics go to OUT/metrics.jsonl (one line per step; lines past the restored step are
 dropped on resume) and to TensorBoard event files in OUT/tensorboard (`rl/tensorboard.py`, no
 TensorFlow needed: `tensorboard --logdir OUT/tensorboard`).
@@ -84,7 +84,9 @@ class Trainer:
     self.params = jax.tree.map(jnp.copy, params)
     self.opt = make_optimizer(config, params)
     self.opt_state = jax.jit(self.opt.init)(self.params)
-    self.items = data.load_items(config)
+    from rl.pipeline import PromptStream
+    self.data = PromptStream(lambda: data.load_items(config), config,
+                             cache_dir=os.path.join(out, "data_cache"))
     self.judge = judge_lib.make_judge(config.judge)
     self.preset = rollout.preset_for(config)
     self.augment = data.augment_config(config)
@@ -97,7 +99,9 @@ class Trainer:
   def train_step(self) -> dict:
     from rl import data
     start = time.perf_counter()
-    items = data.items_for_step(self.items, self.step, self.config)
+    if self.data.step != self.step:
+      raise RuntimeError(f"data stream at step {self.data.step}, trainer at {self.step}")
+    items = next(self.data)
     ro = rollout.collect(self.sampler(), self.processor, self.preset, items, self.step,
                          self.config, self.judge, self.augment)
     stats = self._update(ro)

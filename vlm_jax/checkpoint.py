@@ -68,7 +68,7 @@ def load_training_params(run_dir: str, step: int | None = None, dtype=None):
   steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
   if not steps or (step is not None and step not in steps):
     raise FileNotFoundError(f"{root}: no checkpoint for step {step} (have {steps})")
-  path = os.path.join(root, str(step if step is not None else steps[-1]), "default")
+  path = os.path.join(root, str(step if step is not None else steps[-1]), "state")
   meta = ocp.StandardCheckpointer().metadata(path)
   meta = getattr(meta, "item_metadata", meta)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
