@@ -37,13 +37,14 @@ def run(cmd: list[str], done_marker: str) -> None:
                  stdout=subprocess.DEVNULL)
 
 
-def correct_by_item(path: str) -> dict[str, tuple[str, bool]]:
+def by_item(path: str) -> dict[str, tuple[str, bool, float]]:
+  """item id -> (category, greedy answer correct, P(correct letter) at the answer position)."""
   out = {}
   with open(path) as f:
     for line in f:
       r = json.loads(line)
       if r["variant"] == "base":
-        out[r["item_id"]] = (r["category"], bool(r["correct"]))
+        out[r["item_id"]] = (r["category"], bool(r["correct"]), float(r["p_correct"]))
   return out
 
 
@@ -60,6 +61,7 @@ def main() -> int:
   p.add_argument("--out", default="/tmp/grpo_gain")
   p.add_argument("--sft-steps", type=int, default=150)
   p.add_argument("--sft-lr", default="3e-3")
+  p.add_argument("--sft-answers", default="random", help="random (format only) | correct")
   p.add_argument("--grpo-steps", type=int, default=120)
   p.add_argument("--grpo-lr", default="3e-4")
   p.add_argument("--kl-coef", default="0.0")
@@ -73,7 +75,7 @@ def main() -> int:
   cfg = os.path.join(ROOT, "configs", "smoke.py")
   common = [f"synthetic_n={a.train_n}", "dtype=float32", "prompts_per_step=8"]
   run(["rl.sft", "--config", cfg, "--out", f"{out}/sft", f"steps={a.sft_steps}", f"lr={a.sft_lr}",
-       "warmup_steps=5", "sft_answers=random", *common], f"{out}/sft/hf/config.json")
+       "warmup_steps=5", f"sft_answers={a.sft_answers}", *common], f"{out}/sft/hf/config.json")
   evals = ["--benchmarks", "synthetic", "--synthetic-n", str(a.eval_n), "--variants", "base",
            "--max-new-tokens", str(a.max_new_tokens), "--dtype", "float32", "--seed",
            str(a.eval_seed), "--batch-size", "50"]
@@ -88,21 +90,23 @@ def main() -> int:
   run(["evals.run", "--model", f"{out}/grpo_hf", *evals, "--out", f"{out}/eval_grpo"],
       f"{out}/eval_grpo/summary.csv")
 
-  before = correct_by_item(f"{out}/eval_sft/results.jsonl")
-  after = correct_by_item(f"{out}/eval_grpo/results.jsonl")
+  before = by_item(f"{out}/eval_sft/results.jsonl")
+  after = by_item(f"{out}/eval_grpo/results.jsonl")
   ids = sorted(set(before) & set(after))
   cats = sorted({before[i][0] for i in ids})
-  print(f"\nheld-out synthetic items: {len(ids)} (seed {a.eval_seed}); GRPO {a.grpo_steps} steps, "
-        f"lr {a.grpo_lr}, kl {a.kl_coef}, 8 prompts x G=8")
-  print("| category | items | after warm-up | after GRPO | diff [paired 95% CI] |")
-  print("|---|---|---|---|---|")
-  for cat in [*cats, "all"]:
-    sel = [i for i in ids if cat == "all" or before[i][0] == cat]
-    b = np.array([before[i][1] for i in sel], float)
-    c = np.array([after[i][1] for i in sel], float)
-    lo, hi = paired_interval(b, c)
-    print(f"| {cat} | {len(sel)} | {b.mean():.1%} | {c.mean():.1%} | "
-          f"{c.mean() - b.mean():+.1%} [{lo:+.1%}, {hi:+.1%}] |")
+  print(f"\nheld-out synthetic items: {len(ids)} (seed {a.eval_seed}); warm-up {a.sft_steps} steps "
+        f"({a.sft_answers} answers); GRPO {a.grpo_steps} steps, lr {a.grpo_lr}, kl {a.kl_coef}, "
+        f"8 prompts x G=8")
+  for k, what in ((1, "greedy accuracy"), (2, "P(correct letter)")):
+    print(f"\n| category | items | {what} after warm-up | after GRPO | diff [paired 95% CI] |")
+    print("|---|---|---|---|---|")
+    for cat in [*cats, "all"]:
+      sel = [i for i in ids if cat == "all" or before[i][0] == cat]
+      b = np.array([before[i][k] for i in sel], float)
+      c = np.array([after[i][k] for i in sel], float)
+      lo, hi = paired_interval(b, c)
+      print(f"| {cat} | {len(sel)} | {b.mean():.1%} | {c.mean():.1%} | "
+            f"{c.mean() - b.mean():+.1%} [{lo:+.1%}, {hi:+.1%}] |")
   rows = [json.loads(l) for l in open(f"{out}/grpo/metrics.jsonl")]
   block = max(len(rows) // 6, 1)
   print("\n| GRPO steps | rollout accuracy | format reward | consistency | entropy |")

@@ -95,6 +95,18 @@ def _choose(logits, key, spec: _Spec, temperature, top_p):
   return _argmax(z + noise)  # Gumbel-max sampling, one key per row
 
 
+def _logp_entropy(z: jax.Array, token: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """log softmax(z)[token] and the entropy of softmax(z) [rows], with one exp pass over the
+  vocabulary: with d = z - max, e = exp(d), S = sum e: log p = d[token] - log S and
+  H = log S - sum(e * d) / S."""
+  d = z - jnp.max(z, -1, keepdims=True)
+  e = jnp.exp(d)
+  total = jnp.sum(e, -1)
+  log_total = jnp.log(total)
+  entropy = log_total - jnp.sum(e * d, -1) / total
+  return jnp.take_along_axis(d, token[:, None], -1)[:, 0] - log_total, entropy
+
+
 def _kv_constraint(cache: dict, mesh) -> dict:
   if mesh is None:
     return cache
@@ -133,24 +145,28 @@ def _stop_hit(tail, stop_seqs, stop_ids, token):
   return seq_hit | jnp.any(token[:, None] == stop_ids[None, :], -1)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 3), donate_argnums=(2,))
-def _decode(params, config: ModelConfig, state, spec: _Spec, controls):
+@functools.partial(jax.jit, static_argnums=(1, 3, 5), donate_argnums=(2,))
+def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: bool):
   TRACE_COUNTS["decode"] += 1
   rows = state["logits"].shape[0]
+  if unstack:  # per-layer weights and cache: no weight copy per step (`text.unstack_layers`)
+    layer_list, cache = text.unstack_layers(params["text"]["layers"], state["cache"])
+    params = dict(params, text=dict(params["text"], layers=layer_list))
+    state = dict(state, cache=cache)
 
   def cond(s):
     return (s["step"] < spec.max_new) & ~jnp.all(s["done"])
 
   def body(s):
-    logp_all = jax.nn.log_softmax(s["logits"].astype(jnp.float32), -1)
+    z = s["logits"].astype(jnp.float32)
     step_key = jax.random.fold_in(controls["rng"], s["step"])
     key = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(controls["row_ids"])
     # vision placeholder tokens are never sampled: a generated one has no pixels behind it
-    allowed = s["logits"].at[:, controls["banned"]].set(-jnp.inf)
-    token = _choose(allowed, key, spec, controls["temperature"], controls["top_p"])
+    banned = jnp.zeros(z.shape[-1], bool).at[controls["banned"]].set(True, mode="drop")
+    token = _choose(jnp.where(banned, -jnp.inf, z), key, spec, controls["temperature"],
+                    controls["top_p"])
     token = jnp.where(s["done"], controls["pad_id"], token)
-    logp = jnp.take_along_axis(logp_all, token[:, None], -1)[:, 0]
-    entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, -1)
+    logp, entropy = _logp_entropy(z, token)
     live = ~s["done"]
     tail = jnp.concatenate([s["tail"][:, 1:], token[:, None]], 1)
     done = s["done"] | _stop_hit(tail, controls["stop_seqs"], controls["stop_ids"], token)
@@ -192,12 +208,18 @@ class Sampler:
 
   processor: a `vlm_jax.processor.Processor` (for texts, stop strings and `generate`); mesh: a
   `jax.sharding.Mesh` the params are already placed on (`load_hf(..., mesh=)`).
+  unstack_layers: decode over per-layer copies of the layer weights (`text.unstack_layers`):
+  faster decode steps for one extra copy of the layer weights while sampling; default on CPU
+  only (on accelerators the copy's memory is the scarcer resource, and it is not measured yet).
   """
 
   def __init__(self, params: dict, config: ModelConfig, processor=None, mesh=None,
                pad_id: int | None = None, min_length_bucket: int = 64,
-               min_patch_bucket: int = 256):
+               min_patch_bucket: int = 256, unstack_layers: bool | None = None):
     self.params, self.config, self.processor, self.mesh = params, config, processor, mesh
+    if unstack_layers is None:  # a transient copy of the layer weights for a faster decode
+      unstack_layers = jax.devices()[0].platform == "cpu"
+    self.unstack_layers = bool(unstack_layers)
     if pad_id is None:
       pad_id = processor.pad_token_id if processor is not None else (config.pad_token_id or 0)
     self.pad_id = int(pad_id)
@@ -237,7 +259,7 @@ class Sampler:
                                                 sampling.n))}
     with warnings.catch_warnings():
       warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
-      state = _decode(self.params, self.config, state, spec, controls)
+      state = _decode(self.params, self.config, state, spec, controls, self.unstack_layers)
     return self._finish(state, rows * sampling.n, sampling)
 
   def next_token_logprobs(self, batch: dict, token_ids) -> np.ndarray:
@@ -268,7 +290,7 @@ class Sampler:
 
   def _banned(self, sampling: SamplingParams) -> list[int]:
     if self.config.vision is None or not sampling.suppress_vision_tokens:
-      return [self.config.text.vocab_size]  # out of range: `.at[].set` drops it
+      return [self.config.text.vocab_size]  # out of range: dropped (mode="drop")
     return [self.config.image_token_id, self.config.video_token_id]
 
   def _stop_sequences(self, stop_strings) -> np.ndarray:

@@ -34,8 +34,26 @@ def _qkv(h, p, config: TextConfig):
 
 
 def _write(cache: jax.Array, new: jax.Array, layer, end) -> jax.Array:
-  """cache [L, B, S, K, H] with `new` [B, T, K, H] at (layer, :, end): in place on a loop carry."""
+  """cache [L, B, S, K, H] with `new` [B, T, K, H] at (layer, :, end): in place on a loop carry.
+  layer None: cache is one layer's [B, S, K, H]."""
+  if layer is None:
+    return jax.lax.dynamic_update_slice(cache, new.astype(cache.dtype), (0, end, 0, 0))
   return jax.lax.dynamic_update_slice(cache, new[None].astype(cache.dtype), (layer, 0, end, 0, 0))
+
+
+def unstack_layers(stacked: dict, cache: dict | None = None):
+  """The stacked layer params as a list of per-layer trees (and the cache's k/v as lists).
+
+  `decoder` runs a list with a Python loop instead of `lax.scan`: no per-layer dynamic slice of
+  the weights, which XLA materialises as a copy on every step of a decode loop (on CPU that
+  copy tripled the weight traffic of a decode step). Costs one copy of the layer weights.
+  """
+  num = jax.tree.leaves(stacked)[0].shape[0]
+  per_layer = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(num)]
+  if cache is None:
+    return per_layer
+  return per_layer, dict(cache, k=[cache["k"][i] for i in range(num)],
+                         v=[cache["v"][i] for i in range(num)])
 
 
 def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig):
@@ -45,7 +63,7 @@ def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig):
   q, k = rope.apply_rope(q, cos, sin), rope.apply_rope(k, cos, sin)
   if kv is not None:
     kv = (_write(kv[0], k, layer, end), _write(kv[1], v, layer, end))
-    k, v = kv[0][layer], kv[1][layer]
+    k, v = kv if layer is None else (kv[0][layer], kv[1][layer])
   attn = layers.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
   x = x + jnp.einsum("BTNH,NHD->BTD", attn, p["o"]["kernel"])
   if config.o_bias:
@@ -59,6 +77,8 @@ def decoder(params: dict, config: TextConfig, x: jax.Array, positions: jax.Array
   """x [B, T, D] embeddings -> final-normed hidden [B, T, D], updated cache.
 
   positions: [3, B, T] (M-RoPE) or [B, T]; token_mask: [B, T] bool, False for padding.
+  params["layers"]: stacked (a `lax.scan`) or a list of per-layer trees with the cache's k/v as
+  lists too (`unstack_layers`; a Python loop, for decode steps).
   """
   t = x.shape[1]
   cos, sin = rope.mrope_cos_sin(positions, config.head_dim, config.rope_theta, config.mrope_section)
@@ -76,9 +96,19 @@ def decoder(params: dict, config: TextConfig, x: jax.Array, positions: jax.Array
     p, layer = xs
     return _layer(x, p, kv, layer, cos, sin, mask, end, config), None
 
-  kv = None if cache is None else (cache["k"], cache["v"])
-  layer_ids = jnp.arange(config.num_layers)
-  (x, kv), _ = jax.lax.scan(body, (x, kv), (params["layers"], layer_ids))
+  if isinstance(params["layers"], (list, tuple)):  # per-layer trees (`unstack_layers`)
+    ks, vs = ([], []) if cache is not None else (None, None)
+    for i, p in enumerate(params["layers"]):
+      kv = None if cache is None else (cache["k"][i], cache["v"][i])
+      x, kv = _layer(x, p, kv, None, cos, sin, mask, end, config)
+      if cache is not None:
+        ks.append(kv[0])
+        vs.append(kv[1])
+    kv = (ks, vs)
+  else:
+    kv = None if cache is None else (cache["k"], cache["v"])
+    layer_ids = jnp.arange(config.num_layers)
+    (x, kv), _ = jax.lax.scan(body, (x, kv), (params["layers"], layer_ids))
   x = layers.rms_norm(x, params["norm"]["scale"], config.rms_norm_eps)
   if cache is None:
     return x, None

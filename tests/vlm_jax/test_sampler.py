@@ -38,6 +38,18 @@ def test_greedy_matches_transformers_generate(lively, padding):
   assert out.lengths.tolist() == [40, 40, 40] and out.finish_reasons == ["length"] * 3
 
 
+def test_stacked_and_unstacked_decode_agree(lively):
+  """Decode over per-layer weight copies (`text.unstack_layers`) = decode through lax.scan."""
+  _, config, params, _ = lively
+  batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
+  sampling = SamplingParams(max_new_tokens=12, n=2, temperature=1.0, seed=3)
+  a = Sampler(params, config, pad_id=0, unstack_layers=True)(batch, sampling)
+  b = Sampler(params, config, pad_id=0, unstack_layers=False)(batch, sampling)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+  np.testing.assert_allclose(a.entropies, b.entropies, atol=1e-5)
+
+
 def test_sampling_is_reproducible_and_n_rows_differ(lively):
   _, config, params, _ = lively
   batch = hf_models.build_batch(BATCH[:2], config.vision.patch_dim)
