@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 # Softmax masking value: finite so that a fully masked row (a padding query) gives a uniform
 # distribution instead of NaN, as transformers does with `finfo.min`.
-_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
@@ -38,7 +38,11 @@ def activation(name: str):
 
 
 def gated_mlp(x: jax.Array, p: dict, act: str) -> jax.Array:
-  """SwiGLU-style MLP: down(act(gate(x)) * up(x)); biases where the params have them."""
+  """SwiGLU-style MLP: down(act(gate(x)) * up(x)); biases where the params have them.
+  p["gate_up"] (gate and up kernels concatenated, `text.unstack_layers`): one matmul for both."""
+  if "gate_up" in p:
+    gate, up = jnp.split(dense(x, p["gate_up"]), 2, axis=-1)
+    return dense(activation(act)(gate) * up, p["down"])
   return dense(activation(act)(dense(x, p["gate"])) * dense(x, p["up"]), p["down"])
 
 
@@ -65,7 +69,7 @@ def _attention(q, k, v, mask):
   q = q.reshape(b, t, kv_heads, n // kv_heads, h)
   logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
   logits = logits * (h ** -0.5)
-  logits = jnp.where(mask[:, None, None, :, :], logits, _MASK_VALUE)  # mask [B, T, S]
+  logits = jnp.where(mask[:, None, None, :, :], logits, MASK_VALUE)  # mask [B, T, S]
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
   return out.reshape(b, t, n, h)

@@ -22,11 +22,18 @@ def init_cache(config: TextConfig, batch: int, max_len: int, dtype=jnp.float32) 
 
 
 def _qkv(h, p, config: TextConfig):
-  q = jnp.einsum("BTD,DNH->BTNH", h, p["q"]["kernel"])
-  k = jnp.einsum("BTD,DKH->BTKH", h, p["k"]["kernel"])
-  v = jnp.einsum("BTD,DKH->BTKH", h, p["v"]["kernel"])
-  if config.qkv_bias:
-    q, k, v = q + p["q"]["bias"], k + p["k"]["bias"], v + p["v"]["bias"]
+  if "qkv" in p:  # fused by `unstack_layers`: one [D, (N + 2K) * H] matmul
+    y = layers.dense(h, p["qkv"])
+    n, k = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+    split = lambda a, heads: a.reshape(*a.shape[:-1], heads, config.head_dim)
+    q, k, v = (split(y[..., :n], config.num_heads), split(y[..., n:n + k], config.num_kv_heads),
+               split(y[..., n + k:], config.num_kv_heads))
+  else:
+    q = jnp.einsum("BTD,DNH->BTNH", h, p["q"]["kernel"])
+    k = jnp.einsum("BTD,DKH->BTKH", h, p["k"]["kernel"])
+    v = jnp.einsum("BTD,DKH->BTKH", h, p["v"]["kernel"])
+    if config.qkv_bias:
+      q, k, v = q + p["q"]["bias"], k + p["k"]["bias"], v + p["v"]["bias"]
   if config.qk_norm:
     q = layers.rms_norm(q, p["q_norm"]["scale"], config.rms_norm_eps)
     k = layers.rms_norm(k, p["k_norm"]["scale"], config.rms_norm_eps)
@@ -41,15 +48,32 @@ def _write(cache: jax.Array, new: jax.Array, layer, end) -> jax.Array:
   return jax.lax.dynamic_update_slice(cache, new[None].astype(cache.dtype), (layer, 0, end, 0, 0))
 
 
+def _fuse(p: dict) -> dict:
+  """One layer's params with q/k/v and gate/up concatenated into single matmuls."""
+  flat = lambda w: w.reshape(w.shape[0], -1)
+  out = {k: v for k, v in p.items() if k not in ("q", "k", "v")}
+  out["qkv"] = {"kernel": jnp.concatenate([flat(p[n]["kernel"]) for n in "qkv"], -1)}
+  if "bias" in p["q"]:
+    out["qkv"]["bias"] = jnp.concatenate([p[n]["bias"].reshape(-1) for n in "qkv"])
+  mlp = p["mlp"]
+  if "bias" not in mlp["gate"] and "bias" not in mlp["up"]:
+    out["mlp"] = {"down": mlp["down"],
+                  "gate_up": {"kernel": jnp.concatenate([mlp["gate"]["kernel"],
+                                                          mlp["up"]["kernel"]], -1)}}
+  return out
+
+
 def unstack_layers(stacked: dict, cache: dict | None = None):
-  """The stacked layer params as a list of per-layer trees (and the cache's k/v as lists).
+  """The stacked layer params as a list of per-layer trees (and the cache's k/v as lists), with
+  q/k/v and gate/up fused into one matmul each.
 
   `decoder` runs a list with a Python loop instead of `lax.scan`: no per-layer dynamic slice of
   the weights, which XLA materialises as a copy on every step of a decode loop (on CPU that
-  copy tripled the weight traffic of a decode step). Costs one copy of the layer weights.
+  copy tripled the weight traffic of a decode step), and fewer, wider matmuls, which matters
+  for the few-row matmuls of a decode step. Costs one copy of the layer weights.
   """
   num = jax.tree.leaves(stacked)[0].shape[0]
-  per_layer = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(num)]
+  per_layer = [_fuse(jax.tree.map(lambda a, i=i: a[i], stacked)) for i in range(num)]
   if cache is None:
     return per_layer
   return per_layer, dict(cache, k=[cache["k"][i] for i in range(num)],

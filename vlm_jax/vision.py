@@ -146,25 +146,60 @@ def segment_attention(q, k, v, slots, inverse, q_chunk: int = 1024):
   """Attention within segments of packed patches: q, k, v [P, N, H] -> [P, N, H].
 
   slots [S, L] lists each segment's patches (sentinel P = empty); inverse [P] is each patch's
-  flat slot. Segments become a batch of S rows of length L, so no [P, P] array is ever built.
+  flat slot. Segments become a batch of S rows of length L, so no [P, P] array is ever built;
+  segments longer than `q_chunk` run their queries `q_chunk` at a time (`lax.map`), bounding the
+  logits to [N, S, q_chunk, L]. Heads-major layout ([N, S, L, H]): one transpose per operand,
+  then plain batched matmuls (1.5-1.9x faster on CPU than [S, L, N, H], whose einsums transpose
+  on every call).
   """
-  pad = lambda a: jnp.concatenate([a, jnp.zeros((1,) + a.shape[1:], a.dtype)])[slots]
+  def rows(a):  # [P, N, H] -> [N, S, L, H], the sentinel slot reading zeros
+    a = jnp.concatenate([a, jnp.zeros((1,) + a.shape[1:], a.dtype)])
+    return a.transpose(1, 0, 2)[:, slots]
+  n, (s, length) = q.shape[1], slots.shape
   valid = slots < q.shape[0]
-  mask = valid[:, None, :] & valid[:, :, None]
-  out = layers.attention(pad(q), pad(k), pad(v), mask, q_chunk=q_chunk)  # [S, L, N, H]
-  return out.reshape(-1, *out.shape[2:])[inverse]
+  keys, values = rows(k), rows(v)
+
+  def attend(qs, mask):  # qs [N, S, C, H], mask [S, C, L] -> [N, S, C, H]
+    logits = jnp.einsum("NSCH,NSLH->NSCL", qs, keys, preferred_element_type=jnp.float32)
+    logits = jnp.where(mask[None], logits * (q.shape[-1] ** -0.5), layers.MASK_VALUE)
+    probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
+    return jnp.einsum("NSCL,NSLH->NSCH", probs, values)
+
+  queries, mask = rows(q), valid[:, None, :] & valid[:, :, None]
+  if length <= q_chunk:
+    out = attend(queries, mask)
+  else:
+    chunks = -(-length // q_chunk)
+    extra = chunks * q_chunk - length  # padded queries: computed, then dropped
+    queries = jnp.pad(queries, ((0, 0), (0, 0), (0, extra), (0, 0)))
+    mask = jnp.pad(mask, ((0, 0), (0, extra), (0, 0)))
+    qc = queries.reshape(n, s, chunks, q_chunk, -1).transpose(2, 0, 1, 3, 4)
+    mc = mask.reshape(s, chunks, q_chunk, length).transpose(1, 0, 2, 3)
+    out = jax.lax.map(lambda a: attend(*a), (qc, mc))  # [chunks, N, S, C, H]
+    out = out.transpose(1, 2, 0, 3, 4).reshape(n, s, chunks * q_chunk, -1)[:, :, :length]
+  return out.reshape(n, -1, out.shape[-1])[:, inverse].transpose(1, 0, 2)
 
 
-def _block(x, p, cos, sin, is_full, layout, config: VisionConfig):
+def _runs(depth: int, full_indexes) -> list[tuple[int, int, bool]]:
+  """[start, stop) runs of consecutive blocks with the same attention kind (full or window)."""
+  out = []
+  for i in range(depth):
+    full = i in full_indexes
+    if out and out[-1][2] == full:
+      out[-1] = (out[-1][0], i + 1, full)
+    else:
+      out.append((i, i + 1, full))
+  return out
+
+
+def _block(x, p, cos, sin, is_full: bool, layout, config: VisionConfig):
   """One pre-norm ViT block on x [P, D] (no batch axis: images are packed along P)."""
   h = layers.rms_norm(x, p["norm1"]["scale"], config.norm_eps)
   q, k, v = (layers.dense(h, p[n]).reshape(h.shape[0], config.num_heads, config.head_dim)
              for n in ("q", "k", "v"))
   q, k = rope.apply_rope(q, cos, sin), rope.apply_rope(k, cos, sin)
-  attn = jax.lax.cond(
-      is_full,
-      lambda: segment_attention(q, k, v, layout["full_slots"], layout["full_inverse"]),
-      lambda: segment_attention(q, k, v, layout["window_slots"], layout["window_inverse"]))
+  kind = "full" if is_full else "window"
+  attn = segment_attention(q, k, v, layout[f"{kind}_slots"], layout[f"{kind}_inverse"])
   x = x + layers.dense(attn.reshape(x.shape), p["proj"])
   h = layers.rms_norm(x, p["norm2"]["scale"], config.norm_eps)
   return x + layers.gated_mlp(h, p["mlp"], config.hidden_act)
@@ -181,13 +216,11 @@ def vision_forward(params: dict, config: VisionConfig, pixel_values: jax.Array,
   num, unit = x.shape[0], config.merge_unit
   x = x.reshape(num // unit, unit, -1)[layout["window_index"]].reshape(num, -1)
   cos, sin = rope.vision_cos_sin(layout["pos_hw"], config.head_dim, config.rope_theta)
-  is_full = np.isin(np.arange(config.depth), config.fullatt_block_indexes)
-
-  def body(x, xs):
-    p, full = xs
-    return _block(x, p, cos, sin, full, layout, config), None
-
-  x, _ = jax.lax.scan(body, x, (params["blocks"], jnp.asarray(is_full)))
+  # runs of consecutive blocks of one attention kind, each a scan (no lax.cond per block)
+  for start, stop, full in _runs(config.depth, config.fullatt_block_indexes):
+    run = jax.tree.map(lambda a, lo=start, hi=stop: a[lo:hi], params["blocks"])
+    x, _ = jax.lax.scan(lambda x, p, f=full: (_block(x, p, cos, sin, f, layout, config), None),
+                        x, run)
   m = params["merger"]
   x = layers.rms_norm(x, m["norm"]["scale"], config.norm_eps).reshape(num // unit, -1)
   x = layers.dense(layers.activation("gelu")(layers.dense(x, m["fc1"])), m["fc2"])
