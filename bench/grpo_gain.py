@@ -8,9 +8,12 @@ skipped, so a killed run resumes):
   2. python -m evals.run on held-out synthetic items (seed --eval-seed, disjoint from training
                         items drawn with seed 0), base prompt, greedy;
   3. python -m rl.train GRPO from the warm-up checkpoint;
-  4. python -m vlm_jax.convert train-to-hf, then evals.run again on the same held-out items.
-Prints per-category and overall accuracy before/after with a paired bootstrap 95% interval of
-the difference (items resampled together), and the training reward curve in blocks of steps.
+  4. python -m vlm_jax.convert train-to-hf, then evals.run again on the same held-out items;
+  5. both models sampled at temperature 1 (the policy GRPO optimises) on --sample-seeds held-out
+     sets of --eval-n items each.
+Prints per-category and overall greedy accuracy, P(correct letter) and sampled accuracy
+before/after with a paired bootstrap 95% interval of the difference (items resampled together),
+the unparsed rates, and the training reward curve in blocks of steps.
 
   python bench/grpo_gain.py --out /tmp/grpo_gain [--grpo-steps 120] [--eval-n 250]
 """
@@ -69,6 +72,8 @@ def main() -> int:
   p.add_argument("--eval-n", type=int, default=250)
   p.add_argument("--eval-seed", type=int, default=7)
   p.add_argument("--max-new-tokens", type=int, default=48)
+  p.add_argument("--sample-seeds", default="7,8,9",
+                 help="held-out sets (synthetic seeds) for the temperature-1 evaluation")
   p.add_argument("--extra", nargs="*", default=[], help="more key=value overrides for rl.train")
   a = p.parse_args()
   out = os.path.abspath(a.out)
@@ -89,6 +94,12 @@ def main() -> int:
        "--copy-files-from", f"{out}/sft/hf"], f"{out}/grpo_hf/config.json")
   run(["evals.run", "--model", f"{out}/grpo_hf", *evals, "--out", f"{out}/eval_grpo"],
       f"{out}/eval_grpo/summary.csv")
+  seeds = [int(x) for x in a.sample_seeds.split(",") if x]
+  for seed in seeds:
+    for name, model in (("sft", f"{out}/sft/hf"), ("grpo", f"{out}/grpo_hf")):
+      sampled = [x if x != str(a.eval_seed) else str(seed) for x in evals]
+      run(["evals.run", "--model", model, *sampled, "--temperature", "1.0", "--out",
+           f"{out}/evalT1_{name}_{seed}"], f"{out}/evalT1_{name}_{seed}/summary.csv")
 
   before = by_item(f"{out}/eval_sft/results.jsonl")
   after = by_item(f"{out}/eval_grpo/results.jsonl")
@@ -107,6 +118,29 @@ def main() -> int:
       lo, hi = paired_interval(b, c)
       print(f"| {cat} | {len(sel)} | {b.mean():.1%} | {c.mean():.1%} | "
             f"{c.mean() - b.mean():+.1%} [{lo:+.1%}, {hi:+.1%}] |")
+  if seeds:
+    before, after = {}, {}
+    for seed in seeds:
+      for store, name in ((before, "sft"), (after, "grpo")):
+        found = by_item(f"{out}/evalT1_{name}_{seed}/results.jsonl")
+        store.update({(seed, k): v for k, v in found.items()})
+    ids = sorted(set(before) & set(after))
+    print("\n| category | items | sampled (T=1) accuracy after warm-up | after GRPO | "
+          "diff [paired 95% CI] |")
+    print("|---|---|---|---|---|")
+    for cat in [*cats, "all"]:
+      sel = [i for i in ids if cat == "all" or before[i][0] == cat]
+      b = np.array([before[i][1] for i in sel], float)
+      c = np.array([after[i][1] for i in sel], float)
+      lo, hi = paired_interval(b, c)
+      print(f"| {cat} | {len(sel)} | {b.mean():.1%} | {c.mean():.1%} | "
+            f"{c.mean() - b.mean():+.1%} [{lo:+.1%}, {hi:+.1%}] |")
+    for name in ("sft", "grpo"):
+      recs = [json.loads(line) for seed in seeds
+              for line in open(f"{out}/evalT1_{name}_{seed}/results.jsonl")]
+      parsed = [r for r in recs if r["parsed"] is not None]
+      print(f"{name}: sampled unparsed {1 - len(parsed) / len(recs):.1%}, accuracy among parsed "
+            f"{np.mean([r['correct'] for r in parsed]):.1%}")
   rows = [json.loads(l) for l in open(f"{out}/grpo/metrics.jsonl")]
   block = max(len(rows) // 6, 1)
   print("\n| GRPO steps | rollout accuracy | format reward | consistency | entropy |")

@@ -10,7 +10,8 @@ import os
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  model: str | None = None          # HF checkpoint dir; None = the tiny random preset
+  model: str | None = None          # HF checkpoint dir; None = a random `model_preset`
+  model_preset: str = "tiny"        # random-init preset when model is None (tiny, small, ...)
   dtype: str = "bfloat16"
   data: str = "synthetic"           # comma-separated: synthetic (more loaders: see README)
   data_dir: str | None = None

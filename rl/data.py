@@ -58,14 +58,14 @@ def augment_config(config):
 
 
 def load_policy(config, mesh):
-  """(model config, params on the mesh, processor): an HF checkpoint or the tiny preset."""
+  """(model config, params on the mesh, processor): an HF checkpoint or a random preset."""
   import jax
   from vlm_jax import config as config_lib, hf, params as params_lib, processor as proc_lib
   from vlm_jax import sharding
   if config.model:
     model_config, params = hf.load_hf(config.model, dtype=config.dtype, mesh=mesh)
     return model_config, params, proc_lib.Processor.from_dir(config.model)
-  model_config = config_lib.get_config("tiny")
+  model_config = config_lib.get_config(config.model_preset)
   params = params_lib.init_params(model_config, jax.random.key(config.seed),
                                   dtype=config.dtype)
   if mesh is not None:

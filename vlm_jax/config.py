@@ -214,11 +214,20 @@ PRESETS: dict[str, ModelConfig] = {
         text=TextConfig(vocab_size=151936, hidden_size=64, intermediate_size=128, num_layers=2,
                         num_heads=4, num_kv_heads=4, mrope_section=(2, 3, 3),
                         max_position_embeddings=4096)),
+    # ~41M parameters (39M of them the embedding and LM head): a CPU-trainable step up from
+    # tiny, for experiments where tiny is too small to learn the task (bench/grpo_gain.py).
+    "small": ModelConfig(
+        vision=VisionConfig(depth=4, hidden_size=128, intermediate_size=256, num_heads=4,
+                            out_hidden_size=128, fullatt_block_indexes=(1, 3),
+                            tokens_per_second=2),
+        text=TextConfig(vocab_size=151936, hidden_size=128, intermediate_size=384, num_layers=4,
+                        num_heads=4, num_kv_heads=2, mrope_section=(4, 6, 6),
+                        max_position_embeddings=4096)),
 }
 
 
 def get_config(name: str) -> ModelConfig:
-  """A preset by name (`tiny`, `3b`, `7b`, `32b`, `72b`)."""
+  """A preset by name (`tiny`, `small`, `3b`, `7b`, `32b`, `72b`)."""
   key = name.lower().replace("qwen2.5-vl-", "").replace("-instruct", "")
   if key not in PRESETS:
     raise KeyError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
