@@ -3,23 +3,13 @@ shard of the staged benchmark, and process 0 writes the same results a 1-process
 
 import json
 import os
-import socket
-import subprocess
-import sys
-
 from evals import run
+from tests.multiprocess import run_processes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = ["--benchmarks", "synthetic,cv_bench", "--data-dir",
         os.path.join(os.path.dirname(__file__), "fixtures"), "--synthetic-n", "5",
         "--variants", "base,wrong_caption", "--max-new-tokens", "6", "--dtype", "float32",
         "--batch-size", "4"]
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
 
 
 def _records(out):
@@ -28,21 +18,9 @@ def _records(out):
 
 
 def test_two_processes_read_disjoint_shards_and_match_one_process(tmp_path):
-  port = str(_free_port())
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  env.pop("XLA_FLAGS", None)
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "tests.evals.multiprocess_run_worker", str(i), port,
-       str(tmp_path / f"out{i}"), str(tmp_path / f"read{i}.json"), *ARGS, "--mesh", "2x2"],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
-  logs = []
-  try:
-    for p in procs:
-      logs.append(p.communicate(timeout=420)[0].decode()[-3000:])
-  finally:
-    for p in procs:
-      p.kill()
-  assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+  run_processes("tests.evals.multiprocess_run_worker", lambda i, port: [
+      str(i), port, str(tmp_path / f"out{i}"), str(tmp_path / f"read{i}.json"), *ARGS,
+      "--mesh", "2x2"])
   reads = [json.load(open(tmp_path / f"read{i}.json")) for i in range(2)]
   assert reads[0] and reads[1]
   assert not {tuple(x) for x in reads[0]} & {tuple(x) for x in reads[1]}  # disjoint shards

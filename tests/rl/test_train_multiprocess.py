@@ -3,41 +3,19 @@ half of every step's prompts, and the run logs the metrics a 1-process run logs.
 
 import json
 import os
-import socket
-import subprocess
-import sys
-
 import pytest
 
 from rl import train
+from tests.multiprocess import ROOT, run_processes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OVERRIDES = ["steps=2", "checkpoint_every=1"]
 EXACT = ("step", "reward/format", "reward/accuracy", "reward/total", "response_length")
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 def test_two_process_training_matches_one_process(tmp_path):
-  port, out = str(_free_port()), str(tmp_path / "multi")
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  env.pop("XLA_FLAGS", None)
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "tests.rl.multiprocess_train_worker", str(i), port, out,
-       str(tmp_path / f"read{i}.json"), *OVERRIDES],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
-  logs = []
-  try:
-    for p in procs:
-      logs.append(p.communicate(timeout=480)[0].decode()[-3000:])
-  finally:
-    for p in procs:
-      p.kill()
-  assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+  out = str(tmp_path / "multi")
+  run_processes("tests.rl.multiprocess_train_worker", lambda i, port: [
+      str(i), port, out, str(tmp_path / f"read{i}.json"), *OVERRIDES], timeout=480)
   reads = [json.load(open(tmp_path / f"read{i}.json")) for i in range(2)]
   single = str(tmp_path / "single")
   assert train.main(["--config", os.path.join(ROOT, "configs", "smoke.py"), "--out", single,
