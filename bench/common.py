@@ -29,3 +29,30 @@ def timed(fn, runs):
   return statistics.median(times), min(times)
 
 
+
+
+def device_bandwidth(mbytes: int | None = None) -> float:
+  """Bytes/s of a large sequential read on the default JAX device (best of 5).
+
+  CPU: a numpy sum over 512 MiB (what a decode step's weight read sees on this machine);
+  accelerators: a jitted float32 sum over 4 GiB (HBM read bandwidth; datasheets quote it too).
+  """
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  cpu = jax.devices()[0].platform == "cpu"
+  mbytes = mbytes or (512 if cpu else 4096)
+  if cpu:
+    a = np.ones(mbytes * 2**20 // 4, np.float32)
+    run = a.sum
+  else:
+    a = jnp.ones(mbytes * 2**20 // 4, jnp.float32)
+    total = jax.jit(jnp.sum)
+    run = lambda: total(a).block_until_ready()
+    run()
+  best = float("inf")
+  for _ in range(5):
+    start = time.perf_counter()
+    run()
+    best = min(best, time.perf_counter() - start)
+  return a.nbytes / best

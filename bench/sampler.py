@@ -2,8 +2,10 @@
 
 The ~50M-parameter config of bench/forward.py; batch 8 prompts of different lengths, each with a
 224x224 image (64 image tokens), left padded; greedy, exactly --new-tokens tokens per row (no eos),
-float32 on CPU. Tokens/s = batch * new tokens / wall time of the whole call (prefill included),
-median of --runs after a warm-up (which compiles ours). The outputs are compared token for token.
+float32 (on a GPU, run with JAX_DEFAULT_MATMUL_PRECISION=highest: torch does not use TF32 by
+default); with CUDA, transformers runs on the GPU (`--torch-device`). Tokens/s = batch * new
+tokens / wall time of the whole call (prefill included), median of --runs after a warm-up
+(which compiles ours). The outputs are compared token for token.
 
   python bench/sampler.py [--batch 8] [--new-tokens 128] [--runs 3]
 """
@@ -18,7 +20,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import bench_config, timed  # noqa: E402
+from bench.common import bench_config, device_bandwidth, timed  # noqa: E402
 
 
 def prompts(batch: int):
@@ -38,18 +40,6 @@ def prompts(batch: int):
               pixel_values=rng.randn(batch * 256, 1176).astype(np.float32), image_grid_thw=grid)
 
 
-def read_bandwidth(mbytes: int = 512) -> float:
-  """Bytes/s of a large sequential read on this machine (numpy sum, best of 5)."""
-  import time
-  a = np.ones(mbytes * 2**20 // 4, np.float32)
-  best = float("inf")
-  for _ in range(5):
-    start = time.perf_counter()
-    a.sum()
-    best = min(best, time.perf_counter() - start)
-  return a.nbytes / best
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,6 +47,7 @@ def main():
   parser.add_argument("--new-tokens", type=int, default=128)
   parser.add_argument("--runs", type=int, default=3)
   parser.add_argument("--threads", type=int, default=os.cpu_count())
+  parser.add_argument("--torch-device", default=None, help="default: cuda when available")
   args = parser.parse_args()
   import jax
   import torch
@@ -65,6 +56,7 @@ def main():
   from vlm_jax import params as params_lib
   from vlm_jax.sampler import Sampler, SamplingParams
   torch.set_num_threads(args.threads)
+  device = args.torch_device or ("cuda" if torch.cuda.is_available() else "cpu")
   torch.manual_seed(0)
   model = transformers.Qwen2_5_VLForConditionalGeneration(bench_config()).eval()
   with torch.no_grad():  # varied continuations (random 0.02-init models repeat one token)
@@ -75,7 +67,8 @@ def main():
     model.save_pretrained(tmp)
     config, params = vlm_jax.load_hf(tmp)
   batch = prompts(args.batch)
-  tensors = {k: torch.tensor(v) for k, v in batch.items()}
+  tensors = {k: torch.tensor(v, device=device) for k, v in batch.items()}
+  model = model.to(device)
   sampler = Sampler(params, config, pad_id=0)
   sampling = SamplingParams(max_new_tokens=args.new_tokens)
 
@@ -83,7 +76,7 @@ def main():
     with torch.no_grad():
       out = model.generate(**tensors, do_sample=False, max_new_tokens=args.new_tokens,
                            min_new_tokens=args.new_tokens, eos_token_id=None, pad_token_id=0)
-    return out[:, batch["input_ids"].shape[1]:].numpy()
+    return out[:, batch["input_ids"].shape[1]:].cpu().numpy()
 
   t_hf, _ = timed(run_hf, args.runs)
   t_ours, _ = timed(lambda: sampler(batch, sampling), args.runs)
@@ -93,16 +86,17 @@ def main():
   # only B rows); at batch 8 that, not arithmetic, bounds a CPU step.
   step_bytes = 4 * (params_lib.count_params(params["text"]["layers"])
                     + params_lib.count_params(params["text"]["lm_head"]))
-  bandwidth = read_bandwidth()
+  bandwidth = device_bandwidth()
   roofline = args.batch * bandwidth / step_bytes
-  print(f"batch {args.batch}, {args.new_tokens} new tokens, greedy, float32, "
-        f"{jax.devices()[0].platform}, torch threads {args.threads}; identical tokens: {same}")
+  print(f"batch {args.batch}, {args.new_tokens} new tokens, greedy, float32; jax on "
+        f"{jax.devices()[0].device_kind}, torch on {device} (threads {args.threads}); "
+        f"identical tokens: {same}")
   print("| implementation | median s | tokens/s |")
   print("|---|---|---|")
   print(f"| transformers {transformers.__version__} generate | {t_hf:.2f} | {n / t_hf:.0f} |")
   print(f"| vlm_jax Sampler (jax {jax.__version__}) | {t_ours:.2f} | {n / t_ours:.0f} |")
   print(f"| decode roofline ({step_bytes / 1e6:.0f} MB weights per step at the measured "
-        f"{bandwidth / 1e9:.1f} GB/s read bandwidth; prefill excluded) | - | {roofline:.0f} |")
+        f"{bandwidth / 1e9:.0f} GB/s read bandwidth; prefill excluded) | - | {roofline:.0f} |")
   print(f"speed-up: {t_hf / t_ours:.2f}x; ours at {n / t_ours / roofline:.0%} of the decode "
         f"roofline, transformers at {n / t_hf / roofline:.0%}")
 
