@@ -80,7 +80,10 @@ def main():
 
   t_hf, _ = timed(run_hf, args.runs)
   t_ours, _ = timed(lambda: sampler(batch, sampling), args.runs)
-  same = np.array_equal(run_hf(), sampler(batch, sampling).tokens)
+  theirs, ours = run_hf(), sampler(batch, sampling).tokens
+  same = np.array_equal(theirs, ours)
+  differ = theirs != ours  # first step where each row's greedy tokens part (near-tied logits)
+  first = [int(np.argmax(d)) if d.any() else None for d in differ]
   n = args.batch * args.new_tokens
   # Roofline: every decode step reads the decoder weights and the LM head once (the embedding
   # only B rows); at batch 8 that, not arithmetic, bounds a CPU step.
@@ -90,7 +93,7 @@ def main():
   roofline = args.batch * bandwidth / step_bytes
   print(f"batch {args.batch}, {args.new_tokens} new tokens, greedy, float32; jax on "
         f"{jax.devices()[0].device_kind}, torch on {device} (threads {args.threads}); "
-        f"identical tokens: {same}")
+        f"identical tokens: {same}" + ("" if same else f" (first differing step per row: {first})"))
   print("| implementation | median s | tokens/s |")
   print("|---|---|---|")
   print(f"| transformers {transformers.__version__} generate | {t_hf:.2f} | {n / t_hf:.0f} |")

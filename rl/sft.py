@@ -53,10 +53,12 @@ def target_text(example, answers: str = "correct", seed: int = 0) -> str:
 
 @functools.partial(jax.jit, static_argnums=(1,))
 def _nll_grad(params, model_config, inputs, mask):
+  aux = {"weight": mask.astype(jnp.float32) / jnp.maximum(jnp.sum(mask), 1.0)}
+  nll = lambda logp, _, a: -a["weight"] * logp
+
   def loss(p):
-    logp, _ = logprobs_lib.sequence_logprobs(p, model_config, inputs, chunk_t=256,
-                                             last=mask.shape[1])
-    return -jnp.sum(logp * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    return logprobs_lib.sequence_token_loss(p, model_config, inputs, nll, aux,
+                                            last=mask.shape[1], chunk_t=256)[0]
   return jax.value_and_grad(loss)(params)
 
 

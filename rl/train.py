@@ -49,11 +49,17 @@ def make_optimizer(config: TrainConfig, params: dict) -> optax.GradientTransform
 
 
 def _loss(params, model_config, inputs, mask, old, ref, adv, weight, config: TrainConfig):
-  logp, entropy = logprobs_lib.sequence_logprobs(params, model_config, inputs, chunk_t=256,
-                                                 last=mask.shape[1])
-  loss, stats = grpo.grpo_loss(logp, old, ref, adv, mask, clip_low=config.clip_low,
-                               clip_high=config.clip_high, kl_coef=config.kl_coef,
-                               mode=config.loss_agg, entropy=entropy)
+  """The GRPO loss through the one-sweep log-prob kernel (`logprobs.sequence_token_loss`):
+  the LM-head gradient is formed while each chunk's logits are live."""
+  kl_coef = config.kl_coef if ref is not None else 0.0
+  token_fn = functools.partial(grpo.token_terms, clip_low=config.clip_low,
+                               clip_high=config.clip_high, kl_coef=kl_coef)
+  aux = grpo.token_aux(old, ref, adv, mask, config.loss_agg)
+  loss, logp, entropy = logprobs_lib.sequence_token_loss(
+      params, model_config, inputs, lambda lp, _, a: token_fn(lp, a), aux, last=mask.shape[1],
+      chunk_t=256)
+  stats = grpo.diagnostics(logp, old, ref, adv, mask, clip_low=config.clip_low,
+                           clip_high=config.clip_high, mode=config.loss_agg, entropy=entropy)
   return loss * weight, stats
 
 
@@ -94,7 +100,8 @@ class Trainer:
 
   def sampler(self):
     from vlm_jax.sampler import Sampler
-    return Sampler(self.params, self.model_config, self.processor, mesh=self.mesh)
+    return Sampler(self.params, self.model_config, self.processor, mesh=self.mesh,
+                   unstack_layers=self.config.rollout_unstack_layers)
 
   def train_step(self) -> dict:
     from rl import data

@@ -1,19 +1,27 @@
 """Per-token log-probabilities and entropies without materialising [B, T, V] logits.
 
 The LM head is applied chunk by chunk over the sequence (`chunk_t` positions at a time) and, when
-`chunk_v` is set, over the vocabulary with an online log-sum-exp. Each sequence chunk is wrapped in
-`jax.checkpoint`, so the backward pass recomputes that chunk's logits instead of storing them:
-peak memory is O(B * chunk_t * chunk_v) in both directions. Accumulation is float32.
+`chunk_v` is set, over the vocabulary with an online log-sum-exp: memory is
+O(B * chunk_t * chunk_v) beyond the inputs and the [D, V] weight gradient. Accumulation is float32.
 
 For logits z over V tokens: log p(y) = z_y - logsumexp(z); entropy H = logsumexp(z) - sum_i p_i z_i.
 Online over vocabulary chunks c with running (m, s, u): m' = max(m, max z_c),
 s' = s e^{m - m'} + sum_c e^{z - m'}, u' = u e^{m - m'} + sum_c e^{z - m'} z; then
 logsumexp = m + log s and sum_i p_i z_i = u / s.
+
+Gradients are analytic (custom VJPs): with cotangents g (of log p(y)) and k (of H),
+dL/dz_i = g (1[i = y] - p_i) - k p_i (z_i - sum_j p_j z_j), then dh = dz W^T and dW = h^T dz.
+- `logprobs_and_entropy`: the backward pass recomputes each chunk's logits (4 LM-head matmuls
+  per forward + backward, against 3 for the naive computation).
+- `token_loss`: for a loss that is a sum of per-token terms f(log p, H) (GRPO, SFT), the
+  gradient is formed in the forward sweep while the chunk's logits are live, so forward +
+  backward costs the naive 3 matmuls.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,63 +30,205 @@ from vlm_jax import model as model_lib, text
 from vlm_jax.config import ModelConfig
 
 
-def _vocab_stats(h: jax.Array, w: jax.Array, targets: jax.Array, chunk_v: int | None):
-  """(logsumexp, sum p z, target logit) for h [B, C, D], w [D, V], targets [B, C]; float32."""
+def _vocab_chunks(w: jax.Array, chunk_v: int | None) -> tuple[int, int]:
+  """(chunk size, number of chunks) over the vocabulary."""
   vocab = w.shape[1]
   chunk_v = vocab if chunk_v is None or chunk_v >= vocab else chunk_v
   if vocab % chunk_v:
     raise ValueError(f"chunk_v={chunk_v} must divide the vocabulary size {vocab}")
-  w_chunks = w.reshape(w.shape[0], vocab // chunk_v, chunk_v).transpose(1, 0, 2)
+  return chunk_v, vocab // chunk_v
+
+
+def _logits(h: jax.Array, w_c: jax.Array) -> jax.Array:
+  return jnp.einsum("BCD,DV->BCV", h, w_c, preferred_element_type=jnp.float32)
+
+
+def _w_chunk(w: jax.Array, i, chunk_v: int) -> jax.Array:
+  return jax.lax.dynamic_slice_in_dim(w, i * chunk_v, chunk_v, 1)
+
+
+def _vocab_stats(h: jax.Array, w: jax.Array, targets: jax.Array, chunk_v: int | None):
+  """(logsumexp, sum p z, target logit) for h [B, C, D], w [D, V], targets [B, C]; float32."""
+  chunk_v, n = _vocab_chunks(w, chunk_v)
+  if n == 1:
+    z = _logits(h, w)
+    lse = jax.nn.logsumexp(z, -1)
+    mean_z = jnp.sum(jnp.exp(z - lse[..., None]) * z, -1)
+    return lse, mean_z, jnp.take_along_axis(z, targets[..., None], -1)[..., 0]
   shape = targets.shape
   init = (jnp.full(shape, -jnp.inf, jnp.float32), jnp.zeros(shape, jnp.float32),
           jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
 
-  def body(carry, xs):
+  def body(carry, i):
     m, s, u, picked = carry
-    w_c, start = xs
-    z = jnp.einsum("BCD,DV->BCV", h, w_c, preferred_element_type=jnp.float32)
+    z = _logits(h, _w_chunk(w, i, chunk_v))
     m_new = jnp.maximum(m, z.max(-1))
     scale = jnp.exp(m - m_new)
     e = jnp.exp(z - m_new[..., None])
     s = s * scale + e.sum(-1)
     u = u * scale + (e * z).sum(-1)
-    local = targets - start
+    local = targets - i * chunk_v
     inside = (local >= 0) & (local < chunk_v)
     hit = jnp.take_along_axis(z, jnp.clip(local, 0, chunk_v - 1)[..., None], -1)[..., 0]
     return (m_new, s, u, picked + jnp.where(inside, hit, 0.0)), None
 
-  starts = jnp.arange(vocab // chunk_v) * chunk_v
-  (m, s, u, picked), _ = jax.lax.scan(body, init, (w_chunks, starts))
+  (m, s, u, picked), _ = jax.lax.scan(body, init, jnp.arange(n))
   return m + jnp.log(s), u / s, picked
+
+
+def _dlogits(z, targets, start, lse, mean_z, g, k):
+  """dL/dz [B, C, Vc] for the vocabulary slice starting at `start` (see the module docstring)."""
+  p = jnp.exp(z - lse[..., None])
+  onehot = (jnp.arange(z.shape[-1]) + start) == targets[..., None]
+  return g[..., None] * (onehot - p) - k[..., None] * p * (z - mean_z[..., None])
+
+
+def _chunk_grads(h, w, targets, lse, mean_z, g, k, chunk_v: int | None, dw):
+  """(dh [B, C, D] float32, dw + h^T dz [D, V] float32) for one sequence chunk."""
+  chunk_v, n = _vocab_chunks(w, chunk_v)
+
+  def vocab_step(i, dh, dw):
+    w_c = _w_chunk(w, i, chunk_v)
+    dz = _dlogits(_logits(h, w_c), targets, i * chunk_v, lse, mean_z, g, k).astype(h.dtype)
+    dh = dh + jnp.einsum("BCV,DV->BCD", dz, w_c, preferred_element_type=jnp.float32)
+    dw_c = jnp.einsum("BCD,BCV->DV", h, dz, preferred_element_type=jnp.float32)
+    return dh, jax.lax.dynamic_update_slice_in_dim(
+        dw, _w_chunk(dw, i, chunk_v) + dw_c, i * chunk_v, 1)
+
+  dh = jnp.zeros(h.shape, jnp.float32)
+  if n == 1:
+    return vocab_step(0, dh, dw)
+  return jax.lax.fori_loop(0, n, lambda i, c: vocab_step(i, *c), (dh, dw))
+
+
+def _to_chunks(x: jax.Array, chunk_t: int) -> jax.Array:
+  """[B, T, ...] -> [n, B, chunk_t, ...], zero-padded at the end of T."""
+  b, t = x.shape[:2]
+  pad = -t % chunk_t
+  x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+  x = x.reshape(b, (t + pad) // chunk_t, chunk_t, *x.shape[2:])
+  return jnp.moveaxis(x, 1, 0)
+
+
+def _from_chunks(x: jax.Array, t: int) -> jax.Array:
+  """[n, B, chunk_t, ...] -> [B, t, ...]."""
+  x = jnp.moveaxis(x, 0, 1)
+  return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :t]
+
+
+def _forward_stats(hidden, w, targets, chunk_t, chunk_v):
+  """(logp, entropy, lse, mean_z), each [B, T] float32."""
+  def body(_, xs):
+    h, y = xs
+    lse, mean_z, picked = _vocab_stats(h, w, y, chunk_v)
+    return None, (picked - lse, lse - mean_z, lse, mean_z)
+
+  t = hidden.shape[1]
+  _, out = jax.lax.scan(body, None, (_to_chunks(hidden, chunk_t), _to_chunks(targets, chunk_t)))
+  return tuple(_from_chunks(x, t) for x in out)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _logprobs_entropy(hidden, w, targets, chunk_t, chunk_v):
+  return _forward_stats(hidden, w, targets, chunk_t, chunk_v)[:2]
+
+
+def _logprobs_entropy_fwd(hidden, w, targets, chunk_t, chunk_v):
+  logp, ent, lse, mean_z = _forward_stats(hidden, w, targets, chunk_t, chunk_v)
+  return (logp, ent), (hidden, w, targets, lse, mean_z)
+
+
+def _logprobs_entropy_bwd(chunk_t, chunk_v, res, cotangents):
+  hidden, w, targets, lse, mean_z = res
+  g, k = (c.astype(jnp.float32) for c in cotangents)
+  t = hidden.shape[1]
+
+  def body(dw, xs):
+    h, y, lse_c, mean_c, g_c, k_c = xs
+    dh, dw = _chunk_grads(h, w, y, lse_c, mean_c, g_c, k_c, chunk_v, dw)
+    return dw, dh
+
+  xs = tuple(_to_chunks(x, chunk_t) for x in (hidden, targets, lse, mean_z, g, k))
+  dw, dh = jax.lax.scan(body, jnp.zeros(w.shape, jnp.float32), xs)
+  return _from_chunks(dh, t).astype(hidden.dtype), dw.astype(w.dtype), None
+
+
+_logprobs_entropy.defvjp(_logprobs_entropy_fwd, _logprobs_entropy_bwd)
 
 
 def logprobs_and_entropy(hidden: jax.Array, w: jax.Array, targets: jax.Array,
                          chunk_t: int = 128, chunk_v: int | None = None):
   """log p(targets) and next-token entropy, both float32 [B, T], from hidden [B, T, D].
 
-  hidden[:, t] is the state that predicts targets[:, t] (shift before calling). T is padded to a
-  multiple of chunk_t internally.
+  hidden[:, t] is the state that predicts targets[:, t] (shift before calling); w [D, V] is the
+  LM head. T is padded to a multiple of chunk_t internally. Differentiable in hidden and w.
   """
-  b, t, d = hidden.shape
-  chunk_t = min(chunk_t, t)
-  pad = -t % chunk_t
-  h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
-  y = jnp.pad(targets, ((0, 0), (0, pad)))
-  n = (t + pad) // chunk_t
-  h = h.reshape(b, n, chunk_t, d).transpose(1, 0, 2, 3)
-  y = y.reshape(b, n, chunk_t).transpose(1, 0, 2)
+  chunk_t = max(1, min(chunk_t, hidden.shape[1]))
+  _vocab_chunks(w, chunk_v)
+  return _logprobs_entropy(hidden, w, targets, chunk_t, chunk_v)
 
-  @jax.checkpoint
-  def chunk(h_c, y_c):
-    lse, mean_z, picked = _vocab_stats(h_c, w, y_c, chunk_v)
-    return picked - lse, lse - mean_z
 
-  def body(_, xs):
-    return None, chunk(*xs)
+TokenFn = Callable[[jax.Array, jax.Array, dict], jax.Array]
 
-  _, (logp, ent) = jax.lax.scan(body, None, (h, y))
-  unchunk = lambda x: x.transpose(1, 0, 2).reshape(b, t + pad)[:, :t]
-  return unchunk(logp), unchunk(ent)
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 5, 6))
+def _token_loss(hidden, w, targets, token_fn, aux, chunk_t, chunk_v):
+  return _token_loss_fwd(hidden, w, targets, token_fn, aux, chunk_t, chunk_v)[0]
+
+
+def _token_loss_fwd(hidden, w, targets, token_fn, aux, chunk_t, chunk_v):
+  t = hidden.shape[1]
+  valid = jnp.ones(targets.shape, bool)
+
+  def body(carry, xs):
+    total, dw = carry
+    h, y, ok, a = xs
+    lse, mean_z, picked = _vocab_stats(h, w, y, chunk_v)
+    logp, ent = picked - lse, lse - mean_z
+    terms, vjp = jax.vjp(lambda lp, e: token_fn(lp, e, a), logp, ent)
+    terms = jnp.where(ok, terms, 0.0)
+    g, k = vjp(ok.astype(terms.dtype))
+    dh, dw = _chunk_grads(h, w, y, lse, mean_z, jnp.where(ok, g, 0.0), jnp.where(ok, k, 0.0),
+                          chunk_v, dw)
+    return (total + jnp.sum(terms, dtype=jnp.float32), dw), (dh, logp, ent)
+
+  chunks = lambda x: _to_chunks(x, chunk_t)
+  xs = (chunks(hidden), chunks(targets), chunks(valid), jax.tree.map(chunks, aux))
+  init = (jnp.zeros((), jnp.float32), jnp.zeros(w.shape, jnp.float32))
+  (total, dw), (dh, logp, ent) = jax.lax.scan(body, init, xs)
+  logp, ent = _from_chunks(logp, t), _from_chunks(ent, t)
+  grads = (_from_chunks(dh, t).astype(hidden.dtype), dw.astype(w.dtype))
+  return (total, logp, ent), (grads, aux)
+
+
+def _token_loss_bwd(token_fn, chunk_t, chunk_v, res, cotangents):
+  (dh, dw), aux = res
+  c = cotangents[0]  # log p and entropy are returned without gradient (`token_loss`)
+  zeros = jax.tree.map(jnp.zeros_like, aux)
+  return (dh * c.astype(dh.dtype), dw * c.astype(dw.dtype), None, zeros)
+
+
+_token_loss.defvjp(_token_loss_fwd, _token_loss_bwd)
+
+
+def token_loss(hidden: jax.Array, w: jax.Array, targets: jax.Array, token_fn: TokenFn,
+               aux: dict, chunk_t: int = 128, chunk_v: int | None = None):
+  """sum over [B, T] of token_fn(log p(targets), entropy, aux), with its gradient in one sweep.
+
+  token_fn(logp [B, C], entropy [B, C], aux chunk) -> per-token loss [B, C], elementwise over
+  tokens (weights, masks and normalisers go in `aux`: a dict of [B, T] arrays, chunked along
+  with the tokens; no gradient flows into it). Returns (loss scalar, logp [B, T], entropy
+  [B, T]); loss is differentiable in hidden and w, logp and entropy carry no gradient (use them
+  for diagnostics). The gradient is formed in the forward sweep and held until the backward
+  pass (one [D, V] float32 buffer, as the weight gradient needs anyway).
+  """
+  chunk_t = max(1, min(chunk_t, hidden.shape[1]))
+  _vocab_chunks(w, chunk_v)
+  for name, a in aux.items():
+    if a.shape != targets.shape:
+      raise ValueError(f"token_loss aux[{name!r}] has shape {a.shape}, want {targets.shape}")
+  loss, logp, ent = _token_loss(hidden, w, targets, token_fn, aux, chunk_t, chunk_v)
+  return loss, jax.lax.stop_gradient(logp), jax.lax.stop_gradient(ent)
 
 
 def sequence_logprobs(params: dict, config: ModelConfig, inputs: dict, chunk_t: int = 128,
@@ -89,12 +239,24 @@ def sequence_logprobs(params: dict, config: ModelConfig, inputs: dict, chunk_t: 
   targets): a left-aligned response of up to `last` tokens costs no LM-head work on the prompt.
   This is the scoring path GRPO and the evals use; it runs the same `apply` as the sampler.
   """
+  return logprobs_and_entropy(*predictions(params, config, inputs, last), chunk_t, chunk_v)
+
+
+def sequence_token_loss(params: dict, config: ModelConfig, inputs: dict, token_fn: TokenFn,
+                        aux: dict, last: int, chunk_t: int = 128, chunk_v: int | None = None):
+  """`token_loss` over the last `last` predictions of `prepare_inputs` output (the response
+  of left-aligned rows): (loss, logp [B, last], entropy [B, last]). The training loss path."""
+  return token_loss(*predictions(params, config, inputs, last), token_fn, aux, chunk_t, chunk_v)
+
+
+def predictions(params: dict, config: ModelConfig, inputs: dict, last: int | None = None):
+  """(hidden [B, T', D], LM head [D, V], targets [B, T']), the kernels' first arguments: each
+  hidden state with the next token it predicts; the last `last` of them when given."""
   hidden, _ = model_lib.apply(params, config, inputs)
   hidden, targets = hidden[:, :-1], inputs["input_ids"][:, 1:]
   if last is not None:
     hidden, targets = hidden[:, -last:], targets[:, -last:]
-  return logprobs_and_entropy(hidden, text.head_weight(params["text"], config.text), targets,
-                              chunk_t, chunk_v)
+  return hidden, text.head_weight(params["text"], config.text), targets
 
 
 def option_distribution(hidden: jax.Array, w: jax.Array, option_ids: jax.Array,

@@ -83,3 +83,45 @@ def test_gradient_matches_finite_difference(mode):
     assert grad[0, 3] == 0.0  # masked token
   finally:
     jax.config.update("jax_enable_x64", False)
+
+
+@pytest.mark.parametrize("mode, with_ref", [("token_mean", True), ("seq_mean_token_mean", False)])
+def test_training_loss_equals_plain_composition(mode, with_ref):
+  """rl.train._loss (one-sweep kernel) = sequence_logprobs + grpo_loss: value, stats, grads."""
+  import dataclasses
+  from rl import train
+  from rl.config import TrainConfig
+  from vlm_jax import config as config_lib, logprobs, params as params_lib
+  config = config_lib.get_config("tiny")
+  config = dataclasses.replace(config, vision=None, architecture="qwen2", text=dataclasses.replace(
+      config.text, mrope_section=None, vocab_size=512))
+  params = params_lib.init_params(config, jax.random.key(0))
+  rng = np.random.RandomState(1)
+  r, t, k = 4, 24, 9
+  inputs = {"input_ids": jnp.asarray(rng.randint(0, 512, (r, t)), jnp.int32),
+            "token_mask": jnp.ones((r, t), bool),
+            "positions": jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (3, r, t))}
+  mask = jnp.asarray(rng.rand(r, k) < 0.8, jnp.float32).at[3].set(0.0)  # row 3: no tokens
+  logp0, _ = logprobs.sequence_logprobs(params, config, inputs, last=k)
+  old = logp0 + jnp.asarray(rng.normal(0, 0.2, (r, k)), jnp.float32)
+  ref = logp0 + jnp.asarray(rng.normal(0, 0.2, (r, k)), jnp.float32) if with_ref else None
+  adv = jnp.asarray(rng.randn(r), jnp.float32)
+  tc = TrainConfig(kl_coef=0.05, loss_agg=mode, clip_low=0.1, clip_high=0.3)
+
+  def plain(p):
+    logp, ent = logprobs.sequence_logprobs(p, config, inputs, chunk_t=7, last=k)
+    loss, stats = grpo.grpo_loss(logp, old, ref, adv, mask, clip_low=0.1, clip_high=0.3,
+                                 kl_coef=0.05, mode=mode, entropy=ent)
+    return 0.5 * loss, stats
+
+  (want, want_stats), want_g = jax.value_and_grad(plain, has_aux=True)(params)
+  (got, got_stats), got_g = train._grad(params, config, inputs, mask, old, ref, adv,
+                                        np.float32(0.5), tc)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+  assert sorted(got_stats) == sorted(want_stats)
+  for key in want_stats:
+    np.testing.assert_allclose(got_stats[key], want_stats[key], rtol=1e-5, atol=1e-6, err_msg=key)
+  flat_want = dict(jax.tree_util.tree_leaves_with_path(want_g))
+  for path, g in jax.tree_util.tree_leaves_with_path(got_g):
+    np.testing.assert_allclose(g, flat_want[path], atol=1e-5, rtol=1e-4, err_msg=str(path))
+  assert float(jnp.abs(got_g["text"]["lm_head"]["kernel"]).max()) > 1e-4

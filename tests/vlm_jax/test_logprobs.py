@@ -43,6 +43,63 @@ def test_gradients_match_naive(chunk_t, chunk_v):
     np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
 
 
+def _grpo_like(logp, ent, aux):
+  """A nonlinear per-token loss of log p and entropy (ratio, clip, k3 KL, entropy bonus)."""
+  ratio = jnp.exp(logp - aux["old"])
+  pg = -jnp.minimum(ratio * aux["adv"], jnp.clip(ratio, 0.8, 1.2) * aux["adv"])
+  d = aux["ref"] - logp
+  return aux["weight"] * (pg + 0.1 * (jnp.exp(d) - d - 1.0) - 0.01 * ent)
+
+
+@pytest.mark.parametrize("chunk_t, chunk_v", [(8, None), (5, 24), (37, 32)])
+def test_token_loss_matches_naive(chunk_t, chunk_v):
+  """The one-sweep value + gradient kernel = autodiff through the full logits."""
+  hidden, w, targets = _inputs(3)
+  keys = jax.random.split(jax.random.key(4), 4)
+  naive_logp, _ = logprobs.naive_logprobs_and_entropy(hidden, w, targets)
+  aux = {"old": naive_logp + 0.3 * jax.random.normal(keys[0], (B, T)),
+         "ref": naive_logp + 0.3 * jax.random.normal(keys[1], (B, T)),
+         "adv": jax.random.normal(keys[2], (B, T)),
+         "weight": jax.random.uniform(keys[3], (B, T)) / (B * T)}
+
+  def naive(h, w_):
+    logp, ent = logprobs.naive_logprobs_and_entropy(h, w_, targets)
+    return jnp.sum(_grpo_like(logp, ent, aux))
+
+  fused = jax.jit(lambda h, w_: logprobs.token_loss(h, w_, targets, _grpo_like, aux, chunk_t,
+                                                    chunk_v))
+  loss, logp, ent = fused(hidden, w)
+  np.testing.assert_allclose(loss, naive(hidden, w), rtol=1e-5, atol=1e-6)
+  want_logp, want_ent = logprobs.naive_logprobs_and_entropy(hidden, w, targets)
+  np.testing.assert_allclose(logp, want_logp, atol=1e-5)
+  np.testing.assert_allclose(ent, want_ent, atol=1e-5)
+  want = jax.grad(naive, (0, 1))(hidden, w)
+  # a scaled cotangent (e.g. a loss weight outside) must scale the gradient
+  got = jax.jit(jax.grad(lambda h, w_: 3.0 * fused(h, w_)[0], (0, 1)))(hidden, w)
+  assert jnp.abs(want[0]).max() > 1e-3 and jnp.abs(want[1]).max() > 1e-3
+  for g, e in zip(got, want):
+    np.testing.assert_allclose(g, 3.0 * e, atol=1e-5, rtol=1e-5)
+
+
+def test_token_loss_bfloat16_params_give_bfloat16_grads():
+  hidden, w, targets = _inputs(5)
+  hidden, w = hidden.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+  aux = {"weight": jnp.ones((B, T))}
+  fn = lambda lp, e, a: -a["weight"] * lp
+  gh, gw = jax.grad(lambda h, w_: logprobs.token_loss(h, w_, targets, fn, aux, 8)[0],
+                    (0, 1))(hidden, w)
+  assert gh.dtype == jnp.bfloat16 and gw.dtype == jnp.bfloat16
+  want = jax.grad(lambda h, w_: -jnp.sum(logprobs.naive_logprobs_and_entropy(
+      h.astype(jnp.float32), w_.astype(jnp.float32), targets)[0]), (0, 1))(hidden, w)
+  np.testing.assert_allclose(gw.astype(jnp.float32), want[1], atol=0.05, rtol=0.05)
+
+
+def test_token_loss_rejects_misshaped_aux():
+  hidden, w, targets = _inputs()
+  with pytest.raises(ValueError, match="aux\\['weight'\\]"):
+    logprobs.token_loss(hidden, w, targets, lambda lp, e, a: lp, {"weight": jnp.ones((B, 3))})
+
+
 def test_chunk_v_must_divide_vocab():
   hidden, w, targets = _inputs()
   with pytest.raises(ValueError, match="chunk_v"):
