@@ -17,7 +17,7 @@ run() {  # name, seconds, command...
   echo "=== $name: $*"
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
-  grep -v -i "warn\|^\s*$\|Writing model shards" "$OUT/$name.log" | tail -n 25
+  grep -v -i "warn\|^\s*$\|Writing model shards" "$OUT/$name.log" | tail -n 40
   echo "=== $name: exit $rc after $((SECONDS - start)) s"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
@@ -31,6 +31,6 @@ run logprobs.d3584 60 $PY bench/logprobs.py --d 3584 --runs 3
 run decode_7b 240 $PY bench/decode.py --preset 7b --batch 1,16,64 --runs 2
 run train_step_7b 120 $PY bench/train_step.py --preset 7b --layers 8 --batch 8 --prompt 512 \
   --response 512 --dtype bfloat16 --peak-tflops 989 --runs 3
-run tests 200 env JAX_DEFAULT_MATMUL_PRECISION=highest $PY -m pytest -q -p no:cacheprovider \
-  tests/vlm_jax/test_logprobs.py tests/vlm_jax/test_sampler.py tests/vlm_jax/test_model_parity.py \
-  tests/rl/test_grpo.py
+run tests 300 env JAX_DEFAULT_MATMUL_PRECISION=highest $PY -m pytest -q -p no:cacheprovider \
+  --tb=short -rfE tests/vlm_jax/test_model_parity.py tests/vlm_jax/test_logprobs.py \
+  tests/vlm_jax/test_sampler.py tests/rl/test_grpo.py

@@ -57,6 +57,9 @@ def main():
   from vlm_jax.sampler import Sampler, SamplingParams
   torch.set_num_threads(args.threads)
   device = args.torch_device or ("cuda" if torch.cuda.is_available() else "cpu")
+  # float32 means float32: cuDNN convolutions (the patch embedding) use TF32 by default
+  torch.backends.cudnn.allow_tf32 = False
+  torch.backends.cuda.matmul.allow_tf32 = False
   torch.manual_seed(0)
   model = transformers.Qwen2_5_VLForConditionalGeneration(bench_config()).eval()
   with torch.no_grad():  # varied continuations (random 0.02-init models repeat one token)

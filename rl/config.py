@@ -31,6 +31,7 @@ class TrainConfig:
   clip_high: float = 0.2
   kl_coef: float = 1e-2
   loss_agg: str = "token_mean"
+  logprob_chunk_t: int = 256        # sequence rows per LM-head chunk of the log-prob kernel
   scale_adv_by_std: bool = True
   format_weight: float = 0.1
   accuracy_weight: float = 1.0

@@ -51,14 +51,14 @@ def target_text(example, answers: str = "correct", seed: int = 0) -> str:
   return f"<think>{statement.rstrip('.')}.</think><answer>{letter}</answer>"
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
-def _nll_grad(params, model_config, inputs, mask):
+@functools.partial(jax.jit, static_argnums=(1, 4))
+def _nll_grad(params, model_config, inputs, mask, chunk_t: int):
   aux = {"weight": mask.astype(jnp.float32) / jnp.maximum(jnp.sum(mask), 1.0)}
   nll = lambda logp, _, a: -a["weight"] * logp
 
   def loss(p):
     return logprobs_lib.sequence_token_loss(p, model_config, inputs, nll, aux,
-                                            last=mask.shape[1], chunk_t=256)[0]
+                                            last=mask.shape[1], chunk_t=chunk_t)[0]
   return jax.value_and_grad(loss)(params)
 
 
@@ -100,7 +100,7 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
     sampler = Sampler(params, model_config, processor, mesh=mesh)
     batch = data.items_for_step(examples, step, config)
     inputs, mask = _batch(sampler, processor, preset, batch, config)
-    loss, grads = _nll_grad(params, model_config, inputs, mask)
+    loss, grads = _nll_grad(params, model_config, inputs, mask, config.logprob_chunk_t)
     updates, opt_state = opt.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     losses.append(float(loss))

@@ -57,7 +57,7 @@ def _loss(params, model_config, inputs, mask, old, ref, adv, weight, config: Tra
   aux = grpo.token_aux(old, ref, adv, mask, config.loss_agg)
   loss, logp, entropy = logprobs_lib.sequence_token_loss(
       params, model_config, inputs, lambda lp, _, a: token_fn(lp, a), aux, last=mask.shape[1],
-      chunk_t=256)
+      chunk_t=config.logprob_chunk_t)
   stats = grpo.diagnostics(logp, old, ref, adv, mask, clip_low=config.clip_low,
                            clip_high=config.clip_high, mode=config.loss_agg, entropy=entropy)
   return loss * weight, stats
@@ -69,9 +69,10 @@ def _grad(params, model_config, inputs, mask, old, ref, adv, weight, config):
                                                  adv, weight, config)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 3))
-def _ref_logprobs(params, model_config, inputs, last: int):
-  return logprobs_lib.sequence_logprobs(params, model_config, inputs, chunk_t=256, last=last)[0]
+@functools.partial(jax.jit, static_argnums=(1, 3, 4))
+def _ref_logprobs(params, model_config, inputs, last: int, chunk_t: int):
+  return logprobs_lib.sequence_logprobs(params, model_config, inputs, chunk_t=chunk_t,
+                                        last=last)[0]
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
@@ -151,7 +152,8 @@ class Trainer:
 
   def _update(self, ro: rollout.Rollouts) -> dict:
     batches = list(self._micro_batches(ro))
-    refs = [_ref_logprobs(self.ref_params, self.model_config, b[0], b[1].shape[1])
+    refs = [_ref_logprobs(self.ref_params, self.model_config, b[0], b[1].shape[1],
+                          self.config.logprob_chunk_t)
             for b in batches]
     stats = {}
     for _ in range(self.config.updates_per_batch):

@@ -131,6 +131,15 @@ def hf_logits(model, batch) -> np.ndarray:
     return model(**tensors).logits.float().numpy()
 
 
+def hf_truncates_video_seconds() -> bool:
+  """Whether the installed transformers rounds second_per_grid_ts down to an int in
+  Qwen2.5-VL's M-RoPE index (5.17 does: `int(next(second_per_grid_ts))`; 5.24 does not, and
+  neither does the released Qwen2.5-VL code). A fractional value then gives other positions."""
+  import inspect
+  from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl
+  return "int(next(second_per_grid_ts))" in inspect.getsource(modeling_qwen2_5_vl)
+
+
 def hf_greedy(model, batch, max_new_tokens: int, pad_id: int = 0) -> np.ndarray:
   """transformers' `generate(do_sample=False)` continuation tokens, no eos stopping."""
   import torch

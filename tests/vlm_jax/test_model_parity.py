@@ -39,6 +39,10 @@ def tmp_root(tmp_path_factory):
 def test_logits_match_transformers(name, case, tmp_root):
   model, config, params = _models(name, tmp_root)
   samples, padding = CASES[case]
+  fractional = any(isinstance(part, tuple) and part[0] == "video" and part[2] % 1
+                   for sample in samples for part in sample)
+  if fractional and hf_models.hf_truncates_video_seconds():
+    pytest.skip("this transformers truncates fractional second_per_grid_ts to an int")
   batch = hf_models.build_batch(samples, config.vision.patch_dim, padding)
   want = hf_models.hf_logits(model, batch)
   got = np.asarray(vlm_jax.forward(params, config, **batch))
