@@ -28,6 +28,9 @@ run sampler 120 env JAX_DEFAULT_MATMUL_PRECISION=highest XLA_PYTHON_CLIENT_PREAL
   $PY bench/sampler.py --runs 3
 run logprobs.d512 60 $PY bench/logprobs.py --d 512 --runs 3
 run logprobs.d3584 60 $PY bench/logprobs.py --d 3584 --runs 3
+# the [D, V] gradient update per sequence chunk is memory-bound below ~400 rows (RESULTS.md)
+run logprobs.d3584c512 60 $PY bench/logprobs.py --d 3584 --chunk-t 512 --runs 3
+run logprobs.d512c512 60 $PY bench/logprobs.py --d 512 --chunk-t 512 --runs 3
 run decode_7b 240 $PY bench/decode.py --preset 7b --batch 1,16,64 --runs 2
 run train_step_7b 120 $PY bench/train_step.py --preset 7b --layers 8 --batch 8 --prompt 512 \
   --response 512 --dtype bfloat16 --peak-tflops 989 --runs 3

@@ -4,6 +4,8 @@ KV cache (explicit, functional): {"k", "v": [L, B, S, K, H], "mask": [B, S] bool
 token), "end": int32 scalar (next free slot)}. A call with T new tokens writes slots
 end..end+T-1 and returns the updated cache; query t may attend slot s iff s <= end + t and the
 slot is a real token. Without a cache, S = T and the same rule applies with end = 0.
+With per-layer params (`unstack_layers`, the decode loop) k and v are lists of per-layer
+[B, S, K, H] caches instead.
 """
 
 from __future__ import annotations
@@ -49,9 +51,12 @@ def _write(cache: jax.Array, new: jax.Array, layer, end) -> jax.Array:
 
 
 def _fuse(p: dict) -> dict:
-  """One layer's params with q/k/v and gate/up concatenated into single matmuls."""
+  """One layer's params with q/k/v and gate/up concatenated into single matmuls and the output
+  projection flattened to [N * H, D] (a plain matmul: the [N, H, D] einsum made XLA copy a
+  transposed weight on every decode step)."""
   flat = lambda w: w.reshape(w.shape[0], -1)
   out = {k: v for k, v in p.items() if k not in ("q", "k", "v")}
+  out["o"] = dict(p["o"], kernel=p["o"]["kernel"].reshape(-1, p["o"]["kernel"].shape[-1]))
   out["qkv"] = {"kernel": jnp.concatenate([flat(p[n]["kernel"]) for n in "qkv"], -1)}
   if "bias" in p["q"]:
     out["qkv"]["bias"] = jnp.concatenate([p[n]["bias"].reshape(-1) for n in "qkv"])
@@ -71,6 +76,9 @@ def unstack_layers(stacked: dict, cache: dict | None = None):
   the weights, which XLA materialises as a copy on every step of a decode loop (on CPU that
   copy tripled the weight traffic of a decode step), and fewer, wider matmuls, which matters
   for the few-row matmuls of a decode step. Costs one copy of the layer weights.
+  (A heads-major per-layer cache, k [B, K, H, S] / v [B, K, S, H], removes XLA's per-step
+  transposed copies of the cache, but its slot writes are not done in place and the decode
+  got 5-8% slower on CPU; the cache stays [B, S, K, H].)
   """
   num = jax.tree.leaves(stacked)[0].shape[0]
   per_layer = [_fuse(jax.tree.map(lambda a, i=i: a[i], stacked)) for i in range(num)]
@@ -89,7 +97,10 @@ def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig):
     kv = (_write(kv[0], k, layer, end), _write(kv[1], v, layer, end))
     k, v = kv if layer is None else (kv[0][layer], kv[1][layer])
   attn = layers.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
-  x = x + jnp.einsum("BTNH,NHD->BTD", attn, p["o"]["kernel"])
+  if p["o"]["kernel"].ndim == 2:  # flattened by `unstack_layers`
+    x = x + attn.reshape(*attn.shape[:2], -1) @ p["o"]["kernel"]
+  else:
+    x = x + jnp.einsum("BTNH,NHD->BTD", attn, p["o"]["kernel"])
   if config.o_bias:
     x = x + p["o"]["bias"]
   h = layers.rms_norm(x, p["post_norm"]["scale"], config.rms_norm_eps)
