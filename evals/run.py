@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
   p.add_argument("--dtype", default="bfloat16", help="parameter dtype (float32 on CPU tests)")
   p.add_argument("--seed", type=int, default=0, help="wrong-option draws and sampling")
+  p.add_argument("--scanned-decode", action="store_true",
+                 help="decode through the stacked layer weights instead of per-layer copies "
+                      "(slower, saves one copy of the layer weights while decoding)")
   p.add_argument("--synthetic-n", type=int, default=40, help="size of the synthetic benchmark")
   p.add_argument("--text-generator", default=None,
                  help="local checkpoint that writes captions/thinks (default: templates)")
@@ -198,7 +201,8 @@ def main(argv=None) -> int:
     judge = judge_lib.make_judge(args.judge,
                                  generate_fn_factory=_local_generate_factory(args, mesh),
                                  **judge_kw)
-  engine = Engine(Sampler(params, config, processor, mesh=mesh), processor,
+  sampler = Sampler(params, config, processor, mesh=mesh, unstack_layers=not args.scanned_decode)
+  engine = Engine(sampler, processor,
                   presets_lib.get_preset(args.preset), judge, args.max_new_tokens, model_name,
                   seed=args.seed, temperature=args.temperature)
   texts = None

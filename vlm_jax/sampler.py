@@ -209,10 +209,10 @@ class Sampler:
   processor: a `vlm_jax.processor.Processor` (for texts, stop strings and `generate`); mesh: a
   `jax.sharding.Mesh` the params are already placed on (`load_hf(..., mesh=)`).
   unstack_layers: decode over per-layer copies of the layer weights (`text.unstack_layers`):
-  one extra copy of the layer weights while a decode runs, for decode steps 2.6x faster at 7B
-  shapes on an H200 and ~1.3x on CPU (bench/RESULTS.md: the scanned loop copies each layer's
-  weight slice on every step). Pass False where that copy does not fit beside the training
-  state.
+  one extra copy of the layer weights (sharded like them) while a decode runs, for decode steps
+  2.6x faster at 7B shapes on an H200 and faster on CPU too (bench/RESULTS.md: the scanned
+  loop copies each layer's weight slice on every step). Pass False where that copy does not
+  fit (`evals.run --scanned-decode`, `rollout_unstack_layers=false` in training).
   """
 
   def __init__(self, params: dict, config: ModelConfig, processor=None, mesh=None,

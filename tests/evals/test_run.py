@@ -96,3 +96,15 @@ def test_images_the_processor_rejects_become_bad_items():
   reason = run._usable(None, [Image.new("RGB", (6000, 28))], ImageProcessorConfig())
   assert "aspect ratio" in reason
   assert run._usable(None, [Image.new("RGB", (64, 48))], ImageProcessorConfig()) is None
+
+
+def test_scanned_decode_gives_the_same_records(tmp_path):
+  """--scanned-decode (stacked weights, no per-layer copy) changes memory, not results."""
+  outs = []
+  for flag in ([], ["--scanned-decode"]):
+    out = str(tmp_path / f"out{len(outs)}")
+    assert run.main(["--benchmarks", "synthetic", "--variants", "base,wrong_think", "--out", out,
+                     "--limit", "3", "--synthetic-n", "3"] + COMMON + flag) == 0
+    outs.append([{k: v for k, v in r.items() if "time" not in k} for r in _records(out)])
+  assert len(outs[0]) == 6 and any(r["output"] for r in outs[0])
+  assert outs[0] == outs[1]
