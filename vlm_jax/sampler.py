@@ -72,9 +72,10 @@ class _Spec:
   top_p: bool
 
 
-def _argmax(z: jax.Array) -> jax.Array:
-  """First index of the maximum over the last axis (= jnp.argmax; that is ~4x slower on CPU)."""
-  hit = z == z.max(-1, keepdims=True)
+def _argmax(z: jax.Array, z_max: jax.Array | None = None) -> jax.Array:
+  """First index of the maximum over the last axis (= jnp.argmax; that is ~4x slower on CPU).
+  z_max: max(z) over the last axis when already known."""
+  hit = z == (z.max(-1) if z_max is None else z_max)[..., None]
   return jnp.min(jnp.where(hit, jnp.arange(z.shape[-1], dtype=jnp.int32), z.shape[-1]), -1)
 
 
@@ -95,11 +96,11 @@ def _choose(logits, key, spec: _Spec, temperature, top_p):
   return _argmax(z + noise)  # Gumbel-max sampling, one key per row
 
 
-def _logp_entropy(z: jax.Array, token: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _logp_entropy(z: jax.Array, token: jax.Array, z_max: jax.Array | None = None):
   """log softmax(z)[token] and the entropy of softmax(z) [rows], with one exp pass over the
   vocabulary: with d = z - max, e = exp(d), S = sum e: log p = d[token] - log S and
-  H = log S - sum(e * d) / S."""
-  d = z - jnp.max(z, -1, keepdims=True)
+  H = log S - sum(e * d) / S. z_max: max(z) [rows] when already known."""
+  d = z - (jnp.max(z, -1) if z_max is None else z_max)[:, None]
   e = jnp.exp(d)
   total = jnp.sum(e, -1)
   log_total = jnp.log(total)
@@ -162,11 +163,17 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
     step_key = jax.random.fold_in(controls["rng"], s["step"])
     key = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(controls["row_ids"])
     # vision placeholder tokens are never sampled: a generated one has no pixels behind it
-    banned = jnp.zeros(z.shape[-1], bool).at[controls["banned"]].set(True, mode="drop")
-    token = _choose(jnp.where(banned, -jnp.inf, z), key, spec, controls["temperature"],
-                    controls["top_p"])
+    allowed = z.at[:, controls["banned"]].set(-jnp.inf, mode="drop")
+    if spec.greedy:  # one max serves the argmax and, with the banned logits, the softmax
+      allowed_max = jnp.max(allowed, -1)
+      token = _argmax(allowed, allowed_max)
+      banned_max = jnp.max(jnp.take(z, controls["banned"], axis=1, mode="clip"), -1)
+      z_max = jnp.maximum(allowed_max, banned_max)
+    else:
+      token = _choose(allowed, key, spec, controls["temperature"], controls["top_p"])
+      z_max = None
     token = jnp.where(s["done"], controls["pad_id"], token)
-    logp, entropy = _logp_entropy(z, token)
+    logp, entropy = _logp_entropy(z, token, z_max)
     live = ~s["done"]
     tail = jnp.concatenate([s["tail"][:, 1:], token[:, None]], 1)
     done = s["done"] | _stop_hit(tail, controls["stop_seqs"], controls["stop_ids"], token)
