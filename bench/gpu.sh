@@ -1,15 +1,15 @@
 #!/bin/bash
 # The benchmarks that need an accelerator, each under its own time limit, in one call (device
 # time is scarce). Logs go to $OUT/<name>.log (default bench/out/).
-#   bash bench/gpu.sh                       # all of them
-#   bash bench/gpu.sh logprobs decode_7b    # some of them; `tests` runs GPU-side test files
+#   bash bench/gpu.sh                       # all of them (~9 minutes on an H200)
+#   bash bench/gpu.sh logprobs decode_7b    # some: logprobs tests sampler decode_7b train_step_7b
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 PY=${PYTHON:-python3}
-STEPS=${*:-sampler logprobs decode_7b train_step_7b}
+STEPS=${*:-logprobs tests sampler decode_7b train_step_7b}
 run() {  # name, seconds, command...
   local name=$1 limit=$2 start=$SECONDS
   shift 2
@@ -23,17 +23,18 @@ run() {  # name, seconds, command...
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
 $PY -c "import jax, flax, optax, torch, transformers; print('jax', jax.__version__, jax.devices(), \
 'flax', flax.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
-# float32 parity with torch, which does not use TF32 by default
-run sampler 120 env JAX_DEFAULT_MATMUL_PRECISION=highest XLA_PYTHON_CLIENT_PREALLOCATE=false \
-  $PY bench/sampler.py --runs 3
+# In priority order: a call cut short keeps the most wanted results.
 run logprobs.d512 60 $PY bench/logprobs.py --d 512 --runs 3
 run logprobs.d3584 60 $PY bench/logprobs.py --d 3584 --runs 3
 # the [D, V] gradient update per sequence chunk is memory-bound below ~400 rows (RESULTS.md)
-run logprobs.d3584c512 60 $PY bench/logprobs.py --d 3584 --chunk-t 512 --runs 3
 run logprobs.d512c512 60 $PY bench/logprobs.py --d 512 --chunk-t 512 --runs 3
+run logprobs.d3584c512 60 $PY bench/logprobs.py --d 3584 --chunk-t 512 --runs 3
+run tests 240 env JAX_DEFAULT_MATMUL_PRECISION=highest $PY -m pytest -q -p no:cacheprovider \
+  --tb=short -rfE tests/vlm_jax/test_model_parity.py tests/vlm_jax/test_logprobs.py \
+  tests/vlm_jax/test_sampler.py tests/rl/test_grpo.py
+# float32 parity with torch (the script turns torch's TF32 off)
+run sampler 120 env JAX_DEFAULT_MATMUL_PRECISION=highest XLA_PYTHON_CLIENT_PREALLOCATE=false \
+  $PY bench/sampler.py --runs 3
 run decode_7b 240 $PY bench/decode.py --preset 7b --batch 1,16,64 --runs 2
 run train_step_7b 120 $PY bench/train_step.py --preset 7b --layers 8 --batch 8 --prompt 512 \
   --response 512 --dtype bfloat16 --peak-tflops 989 --runs 3
-run tests 300 env JAX_DEFAULT_MATMUL_PRECISION=highest $PY -m pytest -q -p no:cacheprovider \
-  --tb=short -rfE tests/vlm_jax/test_model_parity.py tests/vlm_jax/test_logprobs.py \
-  tests/vlm_jax/test_sampler.py tests/rl/test_grpo.py
