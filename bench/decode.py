@@ -12,6 +12,10 @@ with the read bandwidth measured in the same run (a jitted sum over 4 GiB;
 prefill (the same compiled prefill, timed alone), over --new-tokens steps. Each batch size is run
 with the layers scanned over the stacked weights and with per-layer weights (`unstack_layers`).
 
+With --hf, transformers' `generate` (Qwen2ForCausalLM of the same shapes and dtype, its own
+random init, SDPA attention, static shapes off) is timed the same way as a reference: the
+decode time of a --new-tokens call minus a 1-token call.
+
   python bench/decode.py                       # 7B shapes; needs an accelerator (~16 GB weights)
   python bench/decode.py --preset tiny --batch 1,4 --prompt 32 --new-tokens 16   # CPU smoke run
 """
@@ -41,7 +45,10 @@ def main():
   parser.add_argument("--dtype", default="bfloat16")
   parser.add_argument("--unstack", default="both", choices=["both", "yes", "no"])
   parser.add_argument("--runs", type=int, default=3)
+  parser.add_argument("--hf", action="store_true", help="also time transformers' generate")
   args = parser.parse_args()
+  if args.hf:  # share the device with torch: allocate on demand instead of 75% up front
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   import jax
   import jax.numpy as jnp
   from vlm_jax import config as config_lib, params as params_lib, sampler as sampler_lib
@@ -83,19 +90,55 @@ def main():
       floor = (weight_bytes + b * live * kv_per_token) / bandwidth
       rows.append((b, unstack, compile_s, t_prefill, step, floor))
       del sampler
+    if args.hf:
+      rows.append((b, "hf", 0.0, float("nan"), hf_step(config, args, batch), floor))
   device = jax.devices()[0]
   print(f"{args.preset} text decoder, {text.num_layers} layers, {args.dtype}, prompt "
         f"{args.prompt}, {args.new_tokens} new tokens, greedy; {device.device_kind} "
         f"({device.platform}), jax {jax.__version__}")
   print(f"weights read per step {weight_bytes / 1e9:.2f} GB; KV cache {kv_per_token / 1e3:.1f} kB "
         f"per token; measured read bandwidth {bandwidth / 1e12:.2f} TB/s")
-  print("| batch | layers | compile+first s | prefill ms | decode ms/step | tokens/s | "
+  print("| batch | decode | compile+first s | prefill ms | decode ms/step | tokens/s | "
         "roofline tokens/s | of roofline |")
   print("|---|---|---|---|---|---|---|---|")
   for b, unstack, compile_s, t_prefill, step, floor in rows:
-    print(f"| {b} | {'per-layer' if unstack else 'scanned'} | {compile_s:.1f} | "
-          f"{t_prefill * 1e3:.1f} | {step * 1e3:.2f} | {b / step:.0f} | {b / floor:.0f} | "
-          f"{floor / step:.0%} |")
+    kind = {"hf": "transformers generate", True: "per-layer", False: "scanned"}[unstack]
+    ours = unstack != "hf"
+    print(f"| {b} | {kind} | {f'{compile_s:.1f}' if ours else '-'} | "
+          f"{f'{t_prefill * 1e3:.1f}' if ours else '-'} | {step * 1e3:.2f} | {b / step:.0f} | "
+          f"{b / floor:.0f} | {floor / step:.0%} |")
+
+
+def hf_step(config, args, batch) -> float:
+  """Seconds per decode step of transformers' generate on a Qwen2 model of these shapes."""
+  import torch
+  import transformers
+  text = config.text
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  dtype = getattr(torch, args.dtype)
+  hf_config = transformers.Qwen2Config(
+      vocab_size=text.vocab_size, hidden_size=text.hidden_size,
+      intermediate_size=text.intermediate_size, num_hidden_layers=text.num_layers,
+      num_attention_heads=text.num_heads, num_key_value_heads=text.num_kv_heads,
+      rms_norm_eps=text.rms_norm_eps, tie_word_embeddings=text.tie_word_embeddings,
+      max_position_embeddings=max(text.max_position_embeddings, args.prompt + args.new_tokens))
+  with torch.device(device):
+    model = transformers.Qwen2ForCausalLM._from_config(hf_config, dtype=dtype).eval()
+  ids = torch.tensor(batch["input_ids"], device=device)
+
+  def generate(n):
+    with torch.no_grad():
+      out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                           max_new_tokens=n, min_new_tokens=n, eos_token_id=None, pad_token_id=0)
+    out.cpu()
+
+  generate(2)  # warm-up
+  t_full = median_time(lambda: generate(args.new_tokens + 1), args.runs)
+  t_one = median_time(lambda: generate(1), args.runs)
+  del model
+  if device == "cuda":
+    torch.cuda.empty_cache()
+  return (t_full - t_one) / args.new_tokens
 
 
 def text_head(params, config):

@@ -35,6 +35,6 @@ run tests 240 env JAX_DEFAULT_MATMUL_PRECISION=highest $PY -m pytest -q -p no:ca
 # float32 parity with torch (the script turns torch's TF32 off)
 run sampler 120 env JAX_DEFAULT_MATMUL_PRECISION=highest XLA_PYTHON_CLIENT_PREALLOCATE=false \
   $PY bench/sampler.py --runs 3
-run decode_7b 240 $PY bench/decode.py --preset 7b --batch 1,16,64 --runs 2
+run decode_7b 300 $PY bench/decode.py --preset 7b --batch 1,16,64 --runs 2 --hf
 run train_step_7b 120 $PY bench/train_step.py --preset 7b --layers 8 --batch 8 --prompt 512 \
   --response 512 --dtype bfloat16 --peak-tflops 989 --runs 3
