@@ -40,7 +40,7 @@ class Engine:
     self.model_name, self.seed = model_name, seed
     self.sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
                                    seed=seed, stop_token_ids=processor.stop_token_ids,
-                                   stop_strings=("</answer>",))
+                                   stop_strings=("</answer>",), logprobs=False)
     self.table = letter_table(processor.tokenizer)
     self.stem_ids = processor.tokenizer.encode(ANSWER_STEM, add_special_tokens=False)
 

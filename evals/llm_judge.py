@@ -34,7 +34,8 @@ def local_generate_fn(path: str, mesh=None, dtype: str = "bfloat16"):
             for m in message_lists]
     ids, mask = proc_lib.pad_rows(rows, pad, "left")
     out = sampler({"input_ids": ids, "attention_mask": mask},
-                  SamplingParams(max_new_tokens=max_new_tokens, stop_token_ids=eos))
+                  SamplingParams(max_new_tokens=max_new_tokens, stop_token_ids=eos,
+                                 logprobs=False))
     return [tokenizer.decode([int(t) for t in out.tokens[r, :out.lengths[r]] if t not in eos],
                              skip_special_tokens=True) for r in range(len(rows))]
 

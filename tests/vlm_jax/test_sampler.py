@@ -84,6 +84,20 @@ def test_top_k_1_and_tiny_top_p_are_greedy(lively):
     np.testing.assert_array_equal(got, greedy)
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.5])
+def test_tokens_only_mode_samples_the_same_tokens(lively, temperature):
+  """SamplingParams(logprobs=False) skips the per-step softmax statistics, nothing else."""
+  _, config, params, _ = lively
+  batch = hf_models.build_batch(BATCH[:2], config.vision.patch_dim)
+  s = Sampler(params, config, pad_id=0)
+  kw = dict(max_new_tokens=12, temperature=temperature, n=2, seed=3)
+  full, bare = s(batch, SamplingParams(**kw)), s(batch, SamplingParams(**kw, logprobs=False))
+  np.testing.assert_array_equal(full.tokens, bare.tokens)
+  np.testing.assert_array_equal(full.lengths, bare.lengths)
+  assert bare.logprobs is None and bare.entropies is None
+  assert np.all(full.logprobs[:, :1] < 0)
+
+
 def test_sampler_logprobs_equal_the_kernel(lively):
   """Rollout log-probs (temperature 1) == scoring the same sequences with the chunked kernel."""
   _, config, params, _ = lively
