@@ -85,8 +85,10 @@ def test_gradient_matches_finite_difference(mode):
     jax.config.update("jax_enable_x64", False)
 
 
-@pytest.mark.parametrize("mode, with_ref", [("token_mean", True), ("seq_mean_token_mean", False)])
-def test_training_loss_equals_plain_composition(mode, with_ref):
+@pytest.mark.parametrize("mode, with_ref, tied", [("token_mean", True, False),
+                                                  ("seq_mean_token_mean", False, False),
+                                                  ("token_mean", True, True)])
+def test_training_loss_equals_plain_composition(mode, with_ref, tied):
   """rl.train._loss (one-sweep kernel) = sequence_logprobs + grpo_loss: value, stats, grads."""
   import dataclasses
   from rl import train
@@ -94,7 +96,7 @@ def test_training_loss_equals_plain_composition(mode, with_ref):
   from vlm_jax import config as config_lib, logprobs, params as params_lib
   config = config_lib.get_config("tiny")
   config = dataclasses.replace(config, vision=None, architecture="qwen2", text=dataclasses.replace(
-      config.text, mrope_section=None, vocab_size=512))
+      config.text, mrope_section=None, vocab_size=512, tie_word_embeddings=tied))
   params = params_lib.init_params(config, jax.random.key(0))
   rng = np.random.RandomState(1)
   r, t, k = 4, 24, 9
@@ -124,4 +126,5 @@ def test_training_loss_equals_plain_composition(mode, with_ref):
   flat_want = dict(jax.tree_util.tree_leaves_with_path(want_g))
   for path, g in jax.tree_util.tree_leaves_with_path(got_g):
     np.testing.assert_allclose(g, flat_want[path], atol=1e-5, rtol=1e-4, err_msg=str(path))
-  assert float(jnp.abs(got_g["text"]["lm_head"]["kernel"]).max()) > 1e-4
+  head = got_g["text"]["embed"]["embedding"] if tied else got_g["text"]["lm_head"]["kernel"]
+  assert float(jnp.abs(head).max()) > 1e-4
