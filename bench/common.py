@@ -29,8 +29,6 @@ def timed(fn, runs):
   return statistics.median(times), min(times)
 
 
-
-
 def device_bandwidth(mbytes: int | None = None) -> float:
   """Bytes/s of a large sequential read on the default JAX device (best of 5).
 

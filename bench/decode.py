@@ -62,7 +62,7 @@ def main():
   dtype = jnp.dtype(args.dtype)
   params = jax.block_until_ready(params_lib.init_params(config, jax.random.key(0), dtype))
   weight_bytes = dtype.itemsize * (params_lib.count_params(params["text"]["layers"])
-                                   + params_lib.count_params(text_head(params, config)))
+                                   + text.hidden_size * text.vocab_size)  # + the LM head
   kv_per_token = 2 * text.num_layers * text.num_kv_heads * text.head_dim * dtype.itemsize
   bandwidth = device_bandwidth()
   sampling = sampler_lib.SamplingParams(max_new_tokens=args.new_tokens)
@@ -139,13 +139,6 @@ def hf_step(config, args, batch) -> float:
   if device == "cuda":
     torch.cuda.empty_cache()
   return (t_full - t_one) / args.new_tokens
-
-
-def text_head(params, config):
-  """The LM-head weight a decode step reads (the embedding when tied)."""
-  if config.text.tie_word_embeddings:
-    return params["text"]["embed"]
-  return params["text"]["lm_head"]
 
 
 def median_time(fn, runs: int) -> float:

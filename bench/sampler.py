@@ -2,8 +2,8 @@
 
 The ~50M-parameter config of bench/forward.py; batch 8 prompts of different lengths, each with a
 224x224 image (64 image tokens), left padded; greedy, exactly --new-tokens tokens per row (no eos),
-float32 (on a GPU, run with JAX_DEFAULT_MATMUL_PRECISION=highest: torch does not use TF32 by
-default); with CUDA, transformers runs on the GPU (`--torch-device`). Tokens/s = batch * new
+float32 (on a GPU the script turns torch's TF32 off; run it with
+JAX_DEFAULT_MATMUL_PRECISION=highest so JAX does not use TF32 either); with CUDA, transformers runs on the GPU (`--torch-device`). Tokens/s = batch * new
 tokens / wall time of the whole call (prefill included), median of --runs after a warm-up
 (which compiles ours). Ours runs twice: tokens only (`SamplingParams(logprobs=False)`, what
 `generate` computes) and with the per-token log-probs and entropies GRPO needs. The outputs are

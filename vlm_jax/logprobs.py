@@ -173,7 +173,9 @@ TokenFn = Callable[[jax.Array, jax.Array, dict], jax.Array]
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 5, 6))
 def _token_loss(hidden, w, targets, token_fn, aux, chunk_t, chunk_v):
-  return _token_loss_fwd(hidden, w, targets, token_fn, aux, chunk_t, chunk_v)[0]
+  """Without differentiation: the statistics alone, no gradient sweep."""
+  logp, ent, _, _ = _forward_stats(hidden, w, targets, chunk_t, chunk_v)
+  return jnp.sum(token_fn(logp, ent, aux), dtype=jnp.float32), logp, ent
 
 
 def _token_loss_fwd(hidden, w, targets, token_fn, aux, chunk_t, chunk_v):

@@ -51,12 +51,9 @@ def _write(cache: jax.Array, new: jax.Array, layer, end) -> jax.Array:
 
 
 def _fuse(p: dict) -> dict:
-  """One layer's params with q/k/v and gate/up concatenated into single matmuls and the output
-  projection flattened to [N * H, D] (a plain matmul: the [N, H, D] einsum made XLA copy a
-  transposed weight on every decode step)."""
+  """One layer's params with q/k/v and gate/up concatenated into single matmuls."""
   flat = lambda w: w.reshape(w.shape[0], -1)
   out = {k: v for k, v in p.items() if k not in ("q", "k", "v")}
-  out["o"] = dict(p["o"], kernel=p["o"]["kernel"].reshape(-1, p["o"]["kernel"].shape[-1]))
   out["qkv"] = {"kernel": jnp.concatenate([flat(p[n]["kernel"]) for n in "qkv"], -1)}
   if "bias" in p["q"]:
     out["qkv"]["bias"] = jnp.concatenate([p[n]["bias"].reshape(-1) for n in "qkv"])
@@ -97,10 +94,10 @@ def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig):
     kv = (_write(kv[0], k, layer, end), _write(kv[1], v, layer, end))
     k, v = kv if layer is None else (kv[0][layer], kv[1][layer])
   attn = layers.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
-  if p["o"]["kernel"].ndim == 2:  # flattened by `unstack_layers`
-    x = x + attn.reshape(*attn.shape[:2], -1) @ p["o"]["kernel"]
-  else:
-    x = x + jnp.einsum("BTNH,NHD->BTD", attn, p["o"]["kernel"])
+  # one [N*H, D] matmul (a free reshape): contracting (N, H) as an einsum made XLA copy a
+  # transposed o weight on every decode step
+  o = p["o"]["kernel"]
+  x = x + attn.reshape(*attn.shape[:2], -1) @ o.reshape(-1, o.shape[-1])
   if config.o_bias:
     x = x + p["o"]["bias"]
   h = layers.rms_norm(x, p["post_norm"]["scale"], config.rms_norm_eps)
