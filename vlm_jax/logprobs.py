@@ -79,8 +79,12 @@ def _vocab_stats(h: jax.Array, w: jax.Array, targets: jax.Array, chunk_v: int | 
 def _dlogits(z, targets, start, lse, mean_z, g, k):
   """dL/dz [B, C, Vc] for the vocabulary slice starting at `start` (see the module docstring)."""
   p = jnp.exp(z - lse[..., None])
-  onehot = (jnp.arange(z.shape[-1]) + start) == targets[..., None]
-  return g[..., None] * (onehot - p) - k[..., None] * p * (z - mean_z[..., None])
+  dz = -p * (g[..., None] + k[..., None] * (z - mean_z[..., None]))
+  # + g at the target: a scatter into dz, not a [B, C, Vc] one-hot (XLA materialises that)
+  local = targets - start
+  inside = (local >= 0) & (local < z.shape[-1])
+  b, c = jnp.indices(targets.shape)
+  return dz.at[b, c, jnp.clip(local, 0, z.shape[-1] - 1)].add(jnp.where(inside, g, 0.0))
 
 
 def _chunk_grads(h, w, targets, lse, mean_z, g, k, chunk_v: int | None, dw):
