@@ -75,16 +75,33 @@ class _Spec:
   stats: bool  # log-probs and entropies
 
 
-def _argmax(z: jax.Array, z_max: jax.Array | None = None) -> jax.Array:
-  """First index of the maximum over the last axis (= jnp.argmax; that is ~4x slower on CPU).
-  z_max: max(z) over the last axis when already known."""
-  hit = z == (z.max(-1) if z_max is None else z_max)[..., None]
-  return jnp.min(jnp.where(hit, jnp.arange(z.shape[-1], dtype=jnp.int32), z.shape[-1]), -1)
+def _first_index(z: jax.Array, value: jax.Array) -> jax.Array:
+  """First index along the last axis where z == value[..., None] (z.shape[-1] where none)."""
+  n = z.shape[-1]
+  return jnp.min(jnp.where(z == value[..., None], jnp.arange(n, dtype=jnp.int32), n), -1)
+
+
+def _argmax(z: jax.Array, block: int = 128) -> tuple[jax.Array, jax.Array]:
+  """(first index of the maximum, maximum) over the last axis of z [rows, V] (= jnp.argmax,
+  which is ~4x slower on CPU). Two levels: the max of each `block` of the vocabulary, then the
+  first block that holds the overall max, then the first hit inside it. One pass over z and
+  no [rows, V] temporaries (a flat first-index pass materialised two on XLA CPU)."""
+  rows, vocab = z.shape
+  if vocab % block or vocab <= block:
+    z_max = jnp.max(z, -1)
+    return _first_index(z, z_max), z_max
+  blocks = z.reshape(rows, vocab // block, block)
+  block_max = jnp.max(blocks, -1)
+  z_max = jnp.max(block_max, -1)
+  # clip: a row of NaNs has no hit; its token is then some valid id, as with jnp.argmax
+  first = jnp.minimum(_first_index(block_max, z_max), vocab // block - 1)
+  inside = jnp.take_along_axis(blocks, first[:, None, None], 1)[:, 0]
+  return first * block + jnp.minimum(_first_index(inside, z_max), block - 1), z_max
 
 
 def _choose(logits, key, spec: _Spec, temperature, top_p):
   if spec.greedy:
-    return _argmax(logits)
+    return _argmax(logits)[0]
   z = logits / temperature
   if spec.top_k:
     kth = jax.lax.top_k(z, spec.top_k)[0][..., -1:]
@@ -96,7 +113,7 @@ def _choose(logits, key, spec: _Spec, temperature, top_p):
     threshold = jnp.min(jnp.where(keep, desc, jnp.inf), -1, keepdims=True)
     z = jnp.where(z < threshold, -jnp.inf, z)
   noise = jax.vmap(lambda k: jax.random.gumbel(k, z.shape[-1:], jnp.float32))(key)
-  return _argmax(z + noise)  # Gumbel-max sampling, one key per row
+  return _argmax(z + noise)[0]  # Gumbel-max sampling, one key per row
 
 
 def _logp_entropy(z: jax.Array, token: jax.Array, z_max: jax.Array | None = None):
@@ -168,8 +185,7 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
     # vision placeholder tokens are never sampled: a generated one has no pixels behind it
     allowed = z.at[:, controls["banned"]].set(-jnp.inf, mode="drop")
     if spec.greedy:
-      allowed_max = jnp.max(allowed, -1)
-      token = _argmax(allowed, allowed_max)
+      token, allowed_max = _argmax(allowed)
     else:
       token = _choose(allowed, key, spec, controls["temperature"], controls["top_p"])
     token = jnp.where(s["done"], controls["pad_id"], token)

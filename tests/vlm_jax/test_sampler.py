@@ -224,3 +224,19 @@ def test_vision_placeholders_are_never_sampled(lively):
   assert (free.tokens == config.video_token_id).any()  # this model does emit one greedily
   out = Sampler(params, config, pad_id=0)(batch, SamplingParams(max_new_tokens=40))
   assert not np.isin(out.tokens, [config.image_token_id, config.video_token_id]).any()
+
+
+@pytest.mark.parametrize("vocab", [1000, 1024, 200, 100])
+def test_blocked_argmax_is_first_index_of_max(vocab):
+  """Ties inside a block, ties across blocks (the first wins), -inf and all-equal rows."""
+  rng = np.random.RandomState(vocab)
+  z = rng.randint(-3, 4, size=(6, vocab)).astype(np.float32)  # many ties
+  z[1] = -np.inf
+  z[1, vocab - 1] = 0.0
+  z[2] = 5.0
+  z[3, [vocab // 3, vocab - 2]] = 9.0
+  z[4] = rng.randn(vocab)
+  z[5, ::2] = -np.inf
+  token, z_max = sampler._argmax(jax.numpy.asarray(z))
+  np.testing.assert_array_equal(np.asarray(token), np.argmax(z, -1))
+  np.testing.assert_array_equal(np.asarray(z_max), z.max(-1))
