@@ -81,7 +81,7 @@ def main():
       inputs, _ = sampler.prepare(batch)
       cache_len = inputs["input_ids"].shape[1] + args.new_tokens
       prefill = lambda: jax.block_until_ready(sampler_lib._prefill(
-          params, config, inputs, 1, cache_len, None)["logits"])
+          params, config, inputs, 1, cache_len, None, unstack)["logits"])
       prefill()
       t_total = median_time(lambda: sampler(batch, sampling), args.runs)
       t_prefill = median_time(prefill, args.runs)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 
 import numpy as np
 import jax
@@ -131,22 +130,34 @@ def _logp_entropy(z: jax.Array, token: jax.Array, z_max: jax.Array | None = None
 def _kv_constraint(cache: dict, mesh) -> dict:
   if mesh is None:
     return cache
-  spec = sharding_lib.cache_spec(mesh, cache["k"].shape)
-  constrain = lambda x, s: jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, s))
-  return dict(cache, k=constrain(cache["k"], spec), v=constrain(cache["v"], spec))
+  constrain = lambda x: jax.lax.with_sharding_constraint(
+      x, jax.sharding.NamedSharding(mesh, sharding_lib.cache_spec(mesh, x.shape)))
+  return dict(cache, k=jax.tree.map(constrain, cache["k"]), v=jax.tree.map(constrain, cache["v"]))
 
 
-@functools.partial(jax.jit, static_argnums=(1, 3, 4, 5))
-def _prefill(params, config: ModelConfig, inputs, n: int, cache_len: int, mesh):
+@functools.partial(jax.jit, static_argnums=(1, 3, 4, 5, 6))
+def _prefill(params, config: ModelConfig, inputs, n: int, cache_len: int, mesh, per_layer: bool):
+  """The prompts once, then their KV cache (k, v: [L, B * n, S, K, H], or per-layer lists of
+  [B * n, S, K, H] for `_decode(unstack=True)`, which then donates them in place), last logits
+  and next M-RoPE position, each repeated for the n samples of a prompt."""
   TRACE_COUNTS["prefill"] += 1
-  x = jnp.repeat(model_lib.embed(params, config, inputs), n, axis=0)
-  mask = jnp.repeat(inputs["token_mask"], n, axis=0)
-  positions = jnp.repeat(inputs["positions"], n, axis=1)
-  cache = text.init_cache(config.text, x.shape[0], cache_len, x.dtype)
-  hidden, cache = text.decoder(params["text"], config.text, x, positions, mask,
-                               _kv_constraint(cache, mesh))
-  logits = text.lm_head(params["text"], config.text, hidden[:, -1])
-  next_pos = (mask.sum(-1) + jnp.repeat(inputs["rope_deltas"][:, 0], n)).astype(jnp.int32)
+  x = model_lib.embed(params, config, inputs)
+  hidden, kv = text.decoder(params["text"], config.text, x, inputs["positions"],
+                            inputs["token_mask"], return_kv=True)
+  t = x.shape[1]
+  rows = lambda a, axis=0: jnp.repeat(a, n, axis=axis)
+  if per_layer:  # [B, T, K, H] -> [B * n, S, K, H] per layer
+    grow = lambda a: jnp.pad(rows(a), ((0, 0), (0, cache_len - t), (0, 0), (0, 0)))
+    k, v = [grow(a) for a in kv["k"]], [grow(a) for a in kv["v"]]
+  else:  # [L, B, T, K, H] -> [L, B * n, S, K, H]
+    grow = lambda a: jnp.pad(rows(a, 1), ((0, 0), (0, 0), (0, cache_len - t), (0, 0), (0, 0)))
+    k, v = grow(jnp.stack(kv["k"]) if isinstance(kv["k"], list) else kv["k"]), grow(
+        jnp.stack(kv["v"]) if isinstance(kv["v"], list) else kv["v"])
+  mask = rows(inputs["token_mask"])
+  cache = {"k": k, "v": v, "mask": jnp.pad(mask, ((0, 0), (0, cache_len - t))),
+           "end": jnp.asarray(t, jnp.int32)}
+  logits = rows(text.lm_head(params["text"], config.text, hidden[:, -1]))
+  next_pos = (mask.sum(-1) + rows(inputs["rope_deltas"][:, 0])).astype(jnp.int32)
   return {"cache": _kv_constraint(cache, mesh), "logits": logits, "next_pos": next_pos}
 
 
@@ -171,9 +182,12 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
   TRACE_COUNTS["decode"] += 1
   rows = state["logits"].shape[0]
   if unstack:  # per-layer weights and cache: no weight copy per step (`text.unstack_layers`)
-    layer_list, cache = text.unstack_layers(params["text"]["layers"], state["cache"])
+    if isinstance(state["cache"]["k"], list):  # from `_prefill(per_layer=True)`
+      layer_list = text.unstack_layers(params["text"]["layers"])
+    else:
+      layer_list, cache = text.unstack_layers(params["text"]["layers"], state["cache"])
+      state = dict(state, cache=cache)
     params = dict(params, text=dict(params["text"], layers=layer_list))
-    state = dict(state, cache=cache)
 
   def cond(s):
     return (s["step"] < spec.max_new) & ~jnp.all(s["done"])
@@ -273,7 +287,8 @@ class Sampler:
     spec = _Spec(sampling.max_new_tokens, sampling.n, sampling.temperature == 0,
                  sampling.top_k, sampling.top_p < 1, sampling.logprobs)
     cache_len = inputs["input_ids"].shape[1] + sampling.max_new_tokens
-    out = _prefill(self.params, self.config, inputs, sampling.n, cache_len, self.mesh)
+    out = _prefill(self.params, self.config, inputs, sampling.n, cache_len, self.mesh,
+                   self.unstack_layers)
     stop_seqs = self._stop_sequences(sampling.stop_strings)
     live = np.repeat(np.arange(inputs["input_ids"].shape[0]) < rows, sampling.n)
     state = _init_state(out, spec, stop_seqs.shape[1], self.pad_id, live)
@@ -285,9 +300,7 @@ class Sampler:
                 "banned": jnp.asarray(self._banned(sampling), jnp.int32),
                 "row_ids": jnp.asarray(_row_ids(row_keys, rows, inputs["input_ids"].shape[0],
                                                 sampling.n))}
-    with warnings.catch_warnings():
-      warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
-      state = _decode(self.params, self.config, state, spec, controls, self.unstack_layers)
+    state = _decode(self.params, self.config, state, spec, controls, self.unstack_layers)
     return self._finish(state, rows * sampling.n, sampling)
 
   def next_token_logprobs(self, batch: dict, token_ids) -> np.ndarray:

@@ -156,12 +156,13 @@ def shard_inputs(inputs: dict, mesh: Mesh) -> dict:
 
 
 def cache_spec(mesh: Mesh, shape) -> P:
-  """KV cache [L, B, S, K, H]: batch over the batch axes, kv heads over tensor when it divides."""
+  """KV cache [L, B, S, K, H] (or one layer's [B, S, K, H]): batch over the batch axes, kv heads
+  over tensor when it divides."""
   batch = batch_axes(mesh) or None
   batch = batch[0] if batch and len(batch) == 1 else batch
   tensor = next((a for a in _TENSOR if a in mesh.shape), None)
-  heads = tensor if tensor and shape[3] % mesh.shape[tensor] == 0 else None
-  return P(None, batch, None, heads, None)
+  heads = tensor if tensor and shape[-2] % mesh.shape[tensor] == 0 else None
+  return P(*([None] * (len(shape) - 4)), batch, None, heads, None)
 
 
 def to_host(x) -> np.ndarray:

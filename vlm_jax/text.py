@@ -86,12 +86,15 @@ def unstack_layers(stacked: dict, cache: dict | None = None):
 
 
 def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig):
-  """One decoder layer; kv is None or the full (k, v) cache, carried so updates are in place."""
+  """One decoder layer -> (x, kv out). kv is None (kv out: this call's k and v [B, T, K, H]) or
+  the full (k, v) cache, carried so updates are in place (kv out: the updated cache)."""
   h = layers.rms_norm(x, p["input_norm"]["scale"], config.rms_norm_eps)
   q, k, v = _qkv(h, p, config)
   q, k = rope.apply_rope(q, cos, sin), rope.apply_rope(k, cos, sin)
-  if kv is not None:
-    kv = (_write(kv[0], k, layer, end), _write(kv[1], v, layer, end))
+  if kv is None:
+    kv_out = (k, v)  # this call's keys and values (`decoder(return_kv=True)`)
+  else:
+    kv_out = kv = (_write(kv[0], k, layer, end), _write(kv[1], v, layer, end))
     k, v = kv if layer is None else (kv[0][layer], kv[1][layer])
   attn = layers.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
   # one [N*H, D] matmul (a free reshape): contracting (N, H) as an einsum made XLA copy a
@@ -101,16 +104,20 @@ def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig):
   if config.o_bias:
     x = x + p["o"]["bias"]
   h = layers.rms_norm(x, p["post_norm"]["scale"], config.rms_norm_eps)
-  return x + layers.gated_mlp(h, p["mlp"], config.hidden_act), kv
+  return x + layers.gated_mlp(h, p["mlp"], config.hidden_act), kv_out
 
 
 def decoder(params: dict, config: TextConfig, x: jax.Array, positions: jax.Array,
-            token_mask: jax.Array, cache: dict | None = None) -> tuple[jax.Array, dict | None]:
+            token_mask: jax.Array, cache: dict | None = None,
+            return_kv: bool = False) -> tuple[jax.Array, dict | None]:
   """x [B, T, D] embeddings -> final-normed hidden [B, T, D], updated cache.
 
   positions: [3, B, T] (M-RoPE) or [B, T]; token_mask: [B, T] bool, False for padding.
   params["layers"]: stacked (a `lax.scan`) or a list of per-layer trees with the cache's k/v as
   lists too (`unstack_layers`; a Python loop, for decode steps).
+  Without a cache, return_kv=True returns {"k", "v"}: every layer's keys and values of the T
+  tokens ([L, B, T, K, H], or lists of [B, T, K, H] for per-layer params), from which a
+  prefill builds its cache (`sampler._prefill`) without a cache-sized buffer per layer pass.
   """
   t = x.shape[1]
   cos, sin = rope.mrope_cos_sin(positions, config.head_dim, config.rope_theta, config.mrope_section)
@@ -122,29 +129,30 @@ def decoder(params: dict, config: TextConfig, x: jax.Array, positions: jax.Array
   slots = jnp.arange(slot_mask.shape[1])
   causal = slots[None, :] <= (end + jnp.arange(t))[:, None]  # [T, S]
   mask = causal[None] & slot_mask[:, None, :]
+  collect = cache is None and return_kv
 
   def body(carry, xs):
     x, kv = carry
     p, layer = xs
-    return _layer(x, p, kv, layer, cos, sin, mask, end, config), None
+    x, out = _layer(x, p, kv, layer, cos, sin, mask, end, config)
+    return (x, None if kv is None else out), (out if collect else None)
 
   if isinstance(params["layers"], (list, tuple)):  # per-layer trees (`unstack_layers`)
-    ks, vs = ([], []) if cache is not None else (None, None)
+    ks, vs = [], []
     for i, p in enumerate(params["layers"]):
       kv = None if cache is None else (cache["k"][i], cache["v"][i])
-      x, kv = _layer(x, p, kv, None, cos, sin, mask, end, config)
-      if cache is not None:
-        ks.append(kv[0])
-        vs.append(kv[1])
-    kv = (ks, vs)
+      x, out = _layer(x, p, kv, None, cos, sin, mask, end, config)
+      ks.append(out[0])
+      vs.append(out[1])
   else:
     kv = None if cache is None else (cache["k"], cache["v"])
     layer_ids = jnp.arange(config.num_layers)
-    (x, kv), _ = jax.lax.scan(body, (x, kv), (params["layers"], layer_ids))
+    (x, kv), new = jax.lax.scan(body, (x, kv), (params["layers"], layer_ids))
+    ks, vs = kv if cache is not None else (new if collect else (None, None))
   x = layers.rms_norm(x, params["norm"]["scale"], config.rms_norm_eps)
   if cache is None:
-    return x, None
-  return x, {"k": kv[0], "v": kv[1], "mask": slot_mask, "end": end + t}
+    return x, ({"k": ks, "v": vs} if collect else None)
+  return x, {"k": ks, "v": vs, "mask": slot_mask, "end": end + t}
 
 
 def head_weight(params: dict, config: TextConfig) -> jax.Array:

@@ -1,6 +1,7 @@
 """The KV-cache sampler: greedy parity with transformers' generate, sampling, stops, buckets."""
 
 import importlib.util
+import warnings
 
 import jax
 import numpy as np
@@ -151,6 +152,39 @@ def test_one_compile_per_bucket(lively):
   for samples in ([[9, ("image", (1, 8, 12)), 2]], [[2, ("image", (1, 4, 8)), 20]]):
     s(hf_models.build_batch(samples, config.vision.patch_dim, seed=len(samples[0])), sp)
   assert sampler.TRACE_COUNTS == before  # same length/batch/patch buckets: no new compile
+
+
+@pytest.mark.parametrize("unstack", [True, False])
+def test_decode_state_is_donated_in_place(lively, unstack):
+  """The cache the prefill builds is the layout the decode carries, so XLA aliases it to the
+  decode's output (a donated buffer it cannot use is a second KV cache held through a decode)."""
+  _, config, params, _ = lively
+  s = Sampler(params, config, pad_id=0, unstack_layers=unstack)
+  inputs, rows = s.prepare(hf_models.build_batch(BATCH, config.vision.patch_dim))
+  spec = sampler._Spec(4, 2, False, 0, False, True)
+  out = sampler._prefill(params, config, inputs, 2, inputs["input_ids"].shape[1] + 4, None,
+                         unstack)
+  state = sampler._init_state(out, spec, 1, 0, np.ones(2 * inputs["input_ids"].shape[0], bool))
+  controls = {"rng": jax.random.key(0), "temperature": np.float32(1), "top_p": np.float32(1),
+              "pad_id": np.int32(0), "stop_seqs": np.full((1, 1), -1, np.int32),
+              "stop_ids": np.array([-3], np.int32), "banned": np.array([0], np.int32),
+              "row_ids": np.arange(2 * inputs["input_ids"].shape[0], dtype=np.int32)}
+  with warnings.catch_warnings():
+    warnings.filterwarnings("error", message="Some donated buffers were not usable")
+    compiled = sampler._decode.lower(params, config, state, spec, controls, unstack).compile()
+  cache_bytes = sum(x.nbytes for x in jax.tree.leaves((state["cache"]["k"], state["cache"]["v"])))
+  assert compiled.memory_analysis().alias_size_in_bytes >= cache_bytes
+
+
+def test_prefill_runs_each_prompt_once_for_n_samples(lively):
+  """n samples per prompt repeat the prompt's cache, not its computation."""
+  _, config, params, _ = lively
+  s = Sampler(params, config, pad_id=0)
+  inputs, _ = s.prepare(hf_models.build_batch(BATCH, config.vision.patch_dim))
+  cache_len = inputs["input_ids"].shape[1] + 8
+  flops = {n: sampler._prefill.lower(params, config, inputs, n, cache_len, None, True).compile()
+           .cost_analysis()["flops"] for n in (1, 8)}
+  assert flops[8] < 1.05 * flops[1], flops
 
 
 @pytest.fixture(scope="module")
