@@ -86,7 +86,13 @@ def get_rope_index(input_ids: np.ndarray, mm_token_type_ids: np.ndarray,
                    attention_mask=None, *, spatial_merge_size: int = 2,
                    tokens_per_second: float = 2, resume: str = "spatial"):
   """M-RoPE positions [3, B, T] and deltas [B, 1]: a later token at real-token index n (padding
-  not counted) gets position n + delta on all three streams.
+  not counted) gets position n + delta on all three streams, the position it would get as more
+  text at the end of the sequence (what the sampler decodes with, and what the log-prob kernel
+  gives a sampled response, so rollout and training positions agree).
+
+  The deltas equal transformers' where the prompt's highest position is its last token's; after
+  a video whose temporal positions outrun its spatial size transformers returns max + 1 - n, which
+  its own `generate` does not use (it continues from the last position, as we do).
 
   Text tokens count up on all three streams; a vision block of grid (t, h, w) gets
   (start + t*interval, start + row, start + col) with interval = tokens_per_second *
@@ -126,7 +132,7 @@ def get_rope_index(input_ids: np.ndarray, mm_token_type_ids: np.ndarray,
       i = j
     llm = np.concatenate(chunks, 1) if chunks else np.zeros((3, 0), np.int64)
     positions[:, b, mask[b]] = llm
-    deltas[b, 0] = (llm.max() + 1 if llm.size else 0) - len(kinds)
+    deltas[b, 0] = pos - len(kinds)  # `pos`: where the next text token goes
   return positions, deltas
 
 

@@ -33,7 +33,13 @@ def test_get_rope_index_matches_transformers(case):
                                            spatial_merge_size=2, tokens_per_second=2)
   real = batch["attention_mask"] == 1
   np.testing.assert_array_equal(got_pos[:, real], want_pos.numpy()[:, real])
-  np.testing.assert_array_equal(got_delta, want_delta.numpy())
+  for b in range(len(samples)):
+    positions = got_pos[:, b, real[b]]
+    # the next token continues the text: last position + 1 (transformers' generate does this
+    # too; its deltas are max-based, different only after a video that outruns its size)
+    assert got_delta[b, 0] == positions[:, -1].max() + 1 - real[b].sum()
+    if positions.max() == positions[:, -1].max():
+      assert got_delta[b, 0] == want_delta.numpy()[b, 0]
 
 
 def test_rope_index_hand_values():
@@ -58,6 +64,10 @@ def test_rope_index_resume_modes_differ_only_for_long_videos():
   assert spatial[0, 0, -1] == 1 + 2           # transformers 5: start + max(h, w) / merge
   assert maximum[0, 0, -1] == 1 + 24 + 1      # original Qwen code: max position + 1
   np.testing.assert_array_equal(spatial[:, :, :-1], maximum[:, :, :-1])
+  # a prompt that ends with the video: the next text token goes where the resume rule puts it
+  for resume, want in (("spatial", 1 + 2), ("max", 1 + 24 + 1)):
+    _, delta = rope.get_rope_index(ids[:, :-1], types[:, :-1], **kw, resume=resume)
+    assert delta[0, 0] + ids.shape[1] - 1 == want
 
 
 GRIDS = [[[1, 8, 8]], [[1, 12, 20]], [[1, 6, 34], [2, 16, 4]], [[3, 10, 14]], [[1, 2, 2]]]

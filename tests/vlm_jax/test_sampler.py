@@ -15,6 +15,30 @@ from tests.vlm_jax import hf_models
 torch = pytest.importorskip("torch")
 
 BATCH = [[5, ("image", (1, 8, 12)), 7], [3, ("image", (1, 12, 20)), 10], [6]]
+# A video whose temporal positions (0, 8, 16: 2 s per frame pair at 4 tokens/s) outrun its spatial
+# size (6) and the 5 text tokens after it: decoding must continue from the last text position,
+# not from the highest position of the prompt.
+VIDEO_BATCH = [[4, ("video", (3, 8, 12), 2.0), 5], [3, ("image", (1, 8, 8)), 7], [6]]
+
+
+def _repeat_rows(batch: dict, rows) -> dict:
+  """The HF batch's rows `rows` (with their images and videos), in that order."""
+  out = {k: batch[k][rows] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+  for kind, pixels, grid_key in ((1, "pixel_values", "image_grid_thw"),
+                                 (2, "pixel_values_videos", "video_grid_thw")):
+    if grid_key not in batch:
+      continue
+    blocks = np.diff((batch["mm_token_type_ids"] == kind).astype(int), axis=1, prepend=0) == 1
+    per_row = np.cumsum([0] + blocks.sum(1).tolist())  # blocks before each row
+    grid = batch[grid_key]
+    chunks = np.split(batch[pixels], np.cumsum(grid.prod(-1))[:-1])
+    picks = [i for r in rows for i in range(per_row[r], per_row[r + 1])]
+    if picks:
+      out[pixels] = np.concatenate([chunks[i] for i in picks])
+      out[grid_key] = grid[picks]
+      if kind == 2:
+        out["second_per_grid_ts"] = batch["second_per_grid_ts"][picks]
+  return out
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +50,11 @@ def lively(tmp_path_factory):
   return model, config, params, path
 
 
-@pytest.mark.parametrize("padding", ["left", "right"])
-def test_greedy_matches_transformers_generate(lively, padding):
+@pytest.mark.parametrize("samples,padding", [(BATCH, "left"), (BATCH, "right"),
+                                             (VIDEO_BATCH, "left")], ids=["left", "right", "video"])
+def test_greedy_matches_transformers_generate(lively, samples, padding):
   model, config, params, _ = lively
-  batch = hf_models.build_batch(BATCH, config.vision.patch_dim, padding=padding)
+  batch = hf_models.build_batch(samples, config.vision.patch_dim, padding=padding)
   # transformers' generate is only right for left padding; right-padded prompts must give the
   # same continuation as the left-padded ones.
   want = hf_models.hf_greedy(model, buckets.left_align(batch), 40)
@@ -99,24 +124,18 @@ def test_tokens_only_mode_samples_the_same_tokens(lively, temperature):
   assert np.all(full.logprobs[:, :1] < 0)
 
 
-def test_sampler_logprobs_equal_the_kernel(lively):
+@pytest.mark.parametrize("samples", [BATCH[:2], VIDEO_BATCH[:2]], ids=["images", "video"])
+def test_sampler_logprobs_equal_the_kernel(lively, samples):
   """Rollout log-probs (temperature 1) == scoring the same sequences with the chunked kernel."""
   _, config, params, _ = lively
-  batch = hf_models.build_batch(BATCH[:2], config.vision.patch_dim)
+  batch = hf_models.build_batch(samples, config.vision.patch_dim)
   out = Sampler(params, config, pad_id=0)(
       batch, SamplingParams(max_new_tokens=8, temperature=1.5, n=2, seed=1))
-  full = dict(batch)
-  rows = np.repeat(np.arange(2), 2)
-  full = {k: v[rows] for k, v in batch.items() if k in ("input_ids", "attention_mask",
-                                                        "mm_token_type_ids")}
+  full = _repeat_rows(batch, np.repeat(np.arange(2), 2))
   full["input_ids"] = np.concatenate([full["input_ids"], out.tokens], 1)
   full["attention_mask"] = np.concatenate([full["attention_mask"], np.ones_like(out.tokens)], 1)
   full["mm_token_type_ids"] = np.concatenate([full["mm_token_type_ids"],
                                               np.zeros_like(out.tokens)], 1)
-  grid = batch["image_grid_thw"]
-  per_image = np.split(batch["pixel_values"], np.cumsum(grid.prod(-1))[:-1])
-  full["pixel_values"] = np.concatenate([per_image[r] for r in rows])
-  full["image_grid_thw"] = grid[rows]
   inputs = model_lib.prepare_inputs(config, **full)
   inputs.pop("rope_deltas")
   logp, ent = logprobs.sequence_logprobs(params, config, inputs, chunk_t=16)
