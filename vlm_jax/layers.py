@@ -63,6 +63,23 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
   return _attention(q, k, v, mask)
 
 
+def attention_heads_major(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+  """`attention` over a heads-major cache: k [B, K, H, S], v [B, K, S, H] (`text` decode).
+
+  Both matmuls then read the cache in its stored layout; over a [B, S, K, H] cache XLA made a
+  transposed copy of k and of v for every layer on every decode step.
+  """
+  b, t, n, h = q.shape
+  kv_heads = k.shape[1]
+  q = q.reshape(b, t, kv_heads, n // kv_heads, h).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
+  logits = jnp.einsum("BKGTH,BKHS->BKGTS", q, k, preferred_element_type=jnp.float32)
+  logits = logits * (h ** -0.5)
+  logits = jnp.where(mask[:, None, None, :, :], logits, MASK_VALUE)  # mask [B, T, S]
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  out = jnp.einsum("BKGTS,BKSH->BTKGH", probs, v)
+  return out.reshape(b, t, n, h)
+
+
 def _attention(q, k, v, mask):
   b, t, n, h = q.shape
   kv_heads = k.shape[2]

@@ -130,15 +130,19 @@ def _logp_entropy(z: jax.Array, token: jax.Array, z_max: jax.Array | None = None
 def _kv_constraint(cache: dict, mesh) -> dict:
   if mesh is None:
     return cache
-  constrain = lambda x: jax.lax.with_sharding_constraint(
-      x, jax.sharding.NamedSharding(mesh, sharding_lib.cache_spec(mesh, x.shape)))
-  return dict(cache, k=jax.tree.map(constrain, cache["k"]), v=jax.tree.map(constrain, cache["v"]))
+  def constrain(x, heads_axis):
+    spec = sharding_lib.cache_spec(mesh, x.shape, heads_axis)
+    return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
+  if isinstance(cache["k"], list):  # per-layer heads-major: k [B, K, H, S], v [B, K, S, H]
+    return dict(cache, k=[constrain(x, 1) for x in cache["k"]],
+                v=[constrain(x, 1) for x in cache["v"]])
+  return dict(cache, k=constrain(cache["k"], 3), v=constrain(cache["v"], 3))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 3, 4, 5, 6))
 def _prefill(params, config: ModelConfig, inputs, n: int, cache_len: int, mesh, per_layer: bool):
-  """The prompts once, then their KV cache (k, v: [L, B * n, S, K, H], or per-layer lists of
-  [B * n, S, K, H] for `_decode(unstack=True)`, which then donates them in place), last logits
+  """The prompts once, then their KV cache (k, v: [L, B * n, S, K, H], or per-layer heads-major
+  lists for `_decode(unstack=True)`, which then donates them in place; see `text`), last logits
   and next M-RoPE position, each repeated for the n samples of a prompt."""
   TRACE_COUNTS["prefill"] += 1
   x = model_lib.embed(params, config, inputs)
@@ -146,9 +150,11 @@ def _prefill(params, config: ModelConfig, inputs, n: int, cache_len: int, mesh, 
                             inputs["token_mask"], return_kv=True)
   t = x.shape[1]
   rows = lambda a, axis=0: jnp.repeat(a, n, axis=axis)
-  if per_layer:  # [B, T, K, H] -> [B * n, S, K, H] per layer
-    grow = lambda a: jnp.pad(rows(a), ((0, 0), (0, cache_len - t), (0, 0), (0, 0)))
-    k, v = [grow(a) for a in kv["k"]], [grow(a) for a in kv["v"]]
+  if per_layer:  # [B, T, K, H] -> heads-major k [B * n, K, H, S], v [B * n, K, S, H] per layer
+    pad = lambda a, axis: jnp.pad(rows(a), [(0, cache_len - t) if i == axis else (0, 0)
+                                           for i in range(4)])
+    k, v = zip(*(text.heads_major(a, b) for a, b in zip(kv["k"], kv["v"])))
+    k, v = [pad(a, 3) for a in k], [pad(a, 2) for a in v]
   else:  # [L, B, T, K, H] -> [L, B * n, S, K, H]
     grow = lambda a: jnp.pad(rows(a, 1), ((0, 0), (0, 0), (0, cache_len - t), (0, 0), (0, 0)))
     k, v = grow(jnp.stack(kv["k"]) if isinstance(kv["k"], list) else kv["k"]), grow(

@@ -155,14 +155,17 @@ def shard_inputs(inputs: dict, mesh: Mesh) -> dict:
   return jax.tree.map(put_global, inputs, input_shardings(inputs, mesh))
 
 
-def cache_spec(mesh: Mesh, shape) -> P:
-  """KV cache [L, B, S, K, H] (or one layer's [B, S, K, H]): batch over the batch axes, kv heads
-  over tensor when it divides."""
+def cache_spec(mesh: Mesh, shape, heads_axis: int) -> P:
+  """A KV cache: batch over the batch axes (axis 0 of a per-layer cache, 1 of a stacked
+  [L, B, S, K, H] one), kv heads (`heads_axis`) over tensor when it divides."""
   batch = batch_axes(mesh) or None
   batch = batch[0] if batch and len(batch) == 1 else batch
   tensor = next((a for a in _TENSOR if a in mesh.shape), None)
-  heads = tensor if tensor and shape[-2] % mesh.shape[tensor] == 0 else None
-  return P(*([None] * (len(shape) - 4)), batch, None, heads, None)
+  spec = [None] * len(shape)
+  spec[len(shape) - 4] = batch
+  if tensor and shape[heads_axis] % mesh.shape[tensor] == 0:
+    spec[heads_axis] = tensor
+  return P(*spec)
 
 
 def to_host(x) -> np.ndarray:

@@ -4,8 +4,9 @@ KV cache (explicit, functional): {"k", "v": [L, B, S, K, H], "mask": [B, S] bool
 token), "end": int32 scalar (next free slot)}. A call with T new tokens writes slots
 end..end+T-1 and returns the updated cache; query t may attend slot s iff s <= end + t and the
 slot is a real token. Without a cache, S = T and the same rule applies with end = 0.
-With per-layer params (`unstack_layers`, the decode loop) k and v are lists of per-layer
-[B, S, K, H] caches instead.
+With per-layer params (`unstack_layers`, the decode loop) k and v are lists of per-layer caches,
+heads-major: k [B, K, H, S] and v [B, K, S, H], the layouts the two attention matmuls of a step
+read without a transposed copy of the cache (`layers.attention_heads_major`).
 """
 
 from __future__ import annotations
@@ -43,11 +44,20 @@ def _qkv(h, p, config: TextConfig):
 
 
 def _write(cache: jax.Array, new: jax.Array, layer, end) -> jax.Array:
-  """cache [L, B, S, K, H] with `new` [B, T, K, H] at (layer, :, end): in place on a loop carry.
-  layer None: cache is one layer's [B, S, K, H]."""
-  if layer is None:
-    return jax.lax.dynamic_update_slice(cache, new.astype(cache.dtype), (0, end, 0, 0))
+  """cache [L, B, S, K, H] with `new` [B, T, K, H] at (layer, :, end): in place on a loop carry."""
   return jax.lax.dynamic_update_slice(cache, new[None].astype(cache.dtype), (layer, 0, end, 0, 0))
+
+
+def heads_major(k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """k, v [B, T, K, H] -> the per-layer cache layouts k [B, K, H, T], v [B, K, T, H]."""
+  return k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
+
+
+def _write_heads_major(kv, k, v, end):
+  """One layer's heads-major (k [B, K, H, S], v [B, K, S, H]) with k, v [B, T, K, H] at `end`."""
+  k, v = heads_major(k.astype(kv[0].dtype), v.astype(kv[1].dtype))
+  return (jax.lax.dynamic_update_slice(kv[0], k, (0, 0, 0, end)),
+          jax.lax.dynamic_update_slice(kv[1], v, (0, 0, end, 0)))
 
 
 def _fuse(p: dict) -> dict:
@@ -73,16 +83,14 @@ def unstack_layers(stacked: dict, cache: dict | None = None):
   the weights, which XLA materialises as a copy on every step of a decode loop (on CPU that
   copy tripled the weight traffic of a decode step), and fewer, wider matmuls, which matters
   for the few-row matmuls of a decode step. Costs one copy of the layer weights.
-  (A heads-major per-layer cache, k [B, K, H, S] / v [B, K, S, H], removes XLA's per-step
-  transposed copies of the cache, but its slot writes are not done in place and the decode
-  got 5-8% slower on CPU; the cache stays [B, S, K, H].)
+  A stacked cache [L, B, S, K, H] becomes per-layer heads-major caches (see the module doc).
   """
   num = jax.tree.leaves(stacked)[0].shape[0]
   per_layer = [_fuse(jax.tree.map(lambda a, i=i: a[i], stacked)) for i in range(num)]
   if cache is None:
     return per_layer
-  return per_layer, dict(cache, k=[cache["k"][i] for i in range(num)],
-                         v=[cache["v"][i] for i in range(num)])
+  k, v = zip(*(heads_major(cache["k"][i], cache["v"][i]) for i in range(num)))
+  return per_layer, dict(cache, k=list(k), v=list(v))
 
 
 def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig):
@@ -93,10 +101,13 @@ def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig):
   q, k = rope.apply_rope(q, cos, sin), rope.apply_rope(k, cos, sin)
   if kv is None:
     kv_out = (k, v)  # this call's keys and values (`decoder(return_kv=True)`)
+    attn = layers.attention(q, k, v, mask)
+  elif layer is None:  # one layer's heads-major cache
+    kv_out = kv = _write_heads_major(kv, k, v, end)
+    attn = layers.attention_heads_major(q, kv[0].astype(q.dtype), kv[1].astype(q.dtype), mask)
   else:
     kv_out = kv = (_write(kv[0], k, layer, end), _write(kv[1], v, layer, end))
-    k, v = kv if layer is None else (kv[0][layer], kv[1][layer])
-  attn = layers.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+    attn = layers.attention(q, kv[0][layer].astype(q.dtype), kv[1][layer].astype(q.dtype), mask)
   # one [N*H, D] matmul (a free reshape): contracting (N, H) as an einsum made XLA copy a
   # transposed o weight on every decode step
   o = p["o"]["kernel"]
