@@ -31,7 +31,7 @@ run logprobs.d512c512 60 $PY bench/logprobs.py --d 512 --chunk-t 512 --runs 3
 run logprobs.d3584c512 60 $PY bench/logprobs.py --d 3584 --chunk-t 512 --runs 3
 run tests 240 env JAX_DEFAULT_MATMUL_PRECISION=highest $PY -m pytest -q -p no:cacheprovider \
   --tb=short -rfE tests/vlm_jax/test_model_parity.py tests/vlm_jax/test_logprobs.py \
-  tests/vlm_jax/test_sampler.py tests/rl/test_grpo.py
+  tests/vlm_jax/test_sampler.py tests/vlm_jax/test_random_configs.py tests/rl/test_grpo.py
 # float32 parity with torch (the script turns torch's TF32 off)
 run sampler 120 env JAX_DEFAULT_MATMUL_PRECISION=highest XLA_PYTHON_CLIENT_PREALLOCATE=false \
   $PY bench/sampler.py --runs 3
