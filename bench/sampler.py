@@ -9,7 +9,11 @@ tokens / wall time of the whole call (prefill included), median of --runs after 
 `generate` computes) and with the per-token log-probs and entropies GRPO needs. The outputs are
 compared token for token.
 
-  python bench/sampler.py [--batch 8] [--new-tokens 128] [--runs 3]
+With --n G > 1 (a GRPO rollout: G samples per prompt, --batch prompts), both sample at
+temperature 1 (transformers: num_return_sequences=G, no top-k/top-p), so tokens differ and only
+the time compares; ours prefills each prompt once and repeats its KV cache for the G samples.
+
+  python bench/sampler.py [--batch 8] [--new-tokens 128] [--runs 3] [--n 1]
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def main():
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--new-tokens", type=int, default=128)
   parser.add_argument("--runs", type=int, default=3)
+  parser.add_argument("--n", type=int, default=1, help="samples per prompt (temperature 1)")
   parser.add_argument("--threads", type=int, default=os.cpu_count())
   parser.add_argument("--torch-device", default=None, help="default: cuda when available")
   args = parser.parse_args()
@@ -75,12 +80,17 @@ def main():
   tensors = {k: torch.tensor(v, device=device) for k, v in batch.items()}
   model = model.to(device)
   sampler = Sampler(params, config, pad_id=0)
-  sampling = SamplingParams(max_new_tokens=args.new_tokens)  # with log-probs + entropies (GRPO)
-  tokens_only = SamplingParams(max_new_tokens=args.new_tokens, logprobs=False)  # as `generate`
+  temperature = 1.0 if args.n > 1 else 0.0
+  # with log-probs + entropies (GRPO); tokens only, as `generate`
+  sampling = SamplingParams(max_new_tokens=args.new_tokens, n=args.n, temperature=temperature)
+  tokens_only = SamplingParams(max_new_tokens=args.new_tokens, n=args.n, temperature=temperature,
+                               logprobs=False)
+  sample_kw = (dict(do_sample=True, num_return_sequences=args.n, temperature=1.0, top_k=None,
+                    top_p=1.0) if args.n > 1 else dict(do_sample=False))
 
   def run_hf():
     with torch.no_grad():
-      out = model.generate(**tensors, do_sample=False, max_new_tokens=args.new_tokens,
+      out = model.generate(**tensors, max_new_tokens=args.new_tokens, **sample_kw,
                            min_new_tokens=args.new_tokens, eos_token_id=None, pad_token_id=0)
     return out[:, batch["input_ids"].shape[1]:].cpu().numpy()
 
@@ -91,16 +101,19 @@ def main():
   same = np.array_equal(theirs, ours) and np.array_equal(ours, sampler(batch, tokens_only).tokens)
   differ = theirs != ours  # first step where each row's greedy tokens part (near-tied logits)
   first = [int(np.argmax(d)) if d.any() else None for d in differ]
-  n = args.batch * args.new_tokens
+  n = args.batch * args.n * args.new_tokens
   # Roofline: every decode step reads the decoder weights and the LM head once (the embedding
   # only B rows); at batch 8 that, not arithmetic, bounds a CPU step.
   step_bytes = 4 * (params_lib.count_params(params["text"]["layers"])
                     + params_lib.count_params(params["text"]["lm_head"]))
   bandwidth = device_bandwidth()
-  roofline = args.batch * bandwidth / step_bytes
-  print(f"batch {args.batch}, {args.new_tokens} new tokens, greedy, float32; jax on "
-        f"{jax.devices()[0].device_kind}, torch on {device} (threads {args.threads}); "
-        f"identical tokens: {same}" + ("" if same else f" (first differing step per row: {first})"))
+  roofline = args.batch * args.n * bandwidth / step_bytes
+  mode = (f"{args.n} samples per prompt at temperature 1 (tokens differ by design)" if args.n > 1
+          else "greedy")
+  print(f"batch {args.batch}, {args.new_tokens} new tokens, {mode}, float32; jax on "
+        f"{jax.devices()[0].device_kind}, torch on {device} (threads {args.threads})"
+        + ("" if args.n > 1 else f"; identical tokens: {same}"
+           + ("" if same else f" (first differing step per row: {first})")))
   print("| implementation | median s | tokens/s |")
   print("|---|---|---|")
   print(f"| transformers {transformers.__version__} generate | {t_hf:.2f} | {n / t_hf:.0f} |")
