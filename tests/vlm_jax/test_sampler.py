@@ -179,7 +179,7 @@ def test_decode_state_is_donated_in_place(lively, unstack):
   decode's output (a donated buffer it cannot use is a second KV cache held through a decode)."""
   _, config, params, _ = lively
   s = Sampler(params, config, pad_id=0, unstack_layers=unstack)
-  inputs, rows = s.prepare(hf_models.build_batch(BATCH, config.vision.patch_dim))
+  inputs, _ = s.prepare(hf_models.build_batch(BATCH, config.vision.patch_dim))
   spec = sampler._Spec(4, 2, False, 0, False, True)
   out = sampler._prefill(params, config, inputs, 2, inputs["input_ids"].shape[1] + 4, None,
                          unstack)
