@@ -24,11 +24,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 $PY -c "import jax, flax, optax, torch, transformers; print('jax', jax.__version__, jax.devices(), \
 'flax', flax.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
 # In priority order: a call cut short keeps the most wanted results.
-run logprobs.d512 60 $PY bench/logprobs.py --d 512 --runs 3
-run logprobs.d3584 60 $PY bench/logprobs.py --d 3584 --runs 3
-# the [D, V] gradient update per sequence chunk is memory-bound below ~400 rows (RESULTS.md)
+# the [D, V] gradient update per sequence chunk is memory-bound below ~400 rows (RESULTS.md):
+# chunk 512 first (chunk 256 was measured on 2026-11-26, 1.25x / 1.34x of naive)
 run logprobs.d512c512 60 $PY bench/logprobs.py --d 512 --chunk-t 512 --runs 3
 run logprobs.d3584c512 60 $PY bench/logprobs.py --d 3584 --chunk-t 512 --runs 3
+run logprobs.d512 60 $PY bench/logprobs.py --d 512 --runs 3
+run logprobs.d3584 60 $PY bench/logprobs.py --d 3584 --runs 3
 run tests 240 env JAX_DEFAULT_MATMUL_PRECISION=highest $PY -m pytest -q -p no:cacheprovider \
   --tb=short -rfE tests/vlm_jax/test_model_parity.py tests/vlm_jax/test_logprobs.py \
   tests/vlm_jax/test_sampler.py tests/vlm_jax/test_random_configs.py tests/rl/test_grpo.py
