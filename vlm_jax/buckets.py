@@ -66,7 +66,8 @@ def pad_vision(inputs: dict, config, min_patches: int = 256) -> dict:
   w_width = layout["window_slots"].shape[1]
   f_width = bucket(layout["full_slots"].shape[1], min_patches)
   w_rows = bucket(layout["window_slots"].shape[0] + -(-extra // w_width), padded // w_width)
-  f_rows = bucket(layout["full_slots"].shape[0] + -(-extra // f_width))
+  # at least 4 full-attention segments: one to three images (+ padding) share a program
+  f_rows = bucket(layout["full_slots"].shape[0] + -(-extra // f_width), 4)
   out = dict(inputs)
   out["vision_layout"] = vision.pad_layout(layout, padded, unit, w_rows, f_rows, f_width)
   out["pixel_values"] = np.concatenate([pixels, np.zeros((extra, pixels.shape[1]), pixels.dtype)])

@@ -49,6 +49,9 @@ class SamplingParams:
     if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
       raise ValueError(f"bad sampling values: temperature={self.temperature}, top_p={self.top_p}, "
                        f"top_k={self.top_k}")
+    if isinstance(self.stop_strings, str) or any(not s for s in self.stop_strings):
+      raise ValueError(f"stop_strings must be a sequence of non-empty strings, got "
+                       f"{self.stop_strings!r}")
 
 
 @dataclasses.dataclass
@@ -232,6 +235,12 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
   return jax.lax.while_loop(cond, body, state)
 
 
+def _stop_ids(ids) -> np.ndarray:
+  """Stop token ids padded with -3 (never sampled) to a bucketed count (no recompile)."""
+  ids = [int(i) for i in ids]
+  return np.array(ids + [-3] * (buckets.bucket(len(ids), 4) - len(ids)), np.int32)
+
+
 def _row_ids(row_keys, rows: int, padded_rows: int, n: int) -> np.ndarray:
   """int32 id per sample row: (prompt key, sample index) mixed; padding rows get their index."""
   keys = np.arange(padded_rows, dtype=np.int64)
@@ -290,8 +299,9 @@ class Sampler:
     depend on its position in the batch; default: the row index.
     """
     inputs, rows = self.prepare(batch)
+    top_k = sampling.top_k if sampling.top_k < self.config.text.vocab_size else 0  # all: off
     spec = _Spec(sampling.max_new_tokens, sampling.n, sampling.temperature == 0,
-                 sampling.top_k, sampling.top_p < 1, sampling.logprobs)
+                 top_k, sampling.top_p < 1, sampling.logprobs)
     cache_len = inputs["input_ids"].shape[1] + sampling.max_new_tokens
     out = _prefill(self.params, self.config, inputs, sampling.n, cache_len, self.mesh,
                    self.unstack_layers)
@@ -302,7 +312,7 @@ class Sampler:
                 "temperature": jnp.float32(max(sampling.temperature, 1e-6)),
                 "top_p": jnp.float32(sampling.top_p), "pad_id": jnp.int32(self.pad_id),
                 "stop_seqs": jnp.asarray(stop_seqs),
-                "stop_ids": jnp.asarray(list(sampling.stop_token_ids) or [-3], jnp.int32),
+                "stop_ids": jnp.asarray(_stop_ids(sampling.stop_token_ids)),
                 "banned": jnp.asarray(self._banned(sampling), jnp.int32),
                 "row_ids": jnp.asarray(_row_ids(row_keys, rows, inputs["input_ids"].shape[0],
                                                 sampling.n))}
@@ -348,8 +358,9 @@ class Sampler:
         raise ValueError("stop_strings need a processor (tokenizer)")
       for s in stop_strings:
         seqs.append(self.processor.tokenizer.encode(s, add_special_tokens=False))
-    width = max([len(s) for s in seqs] + [1])
-    out = np.full((max(len(seqs), 1), width), -1, np.int32)
+    # bucketed counts and widths: other stop strings of similar size reuse the compiled decode
+    width = buckets.bucket(max([len(s) for s in seqs] + [1]), 4)
+    out = np.full((buckets.bucket(len(seqs), 2), width), -1, np.int32)
     for i, s in enumerate(seqs):
       out[i, width - len(s):] = s
     return out
@@ -384,7 +395,9 @@ class Sampler:
     if not cuts:
       return length, text_full, False
     end = min(cuts)
-    k = next(k for k in range(1, length + 1) if len(decode(k)) >= end)
+    # the first prefix whose text holds the cut (a prefix that ends inside a multi-byte
+    # character decodes to U+FFFD, as long as the character but not equal to it)
+    k = next((k for k in range(1, length + 1) if decode(k).startswith(text_full[:end])), length)
     return k, text_full[:end], True
 
 

@@ -170,6 +170,9 @@ def test_one_compile_per_bucket(lively):
   before = dict(sampler.TRACE_COUNTS)
   for samples in ([[9, ("image", (1, 8, 12)), 2]], [[2, ("image", (1, 4, 8)), 20]]):
     s(hf_models.build_batch(samples, config.vision.patch_dim, seed=len(samples[0])), sp)
+  for ids in ((5,), (5, 6, 7)):  # stop-id counts are bucketed too
+    s(hf_models.build_batch([[4, ("image", (1, 8, 8)), 3]], config.vision.patch_dim),
+      SamplingParams(max_new_tokens=6, stop_token_ids=ids))
   assert sampler.TRACE_COUNTS == before  # same length/batch/patch buckets: no new compile
 
 
@@ -252,6 +255,31 @@ def test_stop_strings_cut_the_text(real_vocab):
   assert out.texts[0] == text[:14] and out.finish_reasons == ["stop"]
   assert proc.decode(out.tokens[0, :out.lengths[0]]).startswith(text[:14])
   assert out.lengths[0] < 30
+
+
+def test_stop_string_cut_keeps_a_split_multibyte_character(real_vocab):
+  """"龘" is two byte-level tokens; the prefix ending inside it decodes to U+FFFD, which is as
+  long as the character: the cut must keep the token that completes it."""
+  _, config, params, proc = real_vocab
+  ids = proc.tokenizer.encode("a龘", add_special_tokens=False)
+  assert proc.decode(ids[:-1]) != "a龘"[:len(proc.decode(ids[:-1]))]  # a split character
+  row = np.array(ids + [proc.pad_token_id] * 3, np.int32)
+  s = Sampler(params, config, proc)
+  assert s._cut_at_stop_string(row, len(ids), SamplingParams(stop_strings=("龘",))) == (
+      len(ids), "a龘", True)
+
+
+def test_bad_stop_strings_and_large_top_k(lively):
+  with pytest.raises(ValueError, match="non-empty strings"):
+    SamplingParams(stop_strings=("",))
+  with pytest.raises(ValueError, match="non-empty strings"):
+    SamplingParams(stop_strings="</answer>")
+  _, config, params, _ = lively
+  s = Sampler(params, config, pad_id=0)
+  batch = hf_models.build_batch(BATCH[:1], config.vision.patch_dim)
+  sp = dict(max_new_tokens=6, temperature=1.0, seed=2)
+  whole = s(batch, SamplingParams(top_k=config.text.vocab_size + 5, **sp))  # = no top-k
+  np.testing.assert_array_equal(whole.tokens, s(batch, SamplingParams(**sp)).tokens)
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
