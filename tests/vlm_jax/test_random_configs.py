@@ -4,8 +4,8 @@ Each seed draws a tiny Qwen2.5-VL config (head dims, GQA ratio, M-RoPE split, th
 embeddings, vision depth, patch size, windows, full-attention blocks, tokens per second) and a
 batch (text-only rows, several images, videos with integer seconds per grid, left padding).
 Seeds 1, 3 and 6 draw videos whose temporal positions outrun their spatial size, which once put
-decoding at the wrong position (they failed before that fix; seeds 0-39 of this generator, and
-277 seeds of a wider one, now all match).
+decoding at the wrong position (they failed before that fix; seeds 0-39 of this generator, and the
+failing and 140 further seeds of a wider one, now all match).
 """
 
 import numpy as np
