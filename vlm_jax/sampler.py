@@ -160,8 +160,7 @@ def _prefill(params, config: ModelConfig, inputs, n: int, cache_len: int, mesh, 
     k, v = [pad(a, 3) for a in k], [pad(a, 2) for a in v]
   else:  # [L, B, T, K, H] -> [L, B * n, S, K, H]
     grow = lambda a: jnp.pad(rows(a, 1), ((0, 0), (0, 0), (0, cache_len - t), (0, 0), (0, 0)))
-    k, v = grow(jnp.stack(kv["k"]) if isinstance(kv["k"], list) else kv["k"]), grow(
-        jnp.stack(kv["v"]) if isinstance(kv["v"], list) else kv["v"])
+    k, v = grow(kv["k"]), grow(kv["v"])
   mask = rows(inputs["token_mask"])
   cache = {"k": k, "v": v, "mask": jnp.pad(mask, ((0, 0), (0, cache_len - t))),
            "end": jnp.asarray(t, jnp.int32)}
@@ -190,12 +189,8 @@ def _stop_hit(tail, stop_seqs, stop_ids, token):
 def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: bool):
   TRACE_COUNTS["decode"] += 1
   rows = state["logits"].shape[0]
-  if unstack:  # per-layer weights and cache: no weight copy per step (`text.unstack_layers`)
-    if isinstance(state["cache"]["k"], list):  # from `_prefill(per_layer=True)`
-      layer_list = text.unstack_layers(params["text"]["layers"])
-    else:
-      layer_list, cache = text.unstack_layers(params["text"]["layers"], state["cache"])
-      state = dict(state, cache=cache)
+  if unstack:  # per-layer weights (`text.unstack_layers`) and the prefill's per-layer cache
+    layer_list = text.unstack_layers(params["text"]["layers"])
     params = dict(params, text=dict(params["text"], layers=layer_list))
 
   def cond(s):

@@ -75,22 +75,17 @@ def _fuse(p: dict) -> dict:
   return out
 
 
-def unstack_layers(stacked: dict, cache: dict | None = None):
-  """The stacked layer params as a list of per-layer trees (and the cache's k/v as lists), with
-  q/k/v and gate/up fused into one matmul each.
+def unstack_layers(stacked: dict) -> list[dict]:
+  """The stacked layer params as a list of per-layer trees, with q/k/v and gate/up fused into
+  one matmul each (their cache: per-layer heads-major lists, see the module doc).
 
   `decoder` runs a list with a Python loop instead of `lax.scan`: no per-layer dynamic slice of
   the weights, which XLA materialises as a copy on every step of a decode loop (on CPU that
   copy tripled the weight traffic of a decode step), and fewer, wider matmuls, which matters
   for the few-row matmuls of a decode step. Costs one copy of the layer weights.
-  A stacked cache [L, B, S, K, H] becomes per-layer heads-major caches (see the module doc).
   """
   num = jax.tree.leaves(stacked)[0].shape[0]
-  per_layer = [_fuse(jax.tree.map(lambda a, i=i: a[i], stacked)) for i in range(num)]
-  if cache is None:
-    return per_layer
-  k, v = zip(*(heads_major(cache["k"][i], cache["v"][i]) for i in range(num)))
-  return per_layer, dict(cache, k=list(k), v=list(v))
+  return [_fuse(jax.tree.map(lambda a, i=i: a[i], stacked)) for i in range(num)]
 
 
 def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig):
