@@ -68,7 +68,23 @@ def main():
   sampling = sampler_lib.SamplingParams(max_new_tokens=args.new_tokens)
   modes = {"both": (False, True), "yes": (True,), "no": (False,)}[args.unstack]
   rng = np.random.RandomState(0)
-  rows = []
+  device = jax.devices()[0]
+  print(f"{args.preset} text decoder, {text.num_layers} layers, {args.dtype}, prompt "
+        f"{args.prompt}, {args.new_tokens} new tokens, greedy; {device.device_kind} "
+        f"({device.platform}), jax {jax.__version__}")
+  print(f"weights read per step {weight_bytes / 1e9:.2f} GB; KV cache {kv_per_token / 1e3:.1f} kB "
+        f"per token; measured read bandwidth {bandwidth / 1e12:.2f} TB/s")
+  print("| batch | decode | compile+first s | prefill ms | decode ms/step | tokens/s | "
+        "roofline tokens/s | of roofline |")
+  print("|---|---|---|---|---|---|---|---|")
+
+  def report(b, unstack, compile_s, t_prefill, step, floor):  # as soon as measured
+    kind = {"hf": "transformers generate", True: "per-layer", False: "scanned"}[unstack]
+    ours = unstack != "hf"
+    print(f"| {b} | {kind} | {f'{compile_s:.1f}' if ours else '-'} | "
+          f"{f'{t_prefill * 1e3:.1f}' if ours else '-'} | {step * 1e3:.2f} | {b / step:.0f} | "
+          f"{b / floor:.0f} | {floor / step:.0%} |", flush=True)
+
   for b in [int(x) for x in args.batch.split(",")]:
     batch = {"input_ids": rng.randint(3, 150000, (b, args.prompt)).astype(np.int64),
              "attention_mask": np.ones((b, args.prompt), np.int64)}
@@ -88,25 +104,10 @@ def main():
       step = (t_total - t_prefill) / args.new_tokens
       live = args.prompt + (args.new_tokens + 1) / 2  # mean context over the decode steps
       floor = (weight_bytes + b * live * kv_per_token) / bandwidth
-      rows.append((b, unstack, compile_s, t_prefill, step, floor))
+      report(b, unstack, compile_s, t_prefill, step, floor)
       del sampler
     if args.hf:
-      rows.append((b, "hf", 0.0, float("nan"), hf_step(config, args, batch), floor))
-  device = jax.devices()[0]
-  print(f"{args.preset} text decoder, {text.num_layers} layers, {args.dtype}, prompt "
-        f"{args.prompt}, {args.new_tokens} new tokens, greedy; {device.device_kind} "
-        f"({device.platform}), jax {jax.__version__}")
-  print(f"weights read per step {weight_bytes / 1e9:.2f} GB; KV cache {kv_per_token / 1e3:.1f} kB "
-        f"per token; measured read bandwidth {bandwidth / 1e12:.2f} TB/s")
-  print("| batch | decode | compile+first s | prefill ms | decode ms/step | tokens/s | "
-        "roofline tokens/s | of roofline |")
-  print("|---|---|---|---|---|---|---|---|")
-  for b, unstack, compile_s, t_prefill, step, floor in rows:
-    kind = {"hf": "transformers generate", True: "per-layer", False: "scanned"}[unstack]
-    ours = unstack != "hf"
-    print(f"| {b} | {kind} | {f'{compile_s:.1f}' if ours else '-'} | "
-          f"{f'{t_prefill * 1e3:.1f}' if ours else '-'} | {step * 1e3:.2f} | {b / step:.0f} | "
-          f"{b / floor:.0f} | {floor / step:.0%} |")
+      report(b, "hf", 0.0, float("nan"), hf_step(config, args, batch), floor)
 
 
 def hf_step(config, args, batch) -> float:

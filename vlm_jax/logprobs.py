@@ -16,6 +16,19 @@ dL/dz_i = g (1[i = y] - p_i) - k p_i (z_i - sum_j p_j z_j), then dh = dz W^T and
 - `token_loss`: for a loss that is a sum of per-token terms f(log p, H) (GRPO, SFT), the
   gradient is formed in the forward sweep while the chunk's logits are live, so forward +
   backward costs the naive 3 matmuls.
+
+Two ways to sweep the gradient (`sweep`):
+- "sequence": chunk by chunk over the sequence, all of the vocabulary at once. Each chunk adds
+  a rank-(B * chunk_t) update to the float32 [D, V] weight gradient, reading and writing all
+  of it: 8 D V bytes per chunk, which is memory-bound on a GPU below ~1000 tokens per chunk.
+- "vocab": after the statistics (lse, E_p[z]) are known, tile by tile over the vocabulary with
+  every token at once, so each column of dW is written once; the [B, T, D] float32 dh is what
+  is re-read per tile (T D << D V). It recomputes the logits once more (4 LM-head matmuls).
+  The tile is sized so its [B T, tile] logits are no larger than a sequence chunk's. With the
+  LM head's vocabulary split over `vocab_shards` devices, every tile takes an equal slice of
+  each shard ([D, S, V/S] view), so no device gathers another's columns.
+- "auto": "vocab" on accelerators when a sequence chunk holds fewer than 1024 tokens, else
+  "sequence" (on CPU the update is not memory-bound; see bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -105,6 +118,66 @@ def _chunk_grads(h, w, targets, lse, mean_z, g, k, chunk_v: int | None, dw):
   return jax.lax.fori_loop(0, n, lambda i, c: vocab_step(i, *c), (dh, dw))
 
 
+def _tile_cols(per_shard: int, tokens: int, budget: int) -> int:
+  """Columns per shard in one vocabulary tile: at most `budget` logits over all `tokens` and
+  shards, preferring a size that divides the shard's columns (else the last tile overlaps)."""
+  most = max(1, min(per_shard, budget // tokens))
+  for cols in range(most, (most + 1) // 2 - 1, -1):
+    if per_shard % cols == 0:
+      return cols
+  return most
+
+
+def _vocab_sweep_grads(h, w, targets, lse, mean_z, g, k, budget: int, shards: int):
+  """(dh [B, T, D] float32, dW [D, V] float32) by tiles of the vocabulary over all tokens at
+  once (the "vocab" sweep of the module docstring); `budget` bounds a tile's logits."""
+  b, t, d = h.shape
+  vocab = w.shape[1]
+  per = vocab // shards
+  cols = _tile_cols(per, b * t * shards, budget)
+  n = -(-per // cols)
+  flat = lambda x: x.reshape(b * t)
+  h2, lse, mean_z, g, k = h.reshape(b * t, d), flat(lse), flat(mean_z), flat(g), flat(k)
+  shard_of, column = jnp.divmod(flat(targets), per)
+  rows = jnp.arange(b * t)
+  ws = w.reshape(d, shards, per)
+
+  def tile(i, carry):
+    dh, dw = carry
+    start = jnp.minimum(i * cols, per - cols)  # the last tile may overlap the one before
+    w_c = jax.lax.dynamic_slice_in_dim(ws, start, cols, 2)  # [D, S, cols]
+    z = jnp.einsum("ND,DSC->NSC", h2, w_c, preferred_element_type=jnp.float32)
+    p = jnp.exp(z - lse[:, None, None])
+    dz = -p * (g[:, None, None] + k[:, None, None] * (z - mean_z[:, None, None]))
+    local = column - start
+    inside = (local >= 0) & (local < cols)
+    dz = dz.at[rows, shard_of, jnp.clip(local, 0, cols - 1)].add(jnp.where(inside, g, 0.0))
+    dz = dz.astype(h.dtype)
+    # overlapping columns are recomputed to the same values: the write may repeat them
+    dw = jax.lax.dynamic_update_slice_in_dim(
+        dw, jnp.einsum("ND,NSC->DSC", h2, dz, preferred_element_type=jnp.float32), start, 2)
+    if per % cols:  # ... but dh must count each column once
+      dz = jnp.where((start + jnp.arange(cols) >= i * cols)[None, None], dz, 0)
+    return dh + jnp.einsum("NSC,DSC->ND", dz, w_c, preferred_element_type=jnp.float32), dw
+
+  init = (jnp.zeros((b * t, d), jnp.float32), jnp.zeros(ws.shape, jnp.float32))
+  dh, dw = tile(0, init) if n == 1 else jax.lax.fori_loop(0, n, tile, init)
+  return dh.reshape(b, t, d), dw.reshape(d, vocab)
+
+
+def resolve_sweep(sweep: str, tokens_per_chunk: int, chunk_v: int | None = None) -> str:
+  """"sequence" or "vocab" for the `sweep` option (see the module docstring)."""
+  if sweep not in ("auto", "sequence", "vocab"):
+    raise ValueError(f"sweep={sweep!r}: want 'auto', 'sequence' or 'vocab'")
+  if sweep == "auto":
+    memory_bound = jax.default_backend() != "cpu" and tokens_per_chunk < 1024
+    sweep = "vocab" if memory_bound and chunk_v is None else "sequence"
+  if sweep == "vocab" and chunk_v is not None:
+    raise ValueError("chunk_v applies to the 'sequence' sweep; the 'vocab' sweep tiles the "
+                     "vocabulary itself")
+  return sweep
+
+
 def _to_chunks(x: jax.Array, chunk_t: int) -> jax.Array:
   """[B, T, ...] -> [n, B, chunk_t, ...], zero-padded at the end of T."""
   b, t = x.shape[:2]
@@ -132,20 +205,24 @@ def _forward_stats(hidden, w, targets, chunk_t, chunk_v):
   return tuple(_from_chunks(x, t) for x in out)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _logprobs_entropy(hidden, w, targets, chunk_t, chunk_v):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _logprobs_entropy(hidden, w, targets, chunk_t, chunk_v, sweep, shards):
   return _forward_stats(hidden, w, targets, chunk_t, chunk_v)[:2]
 
 
-def _logprobs_entropy_fwd(hidden, w, targets, chunk_t, chunk_v):
+def _logprobs_entropy_fwd(hidden, w, targets, chunk_t, chunk_v, sweep, shards):
   logp, ent, lse, mean_z = _forward_stats(hidden, w, targets, chunk_t, chunk_v)
   return (logp, ent), (hidden, w, targets, lse, mean_z)
 
 
-def _logprobs_entropy_bwd(chunk_t, chunk_v, res, cotangents):
+def _logprobs_entropy_bwd(chunk_t, chunk_v, sweep, shards, res, cotangents):
   hidden, w, targets, lse, mean_z = res
   g, k = (c.astype(jnp.float32) for c in cotangents)
   t = hidden.shape[1]
+  if sweep == "vocab":
+    dh, dw = _vocab_sweep_grads(hidden, w, targets, lse, mean_z, g, k,
+                                hidden.shape[0] * chunk_t * w.shape[1], shards)
+    return dh.astype(hidden.dtype), dw.astype(w.dtype), None
 
   def body(dw, xs):
     h, y, lse_c, mean_c, g_c, k_c = xs
@@ -160,31 +237,42 @@ def _logprobs_entropy_bwd(chunk_t, chunk_v, res, cotangents):
 _logprobs_entropy.defvjp(_logprobs_entropy_fwd, _logprobs_entropy_bwd)
 
 
+def _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards):
+  """Validated (chunk_t, sweep) for the kernels' options."""
+  chunk_t = max(1, min(chunk_t, hidden.shape[1]))
+  _vocab_chunks(w, chunk_v)
+  if vocab_shards < 1 or w.shape[1] % vocab_shards:
+    raise ValueError(f"vocab_shards={vocab_shards} must divide the vocabulary size {w.shape[1]}")
+  return chunk_t, resolve_sweep(sweep, hidden.shape[0] * chunk_t, chunk_v)
+
+
 def logprobs_and_entropy(hidden: jax.Array, w: jax.Array, targets: jax.Array,
-                         chunk_t: int = 128, chunk_v: int | None = None):
+                         chunk_t: int = 128, chunk_v: int | None = None, sweep: str = "auto",
+                         vocab_shards: int = 1):
   """log p(targets) and next-token entropy, both float32 [B, T], from hidden [B, T, D].
 
   hidden[:, t] is the state that predicts targets[:, t] (shift before calling); w [D, V] is the
-  LM head. T is padded to a multiple of chunk_t internally. Differentiable in hidden and w.
+  LM head. T is padded to a multiple of chunk_t internally. Differentiable in hidden and w;
+  `sweep` and `vocab_shards` choose how the backward pass runs (module docstring).
   """
-  chunk_t = max(1, min(chunk_t, hidden.shape[1]))
-  _vocab_chunks(w, chunk_v)
-  return _logprobs_entropy(hidden, w, targets, chunk_t, chunk_v)
+  chunk_t, sweep = _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards)
+  return _logprobs_entropy(hidden, w, targets, chunk_t, chunk_v, sweep, vocab_shards)
 
 
 TokenFn = Callable[[jax.Array, jax.Array, dict], jax.Array]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 5, 6))
-def _token_loss(hidden, w, targets, token_fn, aux, chunk_t, chunk_v):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 5, 6, 7, 8))
+def _token_loss(hidden, w, targets, token_fn, aux, chunk_t, chunk_v, sweep, shards):
   """Without differentiation: the statistics alone, no gradient sweep."""
   logp, ent, _, _ = _forward_stats(hidden, w, targets, chunk_t, chunk_v)
   return jnp.sum(token_fn(logp, ent, aux), dtype=jnp.float32), logp, ent
 
 
-def _token_loss_fwd(hidden, w, targets, token_fn, aux, chunk_t, chunk_v):
+def _token_loss_fwd(hidden, w, targets, token_fn, aux, chunk_t, chunk_v, sweep, shards):
   t = hidden.shape[1]
   valid = jnp.ones(targets.shape, bool)
+  in_sweep = sweep == "sequence"  # else dh, dW come from the vocabulary sweep afterwards
 
   def body(carry, xs):
     total, dw = carry
@@ -193,21 +281,29 @@ def _token_loss_fwd(hidden, w, targets, token_fn, aux, chunk_t, chunk_v):
     logp, ent = picked - lse, lse - mean_z
     terms, vjp = jax.vjp(lambda lp, e: token_fn(lp, e, a), logp, ent)
     terms = jnp.where(ok, terms, 0.0)
-    g, k = vjp(ok.astype(terms.dtype))
-    dh, dw = _chunk_grads(h, w, y, lse, mean_z, jnp.where(ok, g, 0.0), jnp.where(ok, k, 0.0),
-                          chunk_v, dw)
-    return (total + jnp.sum(terms, dtype=jnp.float32), dw), (dh, logp, ent)
+    g, k = (jnp.where(ok, x, 0.0) for x in vjp(ok.astype(terms.dtype)))
+    total = total + jnp.sum(terms, dtype=jnp.float32)
+    if not in_sweep:
+      return (total, dw), (logp, ent, lse, mean_z, g, k)
+    dh, dw = _chunk_grads(h, w, y, lse, mean_z, g, k, chunk_v, dw)
+    return (total, dw), (dh, logp, ent)
 
   chunks = lambda x: _to_chunks(x, chunk_t)
   xs = (chunks(hidden), chunks(targets), chunks(valid), jax.tree.map(chunks, aux))
-  init = (jnp.zeros((), jnp.float32), jnp.zeros(w.shape, jnp.float32))
-  (total, dw), (dh, logp, ent) = jax.lax.scan(body, init, xs)
-  logp, ent = _from_chunks(logp, t), _from_chunks(ent, t)
-  grads = (_from_chunks(dh, t).astype(hidden.dtype), dw.astype(w.dtype))
+  init = (jnp.zeros((), jnp.float32), jnp.zeros(w.shape if in_sweep else (), jnp.float32))
+  (total, dw), out = jax.lax.scan(body, init, xs)
+  out = [_from_chunks(x, t) for x in out]
+  if in_sweep:
+    dh, logp, ent = out
+  else:
+    logp, ent, lse, mean_z, g, k = out
+    dh, dw = _vocab_sweep_grads(hidden, w, targets, lse, mean_z, g, k,
+                                hidden.shape[0] * chunk_t * w.shape[1], shards)
+  grads = (dh.astype(hidden.dtype), dw.astype(w.dtype))
   return (total, logp, ent), (grads, aux)
 
 
-def _token_loss_bwd(token_fn, chunk_t, chunk_v, res, cotangents):
+def _token_loss_bwd(token_fn, chunk_t, chunk_v, sweep, shards, res, cotangents):
   (dh, dw), aux = res
   c = cotangents[0]  # log p and entropy are returned without gradient (`token_loss`)
   zeros = jax.tree.map(jnp.zeros_like, aux)
@@ -218,41 +314,47 @@ _token_loss.defvjp(_token_loss_fwd, _token_loss_bwd)
 
 
 def token_loss(hidden: jax.Array, w: jax.Array, targets: jax.Array, token_fn: TokenFn,
-               aux: dict, chunk_t: int = 128, chunk_v: int | None = None):
+               aux: dict, chunk_t: int = 128, chunk_v: int | None = None, sweep: str = "auto",
+               vocab_shards: int = 1):
   """sum over [B, T] of token_fn(log p(targets), entropy, aux), with its gradient in one sweep.
 
   token_fn(logp [B, C], entropy [B, C], aux chunk) -> per-token loss [B, C], elementwise over
   tokens (weights, masks and normalisers go in `aux`: a dict of [B, T] arrays, chunked along
   with the tokens; no gradient flows into it). Returns (loss scalar, logp [B, T], entropy
   [B, T]); loss is differentiable in hidden and w, logp and entropy carry no gradient (use them
-  for diagnostics). The gradient is formed in the forward sweep and held until the backward
-  pass (one [D, V] float32 buffer, as the weight gradient needs anyway).
+  for diagnostics). The gradient is formed in the forward pass and held until the backward
+  pass (one [D, V] float32 buffer, as the weight gradient needs anyway): in the statistics'
+  sweep ("sequence") or in a vocabulary sweep right after it ("vocab"; module docstring).
   """
-  chunk_t = max(1, min(chunk_t, hidden.shape[1]))
-  _vocab_chunks(w, chunk_v)
+  chunk_t, sweep = _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards)
   for name, a in aux.items():
     if a.shape != targets.shape:
       raise ValueError(f"token_loss aux[{name!r}] has shape {a.shape}, want {targets.shape}")
-  loss, logp, ent = _token_loss(hidden, w, targets, token_fn, aux, chunk_t, chunk_v)
+  loss, logp, ent = _token_loss(hidden, w, targets, token_fn, aux, chunk_t, chunk_v, sweep,
+                                vocab_shards)
   return loss, jax.lax.stop_gradient(logp), jax.lax.stop_gradient(ent)
 
 
 def sequence_logprobs(params: dict, config: ModelConfig, inputs: dict, chunk_t: int = 128,
-                      chunk_v: int | None = None, last: int | None = None):
+                      chunk_v: int | None = None, last: int | None = None, sweep: str = "auto",
+                      vocab_shards: int = 1):
   """Per-token log p(input_ids[t+1] | ..t) and entropies [B, T-1] for `prepare_inputs` output.
 
   With `last`, only the final `last` predictions ([B, last], i.e. the last `last` tokens as
   targets): a left-aligned response of up to `last` tokens costs no LM-head work on the prompt.
   This is the scoring path GRPO and the evals use; it runs the same `apply` as the sampler.
   """
-  return logprobs_and_entropy(*predictions(params, config, inputs, last), chunk_t, chunk_v)
+  return logprobs_and_entropy(*predictions(params, config, inputs, last), chunk_t, chunk_v,
+                              sweep, vocab_shards)
 
 
 def sequence_token_loss(params: dict, config: ModelConfig, inputs: dict, token_fn: TokenFn,
-                        aux: dict, last: int, chunk_t: int = 128, chunk_v: int | None = None):
+                        aux: dict, last: int, chunk_t: int = 128, chunk_v: int | None = None,
+                        sweep: str = "auto", vocab_shards: int = 1):
   """`token_loss` over the last `last` predictions of `prepare_inputs` output (the response
   of left-aligned rows): (loss, logp [B, last], entropy [B, last]). The training loss path."""
-  return token_loss(*predictions(params, config, inputs, last), token_fn, aux, chunk_t, chunk_v)
+  return token_loss(*predictions(params, config, inputs, last), token_fn, aux, chunk_t, chunk_v,
+                    sweep, vocab_shards)
 
 
 def predictions(params: dict, config: ModelConfig, inputs: dict, last: int | None = None):

@@ -27,8 +27,14 @@ def test_values_match_naive(chunk_t, chunk_v):
     np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("chunk_t, chunk_v", [(8, None), (5, 24)])
-def test_gradients_match_naive(chunk_t, chunk_v):
+# sweep: "sequence" chunks the gradient over tokens, "vocab" over vocabulary tiles (shards: the
+# [D, S, V/S] view of a vocabulary-split head; 97 and shards 2 of 94 leave overlapping tiles)
+SWEEPS = [(8, None, "sequence", 1), (5, 24, "sequence", 1), (8, None, "vocab", 1),
+          (1, None, "vocab", 1), (5, None, "vocab", 3), (37, None, "vocab", 2)]
+
+
+@pytest.mark.parametrize("chunk_t, chunk_v, sweep, shards", SWEEPS)
+def test_gradients_match_naive(chunk_t, chunk_v, sweep, shards):
   hidden, w, targets = _inputs(1)
   weights = jax.random.normal(jax.random.key(2), (B, T))
 
@@ -36,7 +42,8 @@ def test_gradients_match_naive(chunk_t, chunk_v):
     logp, ent = fn(hidden, w, targets)
     return jnp.sum(weights * logp) + 0.3 * jnp.sum(weights * ent)
 
-  chunked = lambda h, w_, y: logprobs.logprobs_and_entropy(h, w_, y, chunk_t, chunk_v)
+  chunked = lambda h, w_, y: logprobs.logprobs_and_entropy(h, w_, y, chunk_t, chunk_v, sweep,
+                                                          shards)
   want = jax.grad(lambda h, w_: loss(logprobs.naive_logprobs_and_entropy, h, w_), (0, 1))(hidden, w)
   got = jax.grad(lambda h, w_: loss(chunked, h, w_), (0, 1))(hidden, w)
   for g, e in zip(got, want):
@@ -51,8 +58,8 @@ def _grpo_like(logp, ent, aux):
   return aux["weight"] * (pg + 0.1 * (jnp.exp(d) - d - 1.0) - 0.01 * ent)
 
 
-@pytest.mark.parametrize("chunk_t, chunk_v", [(8, None), (5, 24), (37, 32)])
-def test_token_loss_matches_naive(chunk_t, chunk_v):
+@pytest.mark.parametrize("chunk_t, chunk_v, sweep, shards", SWEEPS + [(37, 32, "sequence", 1)])
+def test_token_loss_matches_naive(chunk_t, chunk_v, sweep, shards):
   """The one-sweep value + gradient kernel = autodiff through the full logits."""
   hidden, w, targets = _inputs(3)
   keys = jax.random.split(jax.random.key(4), 4)
@@ -67,7 +74,7 @@ def test_token_loss_matches_naive(chunk_t, chunk_v):
     return jnp.sum(_grpo_like(logp, ent, aux))
 
   fused = jax.jit(lambda h, w_: logprobs.token_loss(h, w_, targets, _grpo_like, aux, chunk_t,
-                                                    chunk_v))
+                                                    chunk_v, sweep, shards))
   loss, logp, ent = fused(hidden, w)
   np.testing.assert_allclose(loss, naive(hidden, w), rtol=1e-5, atol=1e-6)
   want_logp, want_ent = logprobs.naive_logprobs_and_entropy(hidden, w, targets)
@@ -79,6 +86,62 @@ def test_token_loss_matches_naive(chunk_t, chunk_v):
   assert jnp.abs(want[0]).max() > 1e-3 and jnp.abs(want[1]).max() > 1e-3
   for g, e in zip(got, want):
     np.testing.assert_allclose(g, 3.0 * e, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("vocab", [97, 94])
+def test_vocab_sweep_with_overlapping_tiles(vocab):
+  """Tile sizes that do not divide the (per-shard) vocabulary: the last tile overlaps."""
+  k1, k2, k3 = jax.random.split(jax.random.key(vocab), 3)
+  hidden, w = jax.random.normal(k1, (B, T, D)), jax.random.normal(k2, (D, vocab)) * 0.5
+  targets = jax.random.randint(k3, (B, T), 0, vocab)
+  shards = 1 if vocab % 2 else 2
+  assert (vocab // shards) % logprobs._tile_cols(vocab // shards, B * T * shards,
+                                                 B * 3 * vocab)
+  loss = lambda fn: lambda h, w_: jnp.sum(jnp.sin(fn(h, w_)[0])) + jnp.sum(jnp.cos(fn(h, w_)[1]))
+  want = jax.grad(loss(lambda h, w_: logprobs.naive_logprobs_and_entropy(h, w_, targets)),
+                  (0, 1))(hidden, w)
+  got = jax.grad(loss(lambda h, w_: logprobs.logprobs_and_entropy(
+      h, w_, targets, 3, sweep="vocab", vocab_shards=shards)), (0, 1))(hidden, w)
+  for g, e in zip(got, want):
+    np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+def test_vocab_sweep_on_a_vocabulary_split_head_gathers_no_weights():
+  """LM head split over `tensor`: the vocab sweep's tiles stay on their devices (no all-gather
+  of the [D, V] weight or its gradient), and the gradients equal the single-device ones."""
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from vlm_jax import sharding
+  mesh = sharding.parse_mesh("data=2,tensor=4")
+  hidden, w, targets = _inputs(6)
+  aux = {"weight": jnp.ones((B, T)) / (B * T)}
+  fn = lambda lp, e, a: -a["weight"] * (lp + 0.1 * e)
+  grad = lambda shards: jax.jit(jax.grad(lambda h, w_: logprobs.token_loss(
+      h, w_, targets, fn, aux, 8, sweep="vocab", vocab_shards=shards)[0], (0, 1)))
+  want = grad(1)(hidden, w)
+  w_sharded = jax.device_put(w, NamedSharding(mesh, P(None, "tensor")))
+  h_sharded = jax.device_put(hidden, NamedSharding(mesh, P("data")))
+  compiled = grad(4).lower(h_sharded, w_sharded).compile()
+  hlo = compiled.as_text()
+  gathers = [line for line in hlo.splitlines() if "all-gather(" in line and f",{V}]" in line]
+  assert not gathers, gathers[:3]
+  got = compiled(h_sharded, w_sharded)
+  assert got[1].sharding.spec == P(None, "tensor")
+  for g, e in zip(got, want):
+    np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
+
+
+def test_sweep_options_are_checked():
+  hidden, w, targets = _inputs()
+  with pytest.raises(ValueError, match="sweep='tiles'"):
+    logprobs.logprobs_and_entropy(hidden, w, targets, 8, sweep="tiles")
+  with pytest.raises(ValueError, match="vocab_shards=5"):
+    logprobs.logprobs_and_entropy(hidden, w, targets, 8, sweep="vocab", vocab_shards=5)
+  with pytest.raises(ValueError, match="chunk_v"):
+    logprobs.token_loss(hidden, w, targets, lambda lp, e, a: lp, {}, 8, 24, sweep="vocab")
+  assert logprobs.resolve_sweep("auto", 256) == (
+      "sequence" if jax.default_backend() == "cpu" else "vocab")
+  assert logprobs.resolve_sweep("auto", 4096) == "sequence"
 
 
 def test_token_loss_bfloat16_params_give_bfloat16_grads():
