@@ -94,9 +94,14 @@ def main():
                            min_new_tokens=args.new_tokens, eos_token_id=None, pad_token_id=0)
     return out[:, batch["input_ids"].shape[1]:].cpu().numpy()
 
+  progress = lambda *a: print(*a, file=sys.stderr, flush=True)  # where a cut-off run was
+  progress("models ready")
   t_hf, _ = timed(run_hf, args.runs)
+  progress(f"transformers generate: {t_hf:.3f} s")
   t_ours, _ = timed(lambda: sampler(batch, sampling), args.runs)
+  progress(f"ours, with log-probs: {t_ours:.3f} s")
   t_bare, _ = timed(lambda: sampler(batch, tokens_only), args.runs)
+  progress(f"ours, tokens only: {t_bare:.3f} s")
   theirs, ours = run_hf(), sampler(batch, sampling).tokens
   same = np.array_equal(theirs, ours) and np.array_equal(ours, sampler(batch, tokens_only).tokens)
   differ = theirs != ours  # first step where each row's greedy tokens part (near-tied logits)
