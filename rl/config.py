@@ -32,6 +32,7 @@ class TrainConfig:
   kl_coef: float = 1e-2
   loss_agg: str = "token_mean"
   logprob_chunk_t: int = 256        # sequence rows per LM-head chunk of the log-prob kernel
+  logprob_sweep: str = "auto"       # its gradient sweep: auto | sequence | vocab (logprobs.py)
   scale_adv_by_std: bool = True
   format_weight: float = 0.1
   accuracy_weight: float = 1.0
@@ -52,6 +53,14 @@ class TrainConfig:
   eval_items: int = 32              # per benchmark
   eval_max_new_tokens: int = 1024
   sft_answers: str = "correct"      # rl.sft targets: "correct" | "random" (format only)
+
+  def __post_init__(self):
+    choices = {"loss_agg": ("token_mean", "seq_mean_token_mean"),  # grpo.AGGREGATIONS
+               "logprob_sweep": ("auto", "sequence", "vocab"),
+               "sft_answers": ("correct", "random")}
+    for name, allowed in choices.items():
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"{name}={getattr(self, name)!r}: want one of {allowed}")
 
 
 def _coerce(field: dataclasses.Field, value: str):

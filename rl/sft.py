@@ -30,7 +30,7 @@ import optax
 from evals.schema import LETTERS
 from rl import data, rollout
 from rl.config import TrainConfig, parse_cli
-from vlm_jax import buckets, logprobs as logprobs_lib
+from vlm_jax import buckets, logprobs as logprobs_lib, sharding
 
 
 def target_text(example, answers: str = "correct", seed: int = 0) -> str:
@@ -51,14 +51,16 @@ def target_text(example, answers: str = "correct", seed: int = 0) -> str:
   return f"<think>{statement.rstrip('.')}.</think><answer>{letter}</answer>"
 
 
-@functools.partial(jax.jit, static_argnums=(1, 4))
-def _nll_grad(params, model_config, inputs, mask, chunk_t: int):
+@functools.partial(jax.jit, static_argnums=(1, 4, 5, 6))
+def _nll_grad(params, model_config, inputs, mask, chunk_t: int, sweep: str = "auto",
+              vocab_shards: int = 1):
   aux = {"weight": mask.astype(jnp.float32) / jnp.maximum(jnp.sum(mask), 1.0)}
   nll = lambda logp, _, a: -a["weight"] * logp
 
   def loss(p):
     return logprobs_lib.sequence_token_loss(p, model_config, inputs, nll, aux,
-                                            last=mask.shape[1], chunk_t=chunk_t)[0]
+                                            last=mask.shape[1], chunk_t=chunk_t, sweep=sweep,
+                                            vocab_shards=vocab_shards)[0]
   return jax.value_and_grad(loss)(params)
 
 
@@ -100,7 +102,8 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
     sampler = Sampler(params, model_config, processor, mesh=mesh)
     batch = data.items_for_step(examples, step, config)
     inputs, mask = _batch(sampler, processor, preset, batch, config)
-    loss, grads = _nll_grad(params, model_config, inputs, mask, config.logprob_chunk_t)
+    loss, grads = _nll_grad(params, model_config, inputs, mask, config.logprob_chunk_t,
+                            config.logprob_sweep, sharding.vocab_shards(mesh))
     updates, opt_state = opt.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     losses.append(float(loss))

@@ -28,7 +28,7 @@ import optax
 
 from rl import grpo, rollout
 from rl.config import TrainConfig, parse_cli
-from vlm_jax import buckets, logprobs as logprobs_lib
+from vlm_jax import buckets, logprobs as logprobs_lib, sharding
 
 _STOP = {"requested": False}
 
@@ -48,25 +48,27 @@ def make_optimizer(config: TrainConfig, params: dict) -> optax.GradientTransform
   return optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, labels)
 
 
-def _loss(params, model_config, inputs, mask, old, ref, adv, weight, config: TrainConfig):
+def _loss(params, model_config, inputs, mask, old, ref, adv, weight, config: TrainConfig,
+          vocab_shards: int = 1):
   """The GRPO loss through the one-sweep log-prob kernel (`logprobs.sequence_token_loss`):
-  the LM-head gradient is formed while each chunk's logits are live."""
+  the LM-head gradient is formed while each chunk's logits are live (or right after, by
+  vocabulary tiles, `config.logprob_sweep`). `vocab_shards`: `sharding.vocab_shards(mesh)`."""
   kl_coef = config.kl_coef if ref is not None else 0.0
   token_fn = functools.partial(grpo.token_terms, clip_low=config.clip_low,
                                clip_high=config.clip_high, kl_coef=kl_coef)
   aux = grpo.token_aux(old, ref, adv, mask, config.loss_agg)
   loss, logp, entropy = logprobs_lib.sequence_token_loss(
       params, model_config, inputs, lambda lp, _, a: token_fn(lp, a), aux, last=mask.shape[1],
-      chunk_t=config.logprob_chunk_t)
+      chunk_t=config.logprob_chunk_t, sweep=config.logprob_sweep, vocab_shards=vocab_shards)
   stats = grpo.diagnostics(logp, old, ref, adv, mask, clip_low=config.clip_low,
                            clip_high=config.clip_high, mode=config.loss_agg, entropy=entropy)
   return loss * weight, stats
 
 
-@functools.partial(jax.jit, static_argnums=(1, 8))
-def _grad(params, model_config, inputs, mask, old, ref, adv, weight, config):
+@functools.partial(jax.jit, static_argnums=(1, 8, 9))
+def _grad(params, model_config, inputs, mask, old, ref, adv, weight, config, vocab_shards=1):
   return jax.value_and_grad(_loss, has_aux=True)(params, model_config, inputs, mask, old, ref,
-                                                 adv, weight, config)
+                                                 adv, weight, config, vocab_shards)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 3, 4))
@@ -160,7 +162,7 @@ class Trainer:
       grads, stats = None, {}
       for (inputs, mask, old, adv, share), ref in zip(batches, refs):
         (loss, aux), g = _grad(self.params, self.model_config, inputs, mask, old, ref, adv,
-                               share, self.config)
+                               share, self.config, sharding.vocab_shards(self.mesh))
         grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
         for k, v in {"loss": loss, **aux}.items():
           stats[k] = stats.get(k, 0.0) + float(v) * (1.0 if k == "loss" else float(share))

@@ -27,8 +27,9 @@ Two ways to sweep the gradient (`sweep`):
   The tile is sized so its [B T, tile] logits are no larger than a sequence chunk's. With the
   LM head's vocabulary split over `vocab_shards` devices, every tile takes an equal slice of
   each shard ([D, S, V/S] view), so no device gathers another's columns.
-- "auto": "vocab" on accelerators when a sequence chunk holds fewer than 1024 tokens, else
-  "sequence" (on CPU the update is not memory-bound; see bench/RESULTS.md).
+- "auto": "vocab" on accelerators when a sequence chunk holds fewer than 1024 tokens (512 for
+  `token_loss`, whose "sequence" sweep needs only 3 matmuls), else "sequence" (on CPU the
+  update is not memory-bound). Measured on an H200 in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -165,13 +166,19 @@ def _vocab_sweep_grads(h, w, targets, lse, mean_z, g, k, budget: int, shards: in
   return dh.reshape(b, t, d), dw.reshape(d, vocab)
 
 
-def resolve_sweep(sweep: str, tokens_per_chunk: int, chunk_v: int | None = None) -> str:
-  """"sequence" or "vocab" for the `sweep` option (see the module docstring)."""
+def resolve_sweep(sweep: str, tokens_per_chunk: int, chunk_v: int | None = None,
+                  one_sweep: bool = False) -> str:
+  """"sequence" or "vocab" for the `sweep` option (see the module docstring); `one_sweep` for
+  `token_loss`, whose "sequence" sweep saves the 4th matmul that "vocab" spends."""
   if sweep not in ("auto", "sequence", "vocab"):
     raise ValueError(f"sweep={sweep!r}: want 'auto', 'sequence' or 'vocab'")
   if sweep == "auto":
-    memory_bound = jax.default_backend() != "cpu" and tokens_per_chunk < 1024
-    sweep = "vocab" if memory_bound and chunk_v is None else "sequence"
+    # measured on an H200 (bench/RESULTS.md): the vocab sweep wins for the custom VJP below
+    # ~1000 tokens per chunk, for the one-sweep loss below ~512 (from ~4 F / BW: where the
+    # 8 D V bytes per chunk cost more than one matmul); on CPU the update is not memory-bound
+    memory_bound = tokens_per_chunk < (512 if one_sweep else 1024)
+    accelerated = jax.default_backend() != "cpu"
+    sweep = "vocab" if accelerated and memory_bound and chunk_v is None else "sequence"
   if sweep == "vocab" and chunk_v is not None:
     raise ValueError("chunk_v applies to the 'sequence' sweep; the 'vocab' sweep tiles the "
                      "vocabulary itself")
@@ -237,13 +244,13 @@ def _logprobs_entropy_bwd(chunk_t, chunk_v, sweep, shards, res, cotangents):
 _logprobs_entropy.defvjp(_logprobs_entropy_fwd, _logprobs_entropy_bwd)
 
 
-def _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards):
+def _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards, one_sweep=False):
   """Validated (chunk_t, sweep) for the kernels' options."""
   chunk_t = max(1, min(chunk_t, hidden.shape[1]))
   _vocab_chunks(w, chunk_v)
   if vocab_shards < 1 or w.shape[1] % vocab_shards:
     raise ValueError(f"vocab_shards={vocab_shards} must divide the vocabulary size {w.shape[1]}")
-  return chunk_t, resolve_sweep(sweep, hidden.shape[0] * chunk_t, chunk_v)
+  return chunk_t, resolve_sweep(sweep, hidden.shape[0] * chunk_t, chunk_v, one_sweep)
 
 
 def logprobs_and_entropy(hidden: jax.Array, w: jax.Array, targets: jax.Array,
@@ -326,7 +333,7 @@ def token_loss(hidden: jax.Array, w: jax.Array, targets: jax.Array, token_fn: To
   pass (one [D, V] float32 buffer, as the weight gradient needs anyway): in the statistics'
   sweep ("sequence") or in a vocabulary sweep right after it ("vocab"; module docstring).
   """
-  chunk_t, sweep = _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards)
+  chunk_t, sweep = _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards, one_sweep=True)
   for name, a in aux.items():
     if a.shape != targets.shape:
       raise ValueError(f"token_loss aux[{name!r}] has shape {a.shape}, want {targets.shape}")

@@ -121,6 +121,13 @@ def param_shardings(config: ModelConfig, mesh: Mesh) -> dict:
   return out
 
 
+def vocab_shards(mesh: Mesh | None) -> int:
+  """How many devices split the LM head's vocabulary (1 without a mesh)."""
+  if mesh is None:
+    return 1
+  return math.prod(mesh.shape[a] for a in RULES["vocab"] if a in mesh.shape)
+
+
 def batch_axes(mesh: Mesh) -> tuple[str, ...]:
   return tuple(a for a in RULES["batch"] if a in mesh.shape)
 

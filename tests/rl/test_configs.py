@@ -21,6 +21,9 @@ def test_study_defaults_and_overrides():
     apply_overrides(cfg, ["faithful=maybe"])
   with pytest.raises(FileNotFoundError):
     load_config("configs/nope.py")
+  for bad in ("logprob_sweep=tiles", "loss_agg=sum", "sft_answers=wrong"):
+    with pytest.raises(ValueError, match=bad.split("=")[0]):
+      apply_overrides(cfg, [bad])
 
 
 def test_sweep_grid():

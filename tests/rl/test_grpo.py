@@ -85,11 +85,13 @@ def test_gradient_matches_finite_difference(mode):
     jax.config.update("jax_enable_x64", False)
 
 
-@pytest.mark.parametrize("mode, with_ref, tied", [("token_mean", True, False),
-                                                  ("seq_mean_token_mean", False, False),
-                                                  ("token_mean", True, True)])
-def test_training_loss_equals_plain_composition(mode, with_ref, tied):
-  """rl.train._loss (one-sweep kernel) = sequence_logprobs + grpo_loss: value, stats, grads."""
+@pytest.mark.parametrize("mode, with_ref, tied, sweep, shards", [
+    ("token_mean", True, False, "sequence", 1), ("seq_mean_token_mean", False, False, "auto", 1),
+    ("token_mean", True, True, "auto", 1), ("token_mean", True, False, "vocab", 4),
+    ("seq_mean_token_mean", True, True, "vocab", 1)])
+def test_training_loss_equals_plain_composition(mode, with_ref, tied, sweep, shards):
+  """rl.train._loss (one-sweep kernel, either gradient sweep) = sequence_logprobs + grpo_loss:
+  value, stats, grads."""
   import dataclasses
   from rl import train
   from rl.config import TrainConfig
@@ -108,7 +110,7 @@ def test_training_loss_equals_plain_composition(mode, with_ref, tied):
   old = logp0 + jnp.asarray(rng.normal(0, 0.2, (r, k)), jnp.float32)
   ref = logp0 + jnp.asarray(rng.normal(0, 0.2, (r, k)), jnp.float32) if with_ref else None
   adv = jnp.asarray(rng.randn(r), jnp.float32)
-  tc = TrainConfig(kl_coef=0.05, loss_agg=mode, clip_low=0.1, clip_high=0.3)
+  tc = TrainConfig(kl_coef=0.05, loss_agg=mode, clip_low=0.1, clip_high=0.3, logprob_sweep=sweep)
 
   def plain(p):
     logp, ent = logprobs.sequence_logprobs(p, config, inputs, chunk_t=7, last=k)
@@ -118,7 +120,7 @@ def test_training_loss_equals_plain_composition(mode, with_ref, tied):
 
   (want, want_stats), want_g = jax.value_and_grad(plain, has_aux=True)(params)
   (got, got_stats), got_g = train._grad(params, config, inputs, mask, old, ref, adv,
-                                        np.float32(0.5), tc)
+                                        np.float32(0.5), tc, shards)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
   assert sorted(got_stats) == sorted(want_stats)
   for key in want_stats:

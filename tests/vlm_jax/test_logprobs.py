@@ -139,8 +139,10 @@ def test_sweep_options_are_checked():
     logprobs.logprobs_and_entropy(hidden, w, targets, 8, sweep="vocab", vocab_shards=5)
   with pytest.raises(ValueError, match="chunk_v"):
     logprobs.token_loss(hidden, w, targets, lambda lp, e, a: lp, {}, 8, 24, sweep="vocab")
-  assert logprobs.resolve_sweep("auto", 256) == (
-      "sequence" if jax.default_backend() == "cpu" else "vocab")
+  accelerated = jax.default_backend() != "cpu"
+  assert logprobs.resolve_sweep("auto", 256) == ("vocab" if accelerated else "sequence")
+  assert logprobs.resolve_sweep("auto", 512) == ("vocab" if accelerated else "sequence")
+  assert logprobs.resolve_sweep("auto", 512, one_sweep=True) == "sequence"
   assert logprobs.resolve_sweep("auto", 4096) == "sequence"
 
 
