@@ -30,27 +30,50 @@ def timed(fn, runs):
 
 
 def device_bandwidth(mbytes: int | None = None) -> float:
-  """Bytes/s of a large sequential read on the default JAX device (best of 5).
+  """Bytes/s of a large sequential read on the default JAX device (best of 5): a jitted float32
+  sum, 512 MiB on CPU, 4 GiB on accelerators (HBM read bandwidth; datasheets quote it too).
 
-  CPU: a numpy sum over 512 MiB (what a decode step's weight read sees on this machine);
-  accelerators: a jitted float32 sum over 4 GiB (HBM read bandwidth; datasheets quote it too).
+  On CPU XLA's sum is vectorised and multi-threaded, which a numpy sum is not: on the 2-core VM
+  it reads ~70 GB/s where numpy's single-threaded pairwise sum reached ~21-25 GB/s (the figure
+  this function gave before 2026-11-26, which understated the CPU roofline ~3x).
   """
   import jax
   import jax.numpy as jnp
-  import numpy as np
   cpu = jax.devices()[0].platform == "cpu"
   mbytes = mbytes or (512 if cpu else 4096)
-  if cpu:
-    a = np.ones(mbytes * 2**20 // 4, np.float32)
-    run = a.sum
-  else:
-    a = jnp.ones(mbytes * 2**20 // 4, jnp.float32)
-    total = jax.jit(jnp.sum)
-    run = lambda: total(a).block_until_ready()
-    run()
+  a = jnp.ones(mbytes * 2**20 // 4, jnp.float32)
+  total = jax.jit(jnp.sum)
+  run = lambda: total(a).block_until_ready()
+  run()
   best = float("inf")
   for _ in range(5):
     start = time.perf_counter()
     run()
     best = min(best, time.perf_counter() - start)
   return a.nbytes / best
+
+
+def decode_matmul_floor(text_params: dict, hidden_size: int, rows: int, runs: int = 20) -> float:
+  """Seconds per decode step of the step's weight matmuls alone (every decoder kernel and the
+  LM head, activations [rows, in]), best of `runs`: what the backend's matmuls need for one
+  step, with no attention, norms, sampling or loop overhead. On CPU at small batch this, not
+  the memory read, bounds a step (XLA's [8, 512] x [512, N] matmul reads ~35 GB/s)."""
+  import jax
+  import jax.numpy as jnp
+  mats = []
+  for path, w in jax.tree_util.tree_leaves_with_path(text_params["layers"]):
+    if "kernel" in jax.tree_util.keystr(path):
+      for layer in w:  # per-layer arrays: no slicing inside the timed program
+        shape = (hidden_size, -1) if layer.shape[0] == hidden_size else (-1, hidden_size)
+        mats.append(jnp.asarray(layer.reshape(shape)))
+  head = text_params.get("lm_head", {}).get("kernel")
+  mats.append(head if head is not None else text_params["embed"]["embedding"].T)
+  xs = [jnp.ones((rows, m.shape[0]), m.dtype) for m in mats]
+  step = jax.jit(lambda xs, ms: [jnp.sum(x @ m) for x, m in zip(xs, ms)])
+  jax.block_until_ready(step(xs, mats))
+  best = float("inf")
+  for _ in range(runs):
+    start = time.perf_counter()
+    jax.block_until_ready(step(xs, mats))
+    best = min(best, time.perf_counter() - start)
+  return best
