@@ -201,7 +201,8 @@ def main(argv=None) -> int:
     judge = judge_lib.make_judge(args.judge,
                                  generate_fn_factory=_local_generate_factory(args, mesh),
                                  **judge_kw)
-  sampler = Sampler(params, config, processor, mesh=mesh, unstack_layers=not args.scanned_decode)
+  sampler = Sampler(params, config, processor, mesh=mesh,
+                    unstack_layers=False if args.scanned_decode else "auto")
   engine = Engine(sampler, processor,
                   presets_lib.get_preset(args.preset), judge, args.max_new_tokens, model_name,
                   seed=args.seed, temperature=args.temperature)

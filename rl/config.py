@@ -22,7 +22,8 @@ class TrainConfig:
   updates_per_batch: int = 1
   max_new_tokens: int = 1024
   temperature: float = 1.0
-  rollout_unstack_layers: bool = True  # decode over per-layer weight copies (faster; +1 copy)
+  rollout_unstack_layers: bool = True  # per-layer weight copies for decode where they fit
+                                       # (faster; +1 copy; Sampler "auto"); false: never
   lr: float = 1e-6
   warmup_steps: int = 10
   weight_decay: float = 0.0

@@ -104,7 +104,7 @@ class Trainer:
   def sampler(self):
     from vlm_jax.sampler import Sampler
     return Sampler(self.params, self.model_config, self.processor, mesh=self.mesh,
-                   unstack_layers=self.config.rollout_unstack_layers)
+                   unstack_layers="auto" if self.config.rollout_unstack_layers else False)
 
   def train_step(self) -> dict:
     from rl import data

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import warnings
 
 import numpy as np
 import jax
@@ -230,6 +232,27 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
   return jax.lax.while_loop(cond, body, state)
 
 
+def memory_stats(device) -> dict | None:
+  """The device's allocator statistics (None where the backend has none, e.g. CPU)."""
+  try:
+    return device.memory_stats()
+  except Exception:  # noqa: BLE001 - backends without the call raise various errors
+    return None
+
+
+def layer_copy_bytes(layers: dict) -> tuple[int, int | None]:
+  """(bytes one copy of `layers` needs on the device holding their first shard, that device's
+  free bytes or None when unknown)."""
+  leaves = jax.tree.leaves(layers)
+  if not leaves or not all(isinstance(x, jax.Array) for x in leaves):  # host arrays: unknown
+    return sum(np.asarray(x).nbytes for x in leaves), None
+  need = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in leaves)
+  stats = memory_stats(leaves[0].addressable_shards[0].device)
+  if not stats or "bytes_limit" not in stats:
+    return need, None
+  return need, stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+
+
 def _stop_ids(ids) -> np.ndarray:
   """Stop token ids padded with -3 (never sampled) to a bucketed count (no recompile)."""
   ids = [int(i) for i in ids]
@@ -263,15 +286,21 @@ class Sampler:
   unstack_layers: decode over per-layer copies of the layer weights (`text.unstack_layers`):
   one extra copy of the layer weights (sharded like them) while a decode runs, for decode steps
   2.6x faster at 7B shapes on an H200 and faster on CPU too (bench/RESULTS.md: the scanned
-  loop copies each layer's weight slice on every step). Pass False where that copy does not
-  fit (`evals.run --scanned-decode`, `rollout_unstack_layers=false` in training).
+  loop copies each layer's weight slice on every step). "auto" (default): per-layer when that
+  copy takes at most half of the free memory of the device holding the weights' first shard
+  (checked per call; always where the backend reports no memory statistics, e.g. CPU), else
+  the scanned decode, with a warning. True / False force either (`evals.run --scanned-decode`,
+  `rollout_unstack_layers=false` in training force False).
   """
 
   def __init__(self, params: dict, config: ModelConfig, processor=None, mesh=None,
                pad_id: int | None = None, min_length_bucket: int = 64,
-               min_patch_bucket: int = 256, unstack_layers: bool = True):
+               min_patch_bucket: int = 256, unstack_layers: bool | str = "auto"):
     self.params, self.config, self.processor, self.mesh = params, config, processor, mesh
-    self.unstack_layers = bool(unstack_layers)
+    if unstack_layers not in (True, False, "auto"):
+      raise ValueError(f"unstack_layers={unstack_layers!r}: want True, False or 'auto'")
+    self.unstack_layers = unstack_layers
+    self._warned_scanned = False
     if pad_id is None:
       pad_id = processor.pad_token_id if processor is not None else (config.pad_token_id or 0)
     self.pad_id = int(pad_id)
@@ -298,8 +327,9 @@ class Sampler:
     spec = _Spec(sampling.max_new_tokens, sampling.n, sampling.temperature == 0,
                  top_k, sampling.top_p < 1, sampling.logprobs)
     cache_len = inputs["input_ids"].shape[1] + sampling.max_new_tokens
+    per_layer = self._per_layer()
     out = _prefill(self.params, self.config, inputs, sampling.n, cache_len, self.mesh,
-                   self.unstack_layers)
+                   per_layer)
     stop_seqs = self._stop_sequences(sampling.stop_strings)
     live = np.repeat(np.arange(inputs["input_ids"].shape[0]) < rows, sampling.n)
     state = _init_state(out, spec, stop_seqs.shape[1], self.pad_id, live)
@@ -311,7 +341,7 @@ class Sampler:
                 "banned": jnp.asarray(self._banned(sampling), jnp.int32),
                 "row_ids": jnp.asarray(_row_ids(row_keys, rows, inputs["input_ids"].shape[0],
                                                 sampling.n))}
-    state = _decode(self.params, self.config, state, spec, controls, self.unstack_layers)
+    state = _decode(self.params, self.config, state, spec, controls, per_layer)
     return self._finish(state, rows * sampling.n, sampling)
 
   def next_token_logprobs(self, batch: dict, token_ids) -> np.ndarray:
@@ -325,6 +355,20 @@ class Sampler:
     return sharding_lib.to_host(out)[:rows]
 
   # -- host side ---------------------------------------------------------------------------
+  def _per_layer(self) -> bool:
+    """Resolves `unstack_layers` for this call (see the class docstring)."""
+    if self.unstack_layers != "auto":
+      return self.unstack_layers
+    need, free = layer_copy_bytes(self.params["text"]["layers"])
+    if free is None or need <= free / 2:
+      return True
+    if not self._warned_scanned:
+      warnings.warn(f"Sampler: a per-layer copy of the layer weights ({need / 2**30:.2f} GiB per "
+                    f"device) does not fit in half the free device memory ({free / 2**30:.2f} "
+                    "GiB); decoding through the stacked weights (slower)", stacklevel=3)
+      self._warned_scanned = True
+    return False
+
   def prepare(self, batch: dict) -> tuple[dict, int]:
     """HF arrays -> bucketed (left-aligned, padded, sharded) `apply` inputs, and the real rows."""
     rows = np.asarray(batch["input_ids"]).shape[0]

@@ -78,6 +78,33 @@ def test_stacked_and_unstacked_decode_agree(lively):
   np.testing.assert_allclose(a.entropies, b.entropies, atol=1e-5)
 
 
+def test_auto_unstack_falls_back_to_scanned_when_the_copy_does_not_fit(lively, monkeypatch):
+  """unstack_layers="auto": per-layer decode while a copy of the layer weights fits in half of
+  the free device memory, else the scanned decode (same tokens), with one warning."""
+  _, config, params, _ = lively
+  batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
+  sampling = SamplingParams(max_new_tokens=6)
+  need, free = sampler.layer_copy_bytes(params["text"]["layers"])
+  leaves = jax.tree.leaves(params["text"]["layers"])
+  assert need == sum(x.nbytes for x in leaves) and free is None  # CPU: no allocator statistics
+  chosen = []
+  real_decode = sampler._decode
+  monkeypatch.setattr(sampler, "_decode", lambda *a: chosen.append(a[-1]) or real_decode(*a))
+  s = Sampler(params, config, pad_id=0)
+  want = s(batch, sampling).tokens
+  for limit in (4 * need, 3 * need // 2):  # fits in half of it / does not
+    monkeypatch.setattr(sampler, "memory_stats",
+                        lambda device, limit=limit: {"bytes_limit": limit, "bytes_in_use": 0})
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      np.testing.assert_array_equal(s(batch, sampling).tokens, want)
+      s(batch, sampling)
+    assert len([w for w in caught if "does not fit" in str(w.message)]) == (limit < 2 * need)
+  assert chosen == [True, True, True, False, False]
+  with pytest.raises(ValueError, match="unstack_layers='yes'"):
+    Sampler(params, config, unstack_layers="yes")
+
+
 def test_sampling_is_reproducible_and_n_rows_differ(lively):
   _, config, params, _ = lively
   batch = hf_models.build_batch(BATCH[:2], config.vision.patch_dim)
