@@ -63,7 +63,7 @@ class SampleOutput:
   logprobs: np.ndarray | None   # [R, max_new_tokens] float32, log p(token) at temperature 1
   entropies: np.ndarray | None  # [R, max_new_tokens] float32, entropy of that distribution
   # (both None with SamplingParams(logprobs=False))
-  texts: list[str]          # decoded rows (empty strings without a processor)
+  texts: list[str]          # decoded rows, without special stop tokens (empty without a processor)
   finish_reasons: list[str]  # "stop" or "length"
   prompt_index: np.ndarray  # [R] prompt of each row
 
@@ -427,8 +427,11 @@ class Sampler:
     """(length, text, hit): a stop string can also arrive inside other token splits."""
     if self.processor is None:
       return length, "", False
-    decode = lambda k: self.processor.decode(
-        [int(t) for t in row[:k] if t not in sampling.stop_token_ids])
+    # a special stop token (eos, <|im_end|>) has no text; others (e.g. ".") keep theirs, as
+    # transformers' decode(skip_special_tokens=True) and vLLM give
+    special = set(getattr(self.processor.tokenizer, "all_special_ids", None) or ())
+    dropped = {int(t) for t in sampling.stop_token_ids if int(t) in special}
+    decode = lambda k: self.processor.decode([int(t) for t in row[:k] if int(t) not in dropped])
     text_full = decode(length)
     cuts = [text_full.find(s) + len(s) for s in sampling.stop_strings if s in text_full]
     if not cuts:

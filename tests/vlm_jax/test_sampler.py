@@ -284,6 +284,20 @@ def test_stop_strings_cut_the_text(real_vocab):
   assert out.lengths[0] < 30
 
 
+def test_texts_drop_special_stop_tokens_only(real_vocab):
+  """<|im_end|> as a stop id leaves no text; a plain token as a stop id ('.') keeps its text."""
+  _, config, params, proc = real_vocab
+  s = Sampler(params, config, proc)
+  im_end = proc.tokenizer.convert_tokens_to_ids("<|im_end|>")
+  ids = proc.tokenizer.encode("Two cats.", add_special_tokens=False)
+  dot = ids[-1]
+  assert proc.decode([dot]) == "."
+  for stop, want in ((im_end, "Two cats"), (dot, "Two cats.")):  # the row ends with `stop`
+    row = np.array(ids[:-1] + [stop, proc.pad_token_id], np.int32)
+    got = s._cut_at_stop_string(row, len(ids), SamplingParams(stop_token_ids=(stop,)))
+    assert got == (len(ids), want, False)
+
+
 def test_stop_string_cut_keeps_a_split_multibyte_character(real_vocab):
   """"龘" is two byte-level tokens; the prefix ending inside it decodes to U+FFFD, which is as
   long as the character: the cut must keep the token that completes it."""
