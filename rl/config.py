@@ -56,7 +56,8 @@ class TrainConfig:
   sft_answers: str = "correct"      # rl.sft targets: "correct" | "random" (format only)
 
   def __post_init__(self):
-    choices = {"loss_agg": ("token_mean", "seq_mean_token_mean"),  # grpo.AGGREGATIONS
+    from rl.grpo import AGGREGATIONS
+    choices = {"loss_agg": AGGREGATIONS,
                "logprob_sweep": ("auto", "sequence", "vocab"),
                "sft_answers": ("correct", "random")}
     for name, allowed in choices.items():

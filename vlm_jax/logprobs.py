@@ -122,7 +122,7 @@ def _chunk_grads(h, w, targets, lse, mean_z, g, k, chunk_v: int | None, dw):
 def _tile_cols(per_shard: int, tokens: int, budget: int) -> int:
   """Columns per shard in one vocabulary tile: at most `budget` logits over all `tokens` and
   shards, preferring a size that divides the shard's columns (else the last tile overlaps)."""
-  most = max(1, min(per_shard, budget // tokens))
+  most = max(1, min(per_shard, budget // max(tokens, 1)))
   for cols in range(most, (most + 1) // 2 - 1, -1):
     if per_shard % cols == 0:
       return cols

@@ -30,6 +30,7 @@ from vlm_jax import buckets, model as model_lib, sharding as sharding_lib, text
 from vlm_jax.config import ModelConfig
 
 TRACE_COUNTS = {"prefill": 0, "decode": 0}  # incremented at trace time: a compile counter
+_WARNED = {"scanned": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,15 +243,32 @@ def memory_stats(device) -> dict | None:
 
 def layer_copy_bytes(layers: dict) -> tuple[int, int | None]:
   """(bytes one copy of `layers` needs on the device holding their first shard, that device's
-  free bytes or None when unknown)."""
+  free bytes or None when unknown). In a multi-process run the free bytes are the least over
+  all processes, so every process resolves `unstack_layers="auto"` the same way (they must run
+  the same programs)."""
   leaves = jax.tree.leaves(layers)
   if not leaves or not all(isinstance(x, jax.Array) for x in leaves):  # host arrays: unknown
     return sum(np.asarray(x).nbytes for x in leaves), None
   need = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in leaves)
   stats = memory_stats(leaves[0].addressable_shards[0].device)
-  if not stats or "bytes_limit" not in stats:
-    return need, None
-  return need, stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+  free = -1 if not stats or "bytes_limit" not in stats else (
+      stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    every = np.asarray(multihost_utils.process_allgather(np.array([free], np.int64))).reshape(-1)
+    free = -1 if (every < 0).any() else int(every.min())
+  return need, None if free < 0 else free
+
+
+def cache_bytes(config: ModelConfig, rows: int, cache_len: int, mesh, dtype) -> int:
+  """Bytes of a decode KV cache on one device (k and v of every layer; split like
+  `sharding.cache_spec` splits it)."""
+  text_cfg = config.text
+  shape = (rows, text_cfg.num_kv_heads, text_cfg.head_dim, cache_len)  # heads-major k
+  if mesh is not None:
+    spec = sharding_lib.cache_spec(mesh, shape, 1)
+    shape = jax.sharding.NamedSharding(mesh, spec).shard_shape(shape)
+  return 2 * text_cfg.num_layers * math.prod(shape) * jnp.dtype(dtype).itemsize
 
 
 def _stop_ids(ids) -> np.ndarray:
@@ -287,9 +305,9 @@ class Sampler:
   one extra copy of the layer weights (sharded like them) while a decode runs, for decode steps
   2.6x faster at 7B shapes on an H200 and faster on CPU too (bench/RESULTS.md: the scanned
   loop copies each layer's weight slice on every step). "auto" (default): per-layer when that
-  copy takes at most half of the free memory of the device holding the weights' first shard
-  (checked per call; always where the backend reports no memory statistics, e.g. CPU), else
-  the scanned decode, with a warning. True / False force either (`evals.run --scanned-decode`,
+  copy takes at most half of the memory the call's KV cache leaves free on the device holding
+  the weights' first shard (checked per call, the least over processes; always where the
+  backend reports no memory statistics, e.g. CPU), else the scanned decode, with a warning. True / False force either (`evals.run --scanned-decode`,
   `rollout_unstack_layers=false` in training force False).
   """
 
@@ -300,7 +318,6 @@ class Sampler:
     if unstack_layers not in (True, False, "auto"):
       raise ValueError(f"unstack_layers={unstack_layers!r}: want True, False or 'auto'")
     self.unstack_layers = unstack_layers
-    self._warned_scanned = False
     if pad_id is None:
       pad_id = processor.pad_token_id if processor is not None else (config.pad_token_id or 0)
     self.pad_id = int(pad_id)
@@ -327,7 +344,7 @@ class Sampler:
     spec = _Spec(sampling.max_new_tokens, sampling.n, sampling.temperature == 0,
                  top_k, sampling.top_p < 1, sampling.logprobs)
     cache_len = inputs["input_ids"].shape[1] + sampling.max_new_tokens
-    per_layer = self._per_layer()
+    per_layer = self._per_layer(inputs["input_ids"].shape[0] * sampling.n, cache_len)
     out = _prefill(self.params, self.config, inputs, sampling.n, cache_len, self.mesh,
                    per_layer)
     stop_seqs = self._stop_sequences(sampling.stop_strings)
@@ -355,18 +372,25 @@ class Sampler:
     return sharding_lib.to_host(out)[:rows]
 
   # -- host side ---------------------------------------------------------------------------
-  def _per_layer(self) -> bool:
-    """Resolves `unstack_layers` for this call (see the class docstring)."""
+  def _per_layer(self, rows: int, cache_len: int) -> bool:
+    """Resolves `unstack_layers` for a call of `rows` rows (see the class docstring): the copy
+    must fit in half of what the KV cache leaves free."""
     if self.unstack_layers != "auto":
       return self.unstack_layers
-    need, free = layer_copy_bytes(self.params["text"]["layers"])
-    if free is None or need <= free / 2:
+    layers = self.params["text"]["layers"]
+    need, free = layer_copy_bytes(layers)
+    if free is None:
       return True
-    if not self._warned_scanned:
+    dtype = jax.tree.leaves(layers)[0].dtype
+    free -= cache_bytes(self.config, rows, cache_len, self.mesh, dtype)
+    if need <= free / 2:
+      return True
+    if not _WARNED["scanned"]:  # once per process (training builds a Sampler per step)
       warnings.warn(f"Sampler: a per-layer copy of the layer weights ({need / 2**30:.2f} GiB per "
-                    f"device) does not fit in half the free device memory ({free / 2**30:.2f} "
-                    "GiB); decoding through the stacked weights (slower)", stacklevel=3)
-      self._warned_scanned = True
+                    f"device) does not fit in half the device memory the KV cache leaves free "
+                    f"({max(free, 0) / 2**30:.2f} GiB); decoding through the stacked weights "
+                    "(slower)", stacklevel=3)
+      _WARNED["scanned"] = True
     return False
 
   def prepare(self, batch: dict) -> tuple[dict, int]:

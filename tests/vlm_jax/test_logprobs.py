@@ -131,6 +131,14 @@ def test_vocab_sweep_on_a_vocabulary_split_head_gathers_no_weights():
     np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("sweep", ["sequence", "vocab"])
+def test_empty_sequences_give_zero_gradients(sweep):
+  hidden, w, targets = jnp.zeros((B, 0, D)), jnp.ones((D, V)), jnp.zeros((B, 0), jnp.int32)
+  gh, gw = jax.grad(lambda h, w_: logprobs.token_loss(h, w_, targets, lambda lp, e, a: lp, {}, 8,
+                                                      sweep=sweep)[0], (0, 1))(hidden, w)
+  assert gh.shape == (B, 0, D) and gw.shape == (D, V) and not jnp.any(gw)
+
+
 def test_sweep_options_are_checked():
   hidden, w, targets = _inputs()
   with pytest.raises(ValueError, match="sweep='tiles'"):

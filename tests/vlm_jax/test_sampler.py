@@ -90,16 +90,23 @@ def test_auto_unstack_falls_back_to_scanned_when_the_copy_does_not_fit(lively, m
   chosen = []
   real_decode = sampler._decode
   monkeypatch.setattr(sampler, "_decode", lambda *a: chosen.append(a[-1]) or real_decode(*a))
+  monkeypatch.setitem(sampler._WARNED, "scanned", False)
   s = Sampler(params, config, pad_id=0)
   want = s(batch, sampling).tokens
-  for limit in (4 * need, 3 * need // 2):  # fits in half of it / does not
+  rows, length = s.prepare(batch)[0]["input_ids"].shape  # the batch and length buckets
+  cache_len = length + sampling.max_new_tokens
+  cache = sampler.cache_bytes(config, rows, cache_len, None, leaves[0].dtype)
+  assert cache == 2 * config.text.num_layers * rows * cache_len * config.text.num_kv_heads * (
+      config.text.head_dim * leaves[0].dtype.itemsize)
+  for limit in (cache + 2 * need, cache + 2 * need - 1):  # fits in half of the rest / does not
     monkeypatch.setattr(sampler, "memory_stats",
                         lambda device, limit=limit: {"bytes_limit": limit, "bytes_in_use": 0})
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always")
       np.testing.assert_array_equal(s(batch, sampling).tokens, want)
       s(batch, sampling)
-    assert len([w for w in caught if "does not fit" in str(w.message)]) == (limit < 2 * need)
+    assert len([w for w in caught if "does not fit" in str(w.message)]) == (
+        limit < cache + 2 * need)
   assert chosen == [True, True, True, False, False]
   with pytest.raises(ValueError, match="unstack_layers='yes'"):
     Sampler(params, config, unstack_layers="yes")
