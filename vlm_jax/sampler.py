@@ -307,8 +307,9 @@ class Sampler:
   loop copies each layer's weight slice on every step). "auto" (default): per-layer when that
   copy takes at most half of the memory the call's KV cache leaves free on the device holding
   the weights' first shard (checked per call, the least over processes; always where the
-  backend reports no memory statistics, e.g. CPU), else the scanned decode, with a warning. True / False force either (`evals.run --scanned-decode`,
-  `rollout_unstack_layers=false` in training force False).
+  backend reports no memory statistics, e.g. CPU), else the scanned decode, with a warning.
+  True / False force either (`evals.run --scanned-decode` and `rollout_unstack_layers=false`
+  in training force False).
   """
 
   def __init__(self, params: dict, config: ModelConfig, processor=None, mesh=None,
