@@ -136,7 +136,8 @@ def main():
   print(f"| decode matmul floor (the step's weight matmuls alone, [{rows}, in] x [in, out], "
         f"measured; prefill excluded) | - | {matmul_floor:.0f} |")
   print(f"speed-up: {t_hf / t_bare:.2f}x tokens only ({t_hf / t_ours:.2f}x with log-probs); "
-        f"ours at {n / t_bare / roofline:.0%} of the read roofline and {n / t_bare / matmul_floor:.0%} "
+        f"ours at {n / t_bare / roofline:.0%} of the read roofline and "
+        f"{n / t_bare / matmul_floor:.0%} "
         f"of the matmul floor, transformers at {n / t_hf / roofline:.0%} / "
         f"{n / t_hf / matmul_floor:.0%}")
 
