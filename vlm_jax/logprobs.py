@@ -129,7 +129,21 @@ def _tile_cols(per_shard: int, tokens: int, budget: int) -> int:
   return most
 
 
-def _vocab_sweep_grads(h, w, targets, lse, mean_z, g, k, budget: int, shards: int):
+def _constrain(x: jax.Array, head_sharding, shards: int = 0) -> jax.Array:
+  """x laid out like the LM head ([D, V]; with `shards`, its [D, S, V/S] view): without this
+  XLA returns the weight gradient replicated over `fsdp` (e.g. a full [D, V] per device on an
+  fsdp-only mesh)."""
+  if head_sharding is None:
+    return x
+  spec = tuple(head_sharding.spec) + (None,) * (2 - len(head_sharding.spec))
+  if shards:
+    spec = spec + (None,)
+  return jax.lax.with_sharding_constraint(
+      x, jax.sharding.NamedSharding(head_sharding.mesh, jax.sharding.PartitionSpec(*spec)))
+
+
+def _vocab_sweep_grads(h, w, targets, lse, mean_z, g, k, budget: int, shards: int,
+                       head_sharding=None):
   """(dh [B, T, D] float32, dW [D, V] float32) by tiles of the vocabulary over all tokens at
   once (the "vocab" sweep of the module docstring); `budget` bounds a tile's logits."""
   b, t, d = h.shape
@@ -155,15 +169,17 @@ def _vocab_sweep_grads(h, w, targets, lse, mean_z, g, k, budget: int, shards: in
     dz = dz.at[rows, shard_of, jnp.clip(local, 0, cols - 1)].add(jnp.where(inside, g, 0.0))
     dz = dz.astype(h.dtype)
     # overlapping columns are recomputed to the same values: the write may repeat them
-    dw = jax.lax.dynamic_update_slice_in_dim(
-        dw, jnp.einsum("ND,NSC->DSC", h2, dz, preferred_element_type=jnp.float32), start, 2)
+    dw = _constrain(jax.lax.dynamic_update_slice_in_dim(
+        dw, jnp.einsum("ND,NSC->DSC", h2, dz, preferred_element_type=jnp.float32), start, 2),
+        head_sharding, shards)
     if per % cols:  # ... but dh must count each column once
       dz = jnp.where((start + jnp.arange(cols) >= i * cols)[None, None], dz, 0)
     return dh + jnp.einsum("NSC,DSC->ND", dz, w_c, preferred_element_type=jnp.float32), dw
 
-  init = (jnp.zeros((b * t, d), jnp.float32), jnp.zeros(ws.shape, jnp.float32))
+  init = (jnp.zeros((b * t, d), jnp.float32),
+          _constrain(jnp.zeros(ws.shape, jnp.float32), head_sharding, shards))
   dh, dw = tile(0, init) if n == 1 else jax.lax.fori_loop(0, n, tile, init)
-  return dh.reshape(b, t, d), dw.reshape(d, vocab)
+  return dh.reshape(b, t, d), _constrain(dw.reshape(d, vocab), head_sharding)
 
 
 def resolve_sweep(sweep: str, tokens_per_chunk: int, chunk_v: int | None = None,
@@ -212,33 +228,34 @@ def _forward_stats(hidden, w, targets, chunk_t, chunk_v):
   return tuple(_from_chunks(x, t) for x in out)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def _logprobs_entropy(hidden, w, targets, chunk_t, chunk_v, sweep, shards):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
+def _logprobs_entropy(hidden, w, targets, chunk_t, chunk_v, sweep, shards, head_sharding):
   return _forward_stats(hidden, w, targets, chunk_t, chunk_v)[:2]
 
 
-def _logprobs_entropy_fwd(hidden, w, targets, chunk_t, chunk_v, sweep, shards):
+def _logprobs_entropy_fwd(hidden, w, targets, chunk_t, chunk_v, sweep, shards, head_sharding):
   logp, ent, lse, mean_z = _forward_stats(hidden, w, targets, chunk_t, chunk_v)
   return (logp, ent), (hidden, w, targets, lse, mean_z)
 
 
-def _logprobs_entropy_bwd(chunk_t, chunk_v, sweep, shards, res, cotangents):
+def _logprobs_entropy_bwd(chunk_t, chunk_v, sweep, shards, head_sharding, res, cotangents):
   hidden, w, targets, lse, mean_z = res
   g, k = (c.astype(jnp.float32) for c in cotangents)
   t = hidden.shape[1]
   if sweep == "vocab":
     dh, dw = _vocab_sweep_grads(hidden, w, targets, lse, mean_z, g, k,
-                                hidden.shape[0] * chunk_t * w.shape[1], shards)
-    return dh.astype(hidden.dtype), dw.astype(w.dtype), None
+                                hidden.shape[0] * chunk_t * w.shape[1], shards, head_sharding)
+    return dh.astype(hidden.dtype), _constrain(dw.astype(w.dtype), head_sharding), None
 
   def body(dw, xs):
     h, y, lse_c, mean_c, g_c, k_c = xs
     dh, dw = _chunk_grads(h, w, y, lse_c, mean_c, g_c, k_c, chunk_v, dw)
-    return dw, dh
+    return _constrain(dw, head_sharding), dh
 
   xs = tuple(_to_chunks(x, chunk_t) for x in (hidden, targets, lse, mean_z, g, k))
-  dw, dh = jax.lax.scan(body, jnp.zeros(w.shape, jnp.float32), xs)
-  return _from_chunks(dh, t).astype(hidden.dtype), dw.astype(w.dtype), None
+  dw, dh = jax.lax.scan(body, _constrain(jnp.zeros(w.shape, jnp.float32), head_sharding), xs)
+  return (_from_chunks(dh, t).astype(hidden.dtype),
+          _constrain(dw.astype(w.dtype), head_sharding), None)
 
 
 _logprobs_entropy.defvjp(_logprobs_entropy_fwd, _logprobs_entropy_bwd)
@@ -255,28 +272,33 @@ def _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards, one_sweep=False):
 
 def logprobs_and_entropy(hidden: jax.Array, w: jax.Array, targets: jax.Array,
                          chunk_t: int = 128, chunk_v: int | None = None, sweep: str = "auto",
-                         vocab_shards: int = 1):
+                         vocab_shards: int = 1, head_sharding=None):
   """log p(targets) and next-token entropy, both float32 [B, T], from hidden [B, T, D].
 
   hidden[:, t] is the state that predicts targets[:, t] (shift before calling); w [D, V] is the
   LM head. T is padded to a multiple of chunk_t internally. Differentiable in hidden and w;
-  `sweep` and `vocab_shards` choose how the backward pass runs (module docstring).
+  `sweep` and `vocab_shards` choose how the backward pass runs (module docstring);
+  `head_sharding` (a NamedSharding of w, e.g. `sharding.head_sharding(mesh)`) keeps the weight
+  gradient laid out like w (XLA otherwise returns it replicated over `fsdp`).
   """
   chunk_t, sweep = _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards)
-  return _logprobs_entropy(hidden, w, targets, chunk_t, chunk_v, sweep, vocab_shards)
+  return _logprobs_entropy(hidden, w, targets, chunk_t, chunk_v, sweep, vocab_shards,
+                           head_sharding)
 
 
 TokenFn = Callable[[jax.Array, jax.Array, dict], jax.Array]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 5, 6, 7, 8))
-def _token_loss(hidden, w, targets, token_fn, aux, chunk_t, chunk_v, sweep, shards):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 5, 6, 7, 8, 9))
+def _token_loss(hidden, w, targets, token_fn, aux, chunk_t, chunk_v, sweep, shards,
+                head_sharding):
   """Without differentiation: the statistics alone, no gradient sweep."""
   logp, ent, _, _ = _forward_stats(hidden, w, targets, chunk_t, chunk_v)
   return jnp.sum(token_fn(logp, ent, aux), dtype=jnp.float32), logp, ent
 
 
-def _token_loss_fwd(hidden, w, targets, token_fn, aux, chunk_t, chunk_v, sweep, shards):
+def _token_loss_fwd(hidden, w, targets, token_fn, aux, chunk_t, chunk_v, sweep, shards,
+                    head_sharding):
   t = hidden.shape[1]
   valid = jnp.ones(targets.shape, bool)
   in_sweep = sweep == "sequence"  # else dh, dW come from the vocabulary sweep afterwards
@@ -293,11 +315,13 @@ def _token_loss_fwd(hidden, w, targets, token_fn, aux, chunk_t, chunk_v, sweep, 
     if not in_sweep:
       return (total, dw), (logp, ent, lse, mean_z, g, k)
     dh, dw = _chunk_grads(h, w, y, lse, mean_z, g, k, chunk_v, dw)
-    return (total, dw), (dh, logp, ent)
+    return (total, _constrain(dw, head_sharding)), (dh, logp, ent)
 
   chunks = lambda x: _to_chunks(x, chunk_t)
   xs = (chunks(hidden), chunks(targets), chunks(valid), jax.tree.map(chunks, aux))
-  init = (jnp.zeros((), jnp.float32), jnp.zeros(w.shape if in_sweep else (), jnp.float32))
+  init = (jnp.zeros((), jnp.float32),
+          _constrain(jnp.zeros(w.shape, jnp.float32), head_sharding) if in_sweep
+          else jnp.zeros((), jnp.float32))
   (total, dw), out = jax.lax.scan(body, init, xs)
   out = [_from_chunks(x, t) for x in out]
   if in_sweep:
@@ -305,12 +329,12 @@ def _token_loss_fwd(hidden, w, targets, token_fn, aux, chunk_t, chunk_v, sweep, 
   else:
     logp, ent, lse, mean_z, g, k = out
     dh, dw = _vocab_sweep_grads(hidden, w, targets, lse, mean_z, g, k,
-                                hidden.shape[0] * chunk_t * w.shape[1], shards)
-  grads = (dh.astype(hidden.dtype), dw.astype(w.dtype))
+                                hidden.shape[0] * chunk_t * w.shape[1], shards, head_sharding)
+  grads = (dh.astype(hidden.dtype), _constrain(dw.astype(w.dtype), head_sharding))
   return (total, logp, ent), (grads, aux)
 
 
-def _token_loss_bwd(token_fn, chunk_t, chunk_v, sweep, shards, res, cotangents):
+def _token_loss_bwd(token_fn, chunk_t, chunk_v, sweep, shards, head_sharding, res, cotangents):
   (dh, dw), aux = res
   c = cotangents[0]  # log p and entropy are returned without gradient (`token_loss`)
   zeros = jax.tree.map(jnp.zeros_like, aux)
@@ -322,7 +346,7 @@ _token_loss.defvjp(_token_loss_fwd, _token_loss_bwd)
 
 def token_loss(hidden: jax.Array, w: jax.Array, targets: jax.Array, token_fn: TokenFn,
                aux: dict, chunk_t: int = 128, chunk_v: int | None = None, sweep: str = "auto",
-               vocab_shards: int = 1):
+               vocab_shards: int = 1, head_sharding=None):
   """sum over [B, T] of token_fn(log p(targets), entropy, aux), with its gradient in one sweep.
 
   token_fn(logp [B, C], entropy [B, C], aux chunk) -> per-token loss [B, C], elementwise over
@@ -332,19 +356,20 @@ def token_loss(hidden: jax.Array, w: jax.Array, targets: jax.Array, token_fn: To
   for diagnostics). The gradient is formed in the forward pass and held until the backward
   pass (one [D, V] float32 buffer, as the weight gradient needs anyway): in the statistics'
   sweep ("sequence") or in a vocabulary sweep right after it ("vocab"; module docstring).
+  `vocab_shards`, `head_sharding`: as in `logprobs_and_entropy`.
   """
   chunk_t, sweep = _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards, one_sweep=True)
   for name, a in aux.items():
     if a.shape != targets.shape:
       raise ValueError(f"token_loss aux[{name!r}] has shape {a.shape}, want {targets.shape}")
   loss, logp, ent = _token_loss(hidden, w, targets, token_fn, aux, chunk_t, chunk_v, sweep,
-                                vocab_shards)
+                                vocab_shards, head_sharding)
   return loss, jax.lax.stop_gradient(logp), jax.lax.stop_gradient(ent)
 
 
 def sequence_logprobs(params: dict, config: ModelConfig, inputs: dict, chunk_t: int = 128,
                       chunk_v: int | None = None, last: int | None = None, sweep: str = "auto",
-                      vocab_shards: int = 1):
+                      vocab_shards: int = 1, head_sharding=None):
   """Per-token log p(input_ids[t+1] | ..t) and entropies [B, T-1] for `prepare_inputs` output.
 
   With `last`, only the final `last` predictions ([B, last], i.e. the last `last` tokens as
@@ -352,16 +377,16 @@ def sequence_logprobs(params: dict, config: ModelConfig, inputs: dict, chunk_t: 
   This is the scoring path GRPO and the evals use; it runs the same `apply` as the sampler.
   """
   return logprobs_and_entropy(*predictions(params, config, inputs, last), chunk_t, chunk_v,
-                              sweep, vocab_shards)
+                              sweep, vocab_shards, head_sharding)
 
 
 def sequence_token_loss(params: dict, config: ModelConfig, inputs: dict, token_fn: TokenFn,
                         aux: dict, last: int, chunk_t: int = 128, chunk_v: int | None = None,
-                        sweep: str = "auto", vocab_shards: int = 1):
+                        sweep: str = "auto", vocab_shards: int = 1, head_sharding=None):
   """`token_loss` over the last `last` predictions of `prepare_inputs` output (the response
   of left-aligned rows): (loss, logp [B, last], entropy [B, last]). The training loss path."""
   return token_loss(*predictions(params, config, inputs, last), token_fn, aux, chunk_t, chunk_v,
-                    sweep, vocab_shards)
+                    sweep, vocab_shards, head_sharding)
 
 
 def predictions(params: dict, config: ModelConfig, inputs: dict, last: int | None = None):

@@ -128,6 +128,11 @@ def vocab_shards(mesh: Mesh | None) -> int:
   return math.prod(mesh.shape[a] for a in RULES["vocab"] if a in mesh.shape)
 
 
+def head_sharding(mesh: Mesh | None) -> NamedSharding | None:
+  """The LM head's [D, V] layout (the lm_head kernel, or the tied embedding transposed)."""
+  return None if mesh is None else NamedSharding(mesh, logical_to_spec(("embed", "vocab"), mesh))
+
+
 def batch_axes(mesh: Mesh) -> tuple[str, ...]:
   return tuple(a for a in RULES["batch"] if a in mesh.shape)
 
