@@ -51,16 +51,15 @@ def target_text(example, answers: str = "correct", seed: int = 0) -> str:
   return f"<think>{statement.rstrip('.')}.</think><answer>{letter}</answer>"
 
 
-@functools.partial(jax.jit, static_argnums=(1, 4, 5, 6, 7))
+@functools.partial(jax.jit, static_argnums=(1, 4, 5, 6))
 def _nll_grad(params, model_config, inputs, mask, chunk_t: int, sweep: str = "auto",
-              vocab_shards: int = 1, head_sharding=None):
+              head_sharding=None):
   aux = {"weight": mask.astype(jnp.float32) / jnp.maximum(jnp.sum(mask), 1.0)}
   nll = lambda logp, _, a: -a["weight"] * logp
 
   def loss(p):
     return logprobs_lib.sequence_token_loss(p, model_config, inputs, nll, aux,
                                             last=mask.shape[1], chunk_t=chunk_t, sweep=sweep,
-                                            vocab_shards=vocab_shards,
                                             head_sharding=head_sharding)[0]
   return jax.value_and_grad(loss)(params)
 
@@ -104,8 +103,7 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
     batch = data.items_for_step(examples, step, config)
     inputs, mask = _batch(sampler, processor, preset, batch, config)
     loss, grads = _nll_grad(params, model_config, inputs, mask, config.logprob_chunk_t,
-                            config.logprob_sweep, sharding.vocab_shards(mesh),
-                            sharding.head_sharding(mesh))
+                            config.logprob_sweep, sharding.head_sharding(mesh))
     updates, opt_state = opt.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     losses.append(float(loss))

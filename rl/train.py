@@ -49,29 +49,26 @@ def make_optimizer(config: TrainConfig, params: dict) -> optax.GradientTransform
 
 
 def _loss(params, model_config, inputs, mask, old, ref, adv, weight, config: TrainConfig,
-          vocab_shards: int = 1, head_sharding=None):
+          head_sharding=None):
   """The GRPO loss through the one-sweep log-prob kernel (`logprobs.sequence_token_loss`):
   the LM-head gradient is formed while each chunk's logits are live (or right after, by
-  vocabulary tiles, `config.logprob_sweep`). `vocab_shards`, `head_sharding`: from the mesh
-  (`sharding.vocab_shards`, `sharding.head_sharding`)."""
+  vocabulary tiles, `config.logprob_sweep`). `head_sharding`: `sharding.head_sharding(mesh)`."""
   kl_coef = config.kl_coef if ref is not None else 0.0
   token_fn = functools.partial(grpo.token_terms, clip_low=config.clip_low,
                                clip_high=config.clip_high, kl_coef=kl_coef)
   aux = grpo.token_aux(old, ref, adv, mask, config.loss_agg)
   loss, logp, entropy = logprobs_lib.sequence_token_loss(
       params, model_config, inputs, lambda lp, _, a: token_fn(lp, a), aux, last=mask.shape[1],
-      chunk_t=config.logprob_chunk_t, sweep=config.logprob_sweep, vocab_shards=vocab_shards,
-      head_sharding=head_sharding)
+      chunk_t=config.logprob_chunk_t, sweep=config.logprob_sweep, head_sharding=head_sharding)
   stats = grpo.diagnostics(logp, old, ref, adv, mask, clip_low=config.clip_low,
                            clip_high=config.clip_high, mode=config.loss_agg, entropy=entropy)
   return loss * weight, stats
 
 
-@functools.partial(jax.jit, static_argnums=(1, 8, 9, 10))
-def _grad(params, model_config, inputs, mask, old, ref, adv, weight, config, vocab_shards=1,
-          head_sharding=None):
+@functools.partial(jax.jit, static_argnums=(1, 8, 9))
+def _grad(params, model_config, inputs, mask, old, ref, adv, weight, config, head_sharding=None):
   return jax.value_and_grad(_loss, has_aux=True)(params, model_config, inputs, mask, old, ref,
-                                                 adv, weight, config, vocab_shards, head_sharding)
+                                                 adv, weight, config, head_sharding)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 3, 4))
@@ -165,8 +162,7 @@ class Trainer:
       grads, stats = None, {}
       for (inputs, mask, old, adv, share), ref in zip(batches, refs):
         (loss, aux), g = _grad(self.params, self.model_config, inputs, mask, old, ref, adv,
-                               share, self.config, sharding.vocab_shards(self.mesh),
-                               sharding.head_sharding(self.mesh))
+                               share, self.config, sharding.head_sharding(self.mesh))
         grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
         for k, v in {"loss": loss, **aux}.items():
           stats[k] = stats.get(k, 0.0) + float(v) * (1.0 if k == "loss" else float(share))

@@ -25,8 +25,8 @@ Two ways to sweep the gradient (`sweep`):
   every token at once, so each column of dW is written once; the [B, T, D] float32 dh is what
   is re-read per tile (T D << D V). It recomputes the logits once more (4 LM-head matmuls).
   The tile is sized so its [B T, tile] logits are no larger than a sequence chunk's. With the
-  LM head's vocabulary split over `vocab_shards` devices, every tile takes an equal slice of
-  each shard ([D, S, V/S] view), so no device gathers another's columns.
+  LM head's vocabulary split over S devices (`head_sharding`), every tile takes an equal slice
+  of each shard ([D, S, V/S] view), so no device gathers another's columns.
 - "auto": "vocab" on accelerators when a sequence chunk holds fewer than 1024 tokens (512 for
   `token_loss`, whose "sequence" sweep needs only 3 matmuls), else "sequence" (on CPU the
   update is not memory-bound). Measured on an H200 in bench/RESULTS.md.
@@ -35,6 +35,7 @@ Two ways to sweep the gradient (`sweep`):
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable
 
 import jax
@@ -142,14 +143,15 @@ def _constrain(x: jax.Array, head_sharding, shards: int = 0) -> jax.Array:
       x, jax.sharding.NamedSharding(head_sharding.mesh, jax.sharding.PartitionSpec(*spec)))
 
 
-def _vocab_sweep_grads(h, w, targets, lse, mean_z, g, k, budget: int, shards: int,
+def _vocab_sweep_grads(h, w, targets, lse, mean_z, g, k, chunk_t: int, shards: int,
                        head_sharding=None):
   """(dh [B, T, D] float32, dW [D, V] float32) by tiles of the vocabulary over all tokens at
-  once (the "vocab" sweep of the module docstring); `budget` bounds a tile's logits."""
+  once (the "vocab" sweep of the module docstring); a tile's logits are no larger than those
+  of a `chunk_t` sequence chunk."""
   b, t, d = h.shape
   vocab = w.shape[1]
   per = vocab // shards
-  cols = _tile_cols(per, b * t * shards, budget)
+  cols = _tile_cols(per, b * t * shards, b * chunk_t * vocab)
   n = -(-per // cols)
   flat = lambda x: x.reshape(b * t)
   h2, lse, mean_z, g, k = h.reshape(b * t, d), flat(lse), flat(mean_z), flat(g), flat(k)
@@ -244,7 +246,7 @@ def _logprobs_entropy_bwd(chunk_t, chunk_v, sweep, shards, head_sharding, res, c
   t = hidden.shape[1]
   if sweep == "vocab":
     dh, dw = _vocab_sweep_grads(hidden, w, targets, lse, mean_z, g, k,
-                                hidden.shape[0] * chunk_t * w.shape[1], shards, head_sharding)
+                                chunk_t, shards, head_sharding)
     return dh.astype(hidden.dtype), _constrain(dw.astype(w.dtype), head_sharding), None
 
   def body(dw, xs):
@@ -261,27 +263,46 @@ def _logprobs_entropy_bwd(chunk_t, chunk_v, sweep, shards, head_sharding, res, c
 _logprobs_entropy.defvjp(_logprobs_entropy_fwd, _logprobs_entropy_bwd)
 
 
-def _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards, one_sweep=False):
-  """Validated (chunk_t, sweep) for the kernels' options."""
+def _vocab_split(head_sharding) -> int:
+  """How many devices split the vocabulary axis of a [D, V] NamedSharding (1 for None)."""
+  if head_sharding is None:
+    return 1
+  axes = (tuple(head_sharding.spec) + (None, None))[1]
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+  return math.prod(head_sharding.mesh.shape[a] for a in axes)
+
+
+def _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards, head_sharding, one_sweep=False):
+  """Validated (chunk_t, sweep, vocab_shards) for the kernels' options; vocab_shards None:
+  the split of `head_sharding`'s vocabulary axis."""
   chunk_t = max(1, min(chunk_t, hidden.shape[1]))
   _vocab_chunks(w, chunk_v)
+  split = _vocab_split(head_sharding)
+  if vocab_shards is None:
+    vocab_shards = split
+  elif head_sharding is not None and vocab_shards != split:
+    raise ValueError(f"vocab_shards={vocab_shards}, but head_sharding splits the vocabulary "
+                     f"{split} ways")
   if vocab_shards < 1 or w.shape[1] % vocab_shards:
     raise ValueError(f"vocab_shards={vocab_shards} must divide the vocabulary size {w.shape[1]}")
-  return chunk_t, resolve_sweep(sweep, hidden.shape[0] * chunk_t, chunk_v, one_sweep)
+  sweep = resolve_sweep(sweep, hidden.shape[0] * chunk_t, chunk_v, one_sweep)
+  return chunk_t, sweep, vocab_shards
 
 
 def logprobs_and_entropy(hidden: jax.Array, w: jax.Array, targets: jax.Array,
                          chunk_t: int = 128, chunk_v: int | None = None, sweep: str = "auto",
-                         vocab_shards: int = 1, head_sharding=None):
+                         vocab_shards: int | None = None, head_sharding=None):
   """log p(targets) and next-token entropy, both float32 [B, T], from hidden [B, T, D].
 
   hidden[:, t] is the state that predicts targets[:, t] (shift before calling); w [D, V] is the
   LM head. T is padded to a multiple of chunk_t internally. Differentiable in hidden and w;
-  `sweep` and `vocab_shards` choose how the backward pass runs (module docstring);
-  `head_sharding` (a NamedSharding of w, e.g. `sharding.head_sharding(mesh)`) keeps the weight
-  gradient laid out like w (XLA otherwise returns it replicated over `fsdp`).
+  `sweep` chooses how the backward pass runs (module docstring). `head_sharding` (a
+  NamedSharding of w, e.g. `sharding.head_sharding(mesh)`) keeps the weight gradient laid out
+  like w (XLA otherwise returns it replicated over `fsdp`); the vocab sweep's tiles follow its
+  vocabulary split (`vocab_shards` overrides that split, e.g. to test the tiling).
   """
-  chunk_t, sweep = _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards)
+  chunk_t, sweep, vocab_shards = _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards,
+                                        head_sharding)
   return _logprobs_entropy(hidden, w, targets, chunk_t, chunk_v, sweep, vocab_shards,
                            head_sharding)
 
@@ -329,7 +350,7 @@ def _token_loss_fwd(hidden, w, targets, token_fn, aux, chunk_t, chunk_v, sweep, 
   else:
     logp, ent, lse, mean_z, g, k = out
     dh, dw = _vocab_sweep_grads(hidden, w, targets, lse, mean_z, g, k,
-                                hidden.shape[0] * chunk_t * w.shape[1], shards, head_sharding)
+                                chunk_t, shards, head_sharding)
   grads = (dh.astype(hidden.dtype), _constrain(dw.astype(w.dtype), head_sharding))
   return (total, logp, ent), (grads, aux)
 
@@ -346,7 +367,7 @@ _token_loss.defvjp(_token_loss_fwd, _token_loss_bwd)
 
 def token_loss(hidden: jax.Array, w: jax.Array, targets: jax.Array, token_fn: TokenFn,
                aux: dict, chunk_t: int = 128, chunk_v: int | None = None, sweep: str = "auto",
-               vocab_shards: int = 1, head_sharding=None):
+               vocab_shards: int | None = None, head_sharding=None):
   """sum over [B, T] of token_fn(log p(targets), entropy, aux), with its gradient in one sweep.
 
   token_fn(logp [B, C], entropy [B, C], aux chunk) -> per-token loss [B, C], elementwise over
@@ -358,7 +379,8 @@ def token_loss(hidden: jax.Array, w: jax.Array, targets: jax.Array, token_fn: To
   sweep ("sequence") or in a vocabulary sweep right after it ("vocab"; module docstring).
   `vocab_shards`, `head_sharding`: as in `logprobs_and_entropy`.
   """
-  chunk_t, sweep = _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards, one_sweep=True)
+  chunk_t, sweep, vocab_shards = _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards,
+                                        head_sharding, one_sweep=True)
   for name, a in aux.items():
     if a.shape != targets.shape:
       raise ValueError(f"token_loss aux[{name!r}] has shape {a.shape}, want {targets.shape}")
@@ -369,7 +391,7 @@ def token_loss(hidden: jax.Array, w: jax.Array, targets: jax.Array, token_fn: To
 
 def sequence_logprobs(params: dict, config: ModelConfig, inputs: dict, chunk_t: int = 128,
                       chunk_v: int | None = None, last: int | None = None, sweep: str = "auto",
-                      vocab_shards: int = 1, head_sharding=None):
+                      vocab_shards: int | None = None, head_sharding=None):
   """Per-token log p(input_ids[t+1] | ..t) and entropies [B, T-1] for `prepare_inputs` output.
 
   With `last`, only the final `last` predictions ([B, last], i.e. the last `last` tokens as
@@ -382,7 +404,8 @@ def sequence_logprobs(params: dict, config: ModelConfig, inputs: dict, chunk_t: 
 
 def sequence_token_loss(params: dict, config: ModelConfig, inputs: dict, token_fn: TokenFn,
                         aux: dict, last: int, chunk_t: int = 128, chunk_v: int | None = None,
-                        sweep: str = "auto", vocab_shards: int = 1, head_sharding=None):
+                        sweep: str = "auto", vocab_shards: int | None = None,
+                        head_sharding=None):
   """`token_loss` over the last `last` predictions of `prepare_inputs` output (the response
   of left-aligned rows): (loss, logp [B, last], entropy [B, last]). The training loss path."""
   return token_loss(*predictions(params, config, inputs, last), token_fn, aux, chunk_t, chunk_v,

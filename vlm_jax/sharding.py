@@ -121,13 +121,6 @@ def param_shardings(config: ModelConfig, mesh: Mesh) -> dict:
   return out
 
 
-def vocab_shards(mesh: Mesh | None) -> int:
-  """How many devices split the LM head's vocabulary (1 without a mesh)."""
-  if mesh is None:
-    return 1
-  return math.prod(mesh.shape[a] for a in RULES["vocab"] if a in mesh.shape)
-
-
 def head_sharding(mesh: Mesh | None) -> NamedSharding | None:
   """The LM head's [D, V] layout (the lm_head kernel, or the tied embedding transposed)."""
   return None if mesh is None else NamedSharding(mesh, logical_to_spec(("embed", "vocab"), mesh))
