@@ -78,12 +78,15 @@ def _attention(q, k, v, mask, heads_major: bool = False):
   q = q.reshape(b, t, kv_heads, n // kv_heads, h)
   if heads_major:  # q as [B, K, G, T, H] (an einsum that transposes it was ~6% slower on CPU)
     q = q.transpose(0, 2, 3, 1, 4)
-    scores, values = "BKGTH,BKHS->BKGTS", "BKGTS,BKSH->BTKGH"
+    scores, values = "BKGTH,BKHS->BKGTS", "BKGTS,BKSH->BKGTH"
   else:
-    scores, values = "BTKGH,BSKH->BKGTS", "BKGTS,BSKH->BTKGH"
+    scores, values = "BTKGH,BSKH->BKGTS", "BKGTS,BSKH->BKGTH"
   logits = jnp.einsum(scores, q, k, preferred_element_type=jnp.float32)
   logits = logits * (h ** -0.5)
   logits = jnp.where(mask[:, None, None, :, :], logits, MASK_VALUE)  # mask [B, T, S]
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  out = jnp.einsum(values, probs, v)
+  # the output in the batch dims' order, then transposed: asking the einsum for [B, T, K, G, H]
+  # made XLA CPU run the decode step's probs x v as a slow dot with the cache as the left
+  # operand (0.49 -> 0.12 ms for 4 layers; prefill and training attention 5-40% faster too)
+  out = jnp.einsum(values, probs, v).transpose(0, 3, 1, 2, 4)
   return out.reshape(b, t, n, h)
