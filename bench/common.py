@@ -29,6 +29,30 @@ def timed(fn, runs):
   return statistics.median(times), min(times)
 
 
+def interleaved(fns: dict, rounds: int) -> dict:
+  """Times several callables in alternation: one warm-up call each, then `rounds` rounds that
+  call every one of them once (the order rotating per round). Returns {name: [seconds]}.
+
+  On a shared VM whose speed drifts over minutes, timing A's runs and then B's runs puts the
+  drift into the A/B ratio; per-round ratios of interleaved runs keep most of it out.
+  """
+  names = list(fns)
+  for name in names:
+    fns[name]()
+  times = {name: [] for name in names}
+  for r in range(rounds):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      start = time.perf_counter()
+      fns[name]()
+      times[name].append(time.perf_counter() - start)
+  return times
+
+
+def paired_ratio(numerator: list, denominator: list) -> float:
+  """Median over rounds of numerator[i] / denominator[i] (`interleaved` times)."""
+  return statistics.median(a / b for a, b in zip(numerator, denominator))
+
+
 def device_bandwidth(mbytes: int | None = None) -> float:
   """Bytes/s of a large sequential read on the default JAX device (best of 5): a jitted float32
   sum, 512 MiB on CPU, 4 GiB on accelerators (HBM read bandwidth; datasheets quote it too).

@@ -4,8 +4,9 @@ The ~50M-parameter config of bench/forward.py; batch 8 prompts of different leng
 224x224 image (64 image tokens), left padded; greedy, exactly --new-tokens tokens per row (no eos),
 float32 (on a GPU the script turns torch's TF32 off; run it with
 JAX_DEFAULT_MATMUL_PRECISION=highest so JAX does not use TF32 either); with CUDA, transformers runs on the GPU (`--torch-device`). Tokens/s = batch * new
-tokens / wall time of the whole call (prefill included), median of --runs after a warm-up
-(which compiles ours). Ours runs twice: tokens only (`SamplingParams(logprobs=False)`, what
+tokens / wall time of the whole call (prefill included), median of --runs rounds after a
+warm-up (which compiles ours); each round calls transformers and both of ours once, in rotating
+order, and the speed-up is the median of the per-round ratios (the shared VM's speed drifts). Ours runs twice: tokens only (`SamplingParams(logprobs=False)`, what
 `generate` computes) and with the per-token log-probs and entropies GRPO needs. The outputs are
 compared token for token.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 
@@ -27,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import (bench_config, decode_matmul_floor, device_bandwidth,  # noqa: E402
-                          timed)
+                          interleaved, paired_ratio)
 
 
 def prompts(batch: int):
@@ -52,7 +54,7 @@ def main():
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--new-tokens", type=int, default=128)
-  parser.add_argument("--runs", type=int, default=3)
+  parser.add_argument("--runs", type=int, default=5, help="interleaved rounds")
   parser.add_argument("--n", type=int, default=1, help="samples per prompt (temperature 1)")
   parser.add_argument("--threads", type=int, default=os.cpu_count())
   parser.add_argument("--torch-device", default=None, help="default: cuda when available")
@@ -97,12 +99,14 @@ def main():
 
   progress = lambda *a: print(*a, file=sys.stderr, flush=True)  # where a cut-off run was
   progress("models ready")
-  t_hf, _ = timed(run_hf, args.runs)
-  progress(f"transformers generate: {t_hf:.3f} s")
-  t_ours, _ = timed(lambda: sampler(batch, sampling), args.runs)
-  progress(f"ours, with log-probs: {t_ours:.3f} s")
-  t_bare, _ = timed(lambda: sampler(batch, tokens_only), args.runs)
-  progress(f"ours, tokens only: {t_bare:.3f} s")
+  # interleaved rounds (one call of each per round): the VM's speed drifts by 10-30% over
+  # minutes, and timing one side after the other put that drift into the speed-up
+  runs = interleaved({"hf": run_hf, "ours": lambda: sampler(batch, sampling),
+                      "bare": lambda: sampler(batch, tokens_only)}, args.runs)
+  t_hf, t_ours, t_bare = (statistics.median(runs[k]) for k in ("hf", "ours", "bare"))
+  ratio_bare, ratio_ours = (paired_ratio(runs["hf"], runs[k]) for k in ("bare", "ours"))
+  progress(f"medians over {args.runs} rounds: transformers {t_hf:.3f} s, ours with log-probs "
+           f"{t_ours:.3f} s, tokens only {t_bare:.3f} s")
   theirs, ours = run_hf(), sampler(batch, sampling).tokens
   same = np.array_equal(theirs, ours) and np.array_equal(ours, sampler(batch, tokens_only).tokens)
   differ = theirs != ours  # first step where each row's greedy tokens part (near-tied logits)
@@ -135,8 +139,10 @@ def main():
         f"{bandwidth / 1e9:.0f} GB/s read bandwidth; prefill excluded) | - | {roofline:.0f} |")
   print(f"| decode matmul floor (the step's weight matmuls alone, [{rows}, in] x [in, out], "
         f"measured; prefill excluded) | - | {matmul_floor:.0f} |")
-  print(f"speed-up: {t_hf / t_bare:.2f}x tokens only ({t_hf / t_ours:.2f}x with log-probs); "
-        f"ours at {n / t_bare / roofline:.0%} of the read roofline and "
+  print(f"speed-up (median of per-round ratios): {ratio_bare:.2f}x tokens only "
+        f"({ratio_ours:.2f}x with log-probs); per-round tokens-only ratios: "
+        + ", ".join(f"{a / b:.2f}" for a, b in zip(runs["hf"], runs["bare"])))
+  print(f"ours at {n / t_bare / roofline:.0%} of the read roofline and "
         f"{n / t_bare / matmul_floor:.0%} "
         f"of the matmul floor, transformers at {n / t_hf / roofline:.0%} / "
         f"{n / t_hf / matmul_floor:.0%}")
