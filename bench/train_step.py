@@ -29,7 +29,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def measured_peak(dtype) -> float:
   """Best dense matmul FLOP/s of this device: 2048^3 on CPU, 8192^3 (random data) elsewhere."""
   import jax
-  import jax.numpy as jnp
   n = 2048 if jax.devices()[0].platform == "cpu" else 8192
   a = jax.random.normal(jax.random.key(1), (n, n), dtype)
   f = jax.jit(lambda a: a @ a)
