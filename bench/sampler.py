@@ -3,12 +3,13 @@
 The ~50M-parameter config of bench/forward.py; batch 8 prompts of different lengths, each with a
 224x224 image (64 image tokens), left padded; greedy, exactly --new-tokens tokens per row (no eos),
 float32 (on a GPU the script turns torch's TF32 off; run it with
-JAX_DEFAULT_MATMUL_PRECISION=highest so JAX does not use TF32 either); with CUDA, transformers runs on the GPU (`--torch-device`). Tokens/s = batch * new
-tokens / wall time of the whole call (prefill included), median of --runs rounds after a
-warm-up (which compiles ours); each round calls transformers and both of ours once, in rotating
-order, and the speed-up is the median of the per-round ratios (the shared VM's speed drifts). Ours runs twice: tokens only (`SamplingParams(logprobs=False)`, what
-`generate` computes) and with the per-token log-probs and entropies GRPO needs. The outputs are
-compared token for token.
+JAX_DEFAULT_MATMUL_PRECISION=highest so JAX does not use TF32 either); with CUDA, transformers
+runs on the GPU (`--torch-device`). Tokens/s = batch * new tokens / wall time of the whole call
+(prefill included), median of --runs rounds after a warm-up (which compiles ours). Each round
+calls transformers and both of ours once, in rotating order, and the speed-up is the median of
+the per-round ratios (the shared VM's speed drifts). Ours runs twice: tokens only
+(`SamplingParams(logprobs=False)`, what `generate` computes) and with the per-token log-probs and
+entropies GRPO needs. The outputs are compared token for token.
 
 With --n G > 1 (a GRPO rollout: G samples per prompt, --batch prompts), both sample at
 temperature 1 (transformers: num_return_sequences=G, no top-k/top-p), so tokens differ and only
