@@ -70,7 +70,8 @@ def vision_layout(grid_thw: np.ndarray, config: VisionConfig) -> dict:
   """Index arrays (int32 numpy) for one vision call over the images/videos of `grid_thw`.
 
   window_index / reverse_index [M]: merged tokens into window order and back.
-  pos_hw [P, 2]: rotary (h, w) of each patch, window order.
+  pos_hw [P, 2]: rotary (h, w) of each patch, window order; rope_cos / rope_sin [P, head_dim]
+  float32: its rotary cos/sin (`rope.vision_cos_sin`, computed here on the host).
   window_slots [Sw, Lw] / full_slots [Sf, Lf]: patches (window order) of each attention segment
   (a 112 px window / a whole frame), padded with the sentinel P; *_inverse [P]: where each patch
   sits in the flattened slots. Attention runs per row: cost Sw*Lw^2 instead of P^2.
@@ -84,11 +85,14 @@ def vision_layout(grid_thw: np.ndarray, config: VisionConfig) -> dict:
   window_slots, window_inverse = _runs_to_slots(np.repeat(merged_window, unit),
                                                 config.window_merged ** 2 * unit)
   full_slots, full_inverse = _runs_to_slots(frames[patch_perm])
-  out = dict(window_index=perm, reverse_index=np.argsort(perm),
-             pos_hw=rope.vision_position_ids(grid_thw, config.spatial_merge_size)[patch_perm],
+  pos_hw = rope.vision_position_ids(grid_thw, config.spatial_merge_size)[patch_perm]
+  out = dict(window_index=perm, reverse_index=np.argsort(perm), pos_hw=pos_hw,
              window_slots=window_slots, window_inverse=window_inverse,
              full_slots=full_slots, full_inverse=full_inverse)
-  return {k: v.astype(np.int32) for k, v in out.items()}
+  out = {k: v.astype(np.int32) for k, v in out.items()}
+  out["rope_cos"], out["rope_sin"] = rope.vision_cos_sin(pos_hw, config.head_dim,
+                                                         config.rope_theta)
+  return out
 
 
 def _pad_slots(slots, inverse, num_old, num_new, rows, width):
@@ -122,6 +126,9 @@ def pad_layout(layout: dict, num_patches: int, unit: int, window_rows: int, full
   out["window_index"] = np.concatenate([layout["window_index"], fresh])
   out["reverse_index"] = np.concatenate([layout["reverse_index"], fresh])
   out["pos_hw"] = np.concatenate([layout["pos_hw"], np.zeros((num_patches - num, 2), np.int32)])
+  for key, angle_zero in (("rope_cos", 1.0), ("rope_sin", 0.0)):  # padding patches sit at (0, 0)
+    pad = np.full((num_patches - num, layout[key].shape[1]), angle_zero, np.float32)
+    out[key] = np.concatenate([layout[key], pad])
   out["window_slots"], out["window_inverse"] = _pad_slots(
       layout["window_slots"], layout["window_inverse"], num, num_patches, window_rows,
       layout["window_slots"].shape[1])
@@ -215,7 +222,7 @@ def vision_forward(params: dict, config: VisionConfig, pixel_values: jax.Array,
   x = pixel_values.astype(dtype) @ params["patch_embed"]["kernel"]
   num, unit = x.shape[0], config.merge_unit
   x = x.reshape(num // unit, unit, -1)[layout["window_index"]].reshape(num, -1)
-  cos, sin = rope.vision_cos_sin(layout["pos_hw"], config.head_dim, config.rope_theta)
+  cos, sin = layout["rope_cos"], layout["rope_sin"]  # host-computed (`rope.vision_cos_sin`)
   # runs of consecutive blocks of one attention kind, each a scan (no lax.cond per block)
   for start, stop, full in _runs(config.depth, config.fullatt_block_indexes):
     run = jax.tree.map(lambda a, lo=start, hi=stop: a[lo:hi], params["blocks"])
