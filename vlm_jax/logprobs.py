@@ -27,9 +27,10 @@ Two ways to sweep the gradient (`sweep`):
   The tile is sized so its [B T, tile] logits are no larger than a sequence chunk's. With the
   LM head's vocabulary split over S devices (`head_sharding`), every tile takes an equal slice
   of each shard ([D, S, V/S] view), so no device gathers another's columns.
-- "auto": "vocab" on accelerators when a sequence chunk holds fewer than 1024 tokens (512 for
-  `token_loss`, whose "sequence" sweep needs only 3 matmuls), else "sequence" (on CPU the
-  update is not memory-bound). Measured on an H200 in bench/RESULTS.md.
+- "auto": "vocab" on accelerators when a sequence chunk holds fewer than 1024 tokens per device
+  (512 for `token_loss`, whose "sequence" sweep needs only 3 matmuls; with `head_sharding` the
+  batch counts as split over its mesh's batch axes), else "sequence" (on CPU the update is not
+  memory-bound). Measured on one H200 in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -285,8 +286,19 @@ def _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards, head_sharding, one_
                      f"{split} ways")
   if vocab_shards < 1 or w.shape[1] % vocab_shards:
     raise ValueError(f"vocab_shards={vocab_shards} must divide the vocabulary size {w.shape[1]}")
-  sweep = resolve_sweep(sweep, hidden.shape[0] * chunk_t, chunk_v, one_sweep)
+  sweep = resolve_sweep(sweep, tokens_per_device(hidden.shape[0] * chunk_t, head_sharding),
+                        chunk_v, one_sweep)
   return chunk_t, sweep, vocab_shards
+
+
+def tokens_per_device(tokens: int, head_sharding=None) -> int:
+  """A chunk's tokens on one device: the batch is split over the batch axes of the head's mesh
+  (`sharding.batch_axes`; padded to a multiple of them). The "auto" sweep thresholds were
+  measured on one device, where a chunk's tokens meet one device's copy of the weight."""
+  if head_sharding is None:
+    return tokens
+  from vlm_jax import sharding  # noqa: PLC0415 (sharding is not needed without a mesh)
+  return -(-tokens // sharding.batch_size_multiple(head_sharding.mesh))
 
 
 def logprobs_and_entropy(hidden: jax.Array, w: jax.Array, targets: jax.Array,

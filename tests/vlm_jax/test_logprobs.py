@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vlm_jax import logprobs
+from vlm_jax import logprobs, sharding
 
 B, T, D, V = 2, 37, 16, 96
 
@@ -191,6 +191,19 @@ def test_sweep_options_are_checked():
   assert logprobs.resolve_sweep("auto", 512) == ("vocab" if accelerated else "sequence")
   assert logprobs.resolve_sweep("auto", 512, one_sweep=True) == "sequence"
   assert logprobs.resolve_sweep("auto", 4096) == "sequence"
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+def test_auto_sweep_counts_the_tokens_of_one_device():
+  """The batch is split over the batch axes of the head's mesh, and the thresholds hold per
+  device: 4 rows x 512 tokens is 2048 tokens per chunk, 256 on each of 8 data-parallel devices."""
+  mesh = sharding.parse_mesh("data=2,fsdp=4")
+  layout = sharding.head_sharding(mesh)
+  assert logprobs.tokens_per_device(4 * 512, layout) == 256
+  assert logprobs.tokens_per_device(4 * 512, sharding.head_sharding(
+      sharding.parse_mesh("data=1,tensor=8"))) == 2048  # tensor does not split the batch
+  assert logprobs.tokens_per_device(3, layout) == 1  # padded rows: at least one token
+  assert logprobs.tokens_per_device(4 * 512) == 2048
 
 
 def test_token_loss_bfloat16_params_give_bfloat16_grads():
