@@ -286,19 +286,20 @@ def _check(hidden, w, chunk_t, chunk_v, sweep, vocab_shards, head_sharding, one_
                      f"{split} ways")
   if vocab_shards < 1 or w.shape[1] % vocab_shards:
     raise ValueError(f"vocab_shards={vocab_shards} must divide the vocabulary size {w.shape[1]}")
-  sweep = resolve_sweep(sweep, tokens_per_device(hidden.shape[0] * chunk_t, head_sharding),
+  sweep = resolve_sweep(sweep, tokens_per_device(hidden.shape[0], chunk_t, head_sharding),
                         chunk_v, one_sweep)
   return chunk_t, sweep, vocab_shards
 
 
-def tokens_per_device(tokens: int, head_sharding=None) -> int:
-  """A chunk's tokens on one device: the batch is split over the batch axes of the head's mesh
-  (`sharding.batch_axes`; padded to a multiple of them). The "auto" sweep thresholds were
-  measured on one device, where a chunk's tokens meet one device's copy of the weight."""
+def tokens_per_device(rows: int, chunk_t: int, head_sharding=None) -> int:
+  """A chunk's tokens on the busiest device: the rows are split over the batch axes of the
+  head's mesh (`sharding.batch_axes`; a batch is padded to a multiple of them). The "auto"
+  sweep thresholds were measured on one device, where a chunk's tokens meet one device's copy
+  of the weight."""
   if head_sharding is None:
-    return tokens
+    return rows * chunk_t
   from vlm_jax import sharding  # noqa: PLC0415 (sharding is not needed without a mesh)
-  return -(-tokens // sharding.batch_size_multiple(head_sharding.mesh))
+  return -(-rows // sharding.batch_size_multiple(head_sharding.mesh)) * chunk_t
 
 
 def logprobs_and_entropy(hidden: jax.Array, w: jax.Array, targets: jax.Array,

@@ -3,8 +3,8 @@
 Convention (transformers' `rotate_half`): the head dim is split in halves [x1, x2] and rotated as
 x*cos + [-x2, x1]*sin, with cos/sin = cat(freqs, freqs). All angle maths is float32.
 
-`get_rope_index` and `vision_position_ids` run on the host in numpy: they depend on the values of
-`input_ids` and `image_grid_thw`, which decide array shapes anyway.
+`get_rope_index`, `vision_position_ids` and `vision_cos_sin` run on the host in numpy: they depend
+on the values of `input_ids` and `image_grid_thw`, which decide array shapes anyway.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def vision_cos_sin(pos_hw: np.ndarray, head_dim: int,
   freqs = np.asarray(pos_hw)[..., None].astype(np.float32) * inv_freq(head_dim // 2, theta)
   freqs = np.concatenate([freqs[:, 0], freqs[:, 1]], axis=-1)  # [P, H/2]
   emb = np.concatenate([freqs, freqs], axis=-1)
-  return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
+  return np.cos(emb), np.sin(emb)  # float32, as emb
 
 
 def vision_position_ids(grid_thw: np.ndarray, merge: int) -> np.ndarray:

@@ -67,7 +67,7 @@ def _runs_to_slots(segment: np.ndarray, width: int | None = None):
 
 
 def vision_layout(grid_thw: np.ndarray, config: VisionConfig) -> dict:
-  """Index arrays (int32 numpy) for one vision call over the images/videos of `grid_thw`.
+  """Index arrays (int32 numpy) and rotary tables for one vision call over `grid_thw`.
 
   window_index / reverse_index [M]: merged tokens into window order and back.
   pos_hw [P, 2]: rotary (h, w) of each patch, window order; rope_cos / rope_sin [P, head_dim]
@@ -216,7 +216,7 @@ def vision_forward(params: dict, config: VisionConfig, pixel_values: jax.Array,
                    layout: dict) -> jax.Array:
   """pixel_values [P, patch_dim] -> merged embeddings [M, out_hidden_size] in processor order.
 
-  `layout` holds the VisionLayout arrays (as a dict of arrays, so it can cross a jit boundary).
+  `layout`: the `vision_layout` arrays (a dict of arrays, so it can cross a jit boundary).
   """
   dtype = params["patch_embed"]["kernel"].dtype
   x = pixel_values.astype(dtype) @ params["patch_embed"]["kernel"]

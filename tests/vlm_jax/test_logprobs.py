@@ -195,15 +195,16 @@ def test_sweep_options_are_checked():
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
 def test_auto_sweep_counts_the_tokens_of_one_device():
-  """The batch is split over the batch axes of the head's mesh, and the thresholds hold per
-  device: 4 rows x 512 tokens is 2048 tokens per chunk, 256 on each of 8 data-parallel devices."""
+  """The rows are split over the batch axes of the head's mesh (padded to a multiple), and the
+  thresholds hold per device."""
   mesh = sharding.parse_mesh("data=2,fsdp=4")
   layout = sharding.head_sharding(mesh)
-  assert logprobs.tokens_per_device(4 * 512, layout) == 256
-  assert logprobs.tokens_per_device(4 * 512, sharding.head_sharding(
+  assert logprobs.tokens_per_device(4, 512, layout) == 512  # 4 rows over 8 devices: 1 each
+  assert logprobs.tokens_per_device(16, 512, layout) == 1024
+  assert logprobs.tokens_per_device(9, 512, layout) == 1024  # padded to 16 rows: 2 per device
+  assert logprobs.tokens_per_device(4, 512, sharding.head_sharding(
       sharding.parse_mesh("data=1,tensor=8"))) == 2048  # tensor does not split the batch
-  assert logprobs.tokens_per_device(3, layout) == 1  # padded rows: at least one token
-  assert logprobs.tokens_per_device(4 * 512) == 2048
+  assert logprobs.tokens_per_device(4, 512) == 2048
 
 
 def test_token_loss_bfloat16_params_give_bfloat16_grads():
