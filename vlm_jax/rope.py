@@ -58,8 +58,8 @@ def vision_cos_sin(pos_hw: np.ndarray, head_dim: int,
 
   Host side (numpy), shipped with the vision layout: computed inside the vision tower's jit,
   XLA CPU sank cos/sin into every layer's scan body and fused them into the per-element gather
-  of each attention segment, recomputing two transcendentals per q/k element per layer (~8% of
-  the tower's time on the sampler benchmark).
+  of each attention segment, recomputing two transcendentals per q/k element per layer (~3% of
+  the tower's time on the sampler benchmark's images).
   """
   freqs = np.asarray(pos_hw)[..., None].astype(np.float32) * inv_freq(head_dim // 2, theta)
   freqs = np.concatenate([freqs[:, 0], freqs[:, 1]], axis=-1)  # [P, H/2]
