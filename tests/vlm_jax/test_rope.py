@@ -96,3 +96,26 @@ def test_vision_position_ids_match_transformers(grid):
   from transformers.vision_utils import get_vision_position_ids
   want = get_vision_position_ids(torch.tensor(grid), 2).numpy()
   np.testing.assert_array_equal(rope.vision_position_ids(np.array(grid), 2), want)
+
+
+@pytest.mark.parametrize("head_dim, theta", [(128, 1e6), (128, 1e4), (64, 1e6), (80, 1e4),
+                                             (40, 1e4), (16, 500.0)])
+def test_inv_freq_matches_transformers(head_dim, theta):
+  """transformers' float32 1 / theta^(2i/d): the text rotary (M-RoPE) and the vision tower's
+  (head_dim / 2 frequencies). Bit-equal but for at most one entry one ulp off (numpy's float32
+  `**` was off in up to 14 of 64 on AVX-512 hosts; ours now rounds a float64 power once)."""
+  from transformers import Qwen2_5_VLConfig
+  from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as hf
+  config = Qwen2_5_VLConfig(
+      text_config=dict(hidden_size=2 * head_dim, num_attention_heads=2, num_key_value_heads=1,
+                       rope_parameters=dict(rope_type="default", rope_theta=theta,
+                                            mrope_section=[head_dim // 4, head_dim // 8,
+                                                           head_dim // 2 - 3 * head_dim // 8])),
+      vision_config=dict(hidden_size=4 * head_dim, num_heads=4))
+  text_want = hf.Qwen2_5_VLRotaryEmbedding(config.text_config).inv_freq.numpy()
+  vision_want = hf.Qwen2_5_VLVisionRotaryEmbedding(config.vision_config).inv_freq.numpy()
+  for got, want in ((rope.inv_freq(head_dim, theta), text_want),
+                    (rope.inv_freq(head_dim // 2, 1e4), vision_want)):
+    assert got.dtype == np.float32 and got.shape == want.shape
+    ulps = np.abs(got.view(np.int32).astype(np.int64) - want.view(np.int32))
+    assert ulps.max() <= 1 and (ulps > 0).sum() <= 1, ulps
