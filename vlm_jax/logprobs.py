@@ -42,7 +42,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from vlm_jax import model as model_lib, text
+from vlm_jax import model as model_lib, sharding, text
 from vlm_jax.config import ModelConfig
 
 
@@ -298,7 +298,6 @@ def tokens_per_device(rows: int, chunk_t: int, head_sharding=None) -> int:
   of the weight."""
   if head_sharding is None:
     return rows * chunk_t
-  from vlm_jax import sharding  # noqa: PLC0415 (sharding is not needed without a mesh)
   return -(-rows // sharding.batch_size_multiple(head_sharding.mesh)) * chunk_t
 
 
