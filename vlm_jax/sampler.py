@@ -26,7 +26,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from vlm_jax import buckets, model as model_lib, sharding as sharding_lib, text
+from vlm_jax import buckets, greedy_screen, model as model_lib, sharding as sharding_lib, text
 from vlm_jax.config import ModelConfig
 
 TRACE_COUNTS = {"prefill": 0, "decode": 0}  # incremented at trace time: a compile counter
@@ -78,6 +78,7 @@ class _Spec:
   top_k: int
   top_p: bool
   stats: bool  # log-probs and entropies
+  screen: bool = False  # greedy through `greedy_screen` (needs greedy and not stats)
 
 
 def _first_index(z: jax.Array, value: jax.Array) -> jax.Array:
@@ -173,6 +174,12 @@ def _prefill(params, config: ModelConfig, inputs, n: int, cache_len: int, mesh, 
 
 
 @functools.partial(jax.jit, static_argnums=1)
+def _screen_tables(text_params, config):
+  tied = text_params["embed"]["embedding"] if config.tie_word_embeddings else None
+  return greedy_screen.tables(text.head_weight(text_params, config), rows=tied)
+
+
+@functools.partial(jax.jit, static_argnums=1)
 def _last_logprobs(params, config: ModelConfig, inputs, token_ids):
   """log p(token_ids [K]) for the token after the last column (left-aligned rows) [B, K]."""
   TRACE_COUNTS["score"] = TRACE_COUNTS.get("score", 0) + 1
@@ -196,19 +203,30 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
     layer_list = text.unstack_layers(params["text"]["layers"])
     params = dict(params, text=dict(params["text"], layers=layer_list))
 
+  # vision placeholder tokens are never sampled: a generated one has no pixels behind it
+  ban = lambda z: z.at[:, controls["banned"]].set(-jnp.inf, mode="drop")
+  if spec.screen:  # the step's greedy token, not its logits, is carried
+    screen = controls["screen"]  # `greedy_screen.tables`, kept by the Sampler
+    mask = greedy_screen.ban_mask(state["logits"].shape[1], controls["banned"])
+    # (the prefill's logits stay in the state, unchanged: a donated buffer the loop carries
+    # is aliased in place, one it drops is not)
+    state = dict(state, choice=_argmax(ban(state["logits"].astype(jnp.float32)))[0])
+
   def cond(s):
     return (s["step"] < spec.max_new) & ~jnp.all(s["done"])
 
   def body(s):
-    z = s["logits"].astype(jnp.float32)
-    step_key = jax.random.fold_in(controls["rng"], s["step"])
-    key = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(controls["row_ids"])
-    # vision placeholder tokens are never sampled: a generated one has no pixels behind it
-    allowed = z.at[:, controls["banned"]].set(-jnp.inf, mode="drop")
-    if spec.greedy:
-      token, allowed_max = _argmax(allowed)
+    if spec.screen:
+      token = s["choice"]
     else:
-      token = _choose(allowed, key, spec, controls["temperature"], controls["top_p"])
+      z = s["logits"].astype(jnp.float32)
+      step_key = jax.random.fold_in(controls["rng"], s["step"])
+      key = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(controls["row_ids"])
+      allowed = ban(z)
+      if spec.greedy:
+        token, allowed_max = _argmax(allowed)
+      else:
+        token = _choose(allowed, key, spec, controls["temperature"], controls["top_p"])
     token = jnp.where(s["done"], controls["pad_id"], token)
     live = ~s["done"]
     write = lambda buf, v: jax.lax.dynamic_update_slice_in_dim(buf, v[:, None], s["step"], 1)
@@ -225,10 +243,13 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
     step_inputs = {"input_ids": token[:, None], "token_mask": jnp.ones((rows, 1), bool),
                    "positions": jnp.broadcast_to(s["next_pos"][None, :, None], (3, rows, 1))}
     hidden, cache = model_lib.apply(params, config, step_inputs, s["cache"])
+    if spec.screen:
+      head = dict(choice=greedy_screen.argmax(hidden[:, 0], screen, mask))
+    else:
+      head = dict(logits=text.lm_head(params["text"], config.text, hidden[:, 0]))
     return dict(
-        s, cache=cache, logits=text.lm_head(params["text"], config.text, hidden[:, 0]),
-        next_pos=s["next_pos"] + 1, step=s["step"] + 1, done=done, tail=tail,
-        tokens=write(s["tokens"], token), lengths=s["lengths"] + live)
+        s, cache=cache, **head, next_pos=s["next_pos"] + 1, step=s["step"] + 1, done=done,
+        tail=tail, tokens=write(s["tokens"], token), lengths=s["lengths"] + live)
 
   return jax.lax.while_loop(cond, body, state)
 
@@ -310,15 +331,31 @@ class Sampler:
   backend reports no memory statistics, e.g. CPU), else the scanned decode, with a warning.
   True / False force either (`evals.run --scanned-decode` and `rollout_unstack_layers=false`
   in training force False).
+  greedy_screen: greedy decodes without log-probs choose each token with `greedy_screen`
+  (a bfloat16 copy of a float32 LM head screens the vocabulary, the few columns that can hold
+  the maximum are rescored in float32): the float32 argmax, at about the cost of a bfloat16
+  head. "auto" (default): when the head is float32 and the params live on CPU devices, where
+  float32 matmuls are exact float32 (on GPUs and TPUs they default to TF32 / bf16 passes).
   """
 
   def __init__(self, params: dict, config: ModelConfig, processor=None, mesh=None,
                pad_id: int | None = None, min_length_bucket: int = 64,
-               min_patch_bucket: int = 256, unstack_layers: bool | str = "auto"):
+               min_patch_bucket: int = 256, unstack_layers: bool | str = "auto",
+               greedy_screen: bool | str = "auto"):
     self.params, self.config, self.processor, self.mesh = params, config, processor, mesh
     if unstack_layers not in (True, False, "auto"):
       raise ValueError(f"unstack_layers={unstack_layers!r}: want True, False or 'auto'")
     self.unstack_layers = unstack_layers
+    if greedy_screen not in (True, False, "auto"):
+      raise ValueError(f"greedy_screen={greedy_screen!r}: want True, False or 'auto'")
+    if greedy_screen == "auto":
+      head = (params["text"]["embed"]["embedding"] if config.text.tie_word_embeddings
+              else params["text"]["lm_head"]["kernel"])
+      devices = head.devices() if isinstance(head, jax.Array) else jax.devices()[:1]
+      greedy_screen = bool(head.dtype == jnp.float32
+                           and all(d.platform == "cpu" for d in devices))
+    self.greedy_screen = greedy_screen
+    self._screen = None  # (head array, its `greedy_screen.tables`)
     if pad_id is None:
       pad_id = processor.pad_token_id if processor is not None else (config.pad_token_id or 0)
     self.pad_id = int(pad_id)
@@ -342,8 +379,9 @@ class Sampler:
     """
     inputs, rows = self.prepare(batch)
     top_k = sampling.top_k if sampling.top_k < self.config.text.vocab_size else 0  # all: off
-    spec = _Spec(sampling.max_new_tokens, sampling.n, sampling.temperature == 0,
-                 top_k, sampling.top_p < 1, sampling.logprobs)
+    greedy = sampling.temperature == 0
+    spec = _Spec(sampling.max_new_tokens, sampling.n, greedy, top_k, sampling.top_p < 1,
+                 sampling.logprobs, screen=greedy and not sampling.logprobs and self.greedy_screen)
     cache_len = inputs["input_ids"].shape[1] + sampling.max_new_tokens
     per_layer = self._per_layer(inputs["input_ids"].shape[0] * sampling.n, cache_len)
     out = _prefill(self.params, self.config, inputs, sampling.n, cache_len, self.mesh,
@@ -359,6 +397,8 @@ class Sampler:
                 "banned": jnp.asarray(self._banned(sampling), jnp.int32),
                 "row_ids": jnp.asarray(_row_ids(row_keys, rows, inputs["input_ids"].shape[0],
                                                 sampling.n))}
+    if spec.screen:
+      controls["screen"] = self._screen_tables()
     state = _decode(self.params, self.config, state, spec, controls, per_layer)
     return self._finish(state, rows * sampling.n, sampling)
 
@@ -373,6 +413,17 @@ class Sampler:
     return sharding_lib.to_host(out)[:rows]
 
   # -- host side ---------------------------------------------------------------------------
+  def _screen_tables(self) -> dict:
+    """`greedy_screen.tables` of the current LM head, made on first use and kept while the
+    head is the same array (a bfloat16 copy of the head, and a transposed float32 copy for an
+    untied head: 1.5x the head's bytes)."""
+    text_params = self.params["text"]
+    head = (text_params["embed"]["embedding"] if self.config.text.tie_word_embeddings
+            else text_params["lm_head"]["kernel"])
+    if self._screen is None or self._screen[0] is not head:
+      self._screen = (head, _screen_tables(text_params, self.config.text))
+    return self._screen[1]
+
   def _per_layer(self, rows: int, cache_len: int) -> bool:
     """Resolves `unstack_layers` for a call of `rows` rows (see the class docstring): the copy
     must fit in half of what the KV cache leaves free."""

@@ -59,11 +59,14 @@ def test_greedy_matches_transformers_generate(lively, samples, padding):
   # same continuation as the left-padded ones.
   want = hf_models.hf_greedy(model, buckets.left_align(batch), 40)
   # transformers may sample the video placeholder id; our default forbids it
-  out = Sampler(params, config, pad_id=0)(batch, SamplingParams(max_new_tokens=40,
-                                                                suppress_vision_tokens=False))
-  assert len(np.unique(want)) > 5  # a real test: varied continuations
-  np.testing.assert_array_equal(out.tokens, want)
-  assert out.lengths.tolist() == [40, 40, 40] and out.finish_reasons == ["length"] * 3
+  s = Sampler(params, config, pad_id=0)
+  assert s.greedy_screen  # float32 on CPU: tokens-only greedy goes through `greedy_screen`
+  for logprobs in (True, False):
+    out = s(batch, SamplingParams(max_new_tokens=40, suppress_vision_tokens=False,
+                                  logprobs=logprobs))
+    assert len(np.unique(want)) > 5  # a real test: varied continuations
+    np.testing.assert_array_equal(out.tokens, want)
+    assert out.lengths.tolist() == [40, 40, 40] and out.finish_reasons == ["length"] * 3
 
 
 def test_stacked_and_unstacked_decode_agree(lively):
@@ -210,14 +213,15 @@ def test_one_compile_per_bucket(lively):
   assert sampler.TRACE_COUNTS == before  # same length/batch/patch buckets: no new compile
 
 
-@pytest.mark.parametrize("unstack", [True, False])
-def test_decode_state_is_donated_in_place(lively, unstack):
+@pytest.mark.parametrize("unstack,screen", [(True, False), (False, False), (True, True)])
+def test_decode_state_is_donated_in_place(lively, unstack, screen):
   """The cache the prefill builds is the layout the decode carries, so XLA aliases it to the
   decode's output (a donated buffer it cannot use is a second KV cache held through a decode)."""
   _, config, params, _ = lively
   s = Sampler(params, config, pad_id=0, unstack_layers=unstack)
   inputs, _ = s.prepare(hf_models.build_batch(BATCH, config.vision.patch_dim))
-  spec = sampler._Spec(4, 2, False, 0, False, True)
+  spec = (sampler._Spec(4, 2, True, 0, False, False, screen=True) if screen
+          else sampler._Spec(4, 2, False, 0, False, True))
   out = sampler._prefill(params, config, inputs, 2, inputs["input_ids"].shape[1] + 4, None,
                          unstack)
   state = sampler._init_state(out, spec, 1, 0, np.ones(2 * inputs["input_ids"].shape[0], bool))
@@ -225,6 +229,8 @@ def test_decode_state_is_donated_in_place(lively, unstack):
               "pad_id": np.int32(0), "stop_seqs": np.full((1, 1), -1, np.int32),
               "stop_ids": np.array([-3], np.int32), "banned": np.array([0], np.int32),
               "row_ids": np.arange(2 * inputs["input_ids"].shape[0], dtype=np.int32)}
+  if screen:
+    controls["screen"] = s._screen_tables()
   with warnings.catch_warnings():
     warnings.filterwarnings("error", message="Some donated buffers were not usable")
     compiled = sampler._decode.lower(params, config, state, spec, controls, unstack).compile()
