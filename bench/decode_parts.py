@@ -7,6 +7,8 @@ float32, tokens only). Two tables:
    one piece replaced by a trivial op of the same shapes (so the rest of the step is unchanged);
    the variants' decode calls (--new-tokens steps from the same compiled prefill) alternate,
    --rounds times, and each row is the median ms per step. A piece costs (base - variant).
+   The variants run the float32 head; a last row times the step as the Sampler runs greedy
+   tokens-only on CPU, with the head screened in bfloat16 (`vlm_jax/greedy_screen.py`).
 2. Phases: our prefill (the compiled `_prefill` alone) and per-step decode ((call - prefill) /
    steps), and transformers' `generate` with 1 and with --new-tokens new tokens (its prefill is
    the 1-token call; per step = the difference / (new tokens - 1)), interleaved per round.
@@ -97,18 +99,23 @@ def decode_ablations(params, config, batch, new_tokens: int, rounds: int):
     sampler_lib._decode.clear_cache()
     undo = patch() if patch else None
     try:
-      compiled[name] = sampler_lib._decode.lower(params, config, fresh(), spec, controls,
-                                                 True).compile()
+      compiled[name] = (sampler_lib._decode.lower(params, config, fresh(), spec, controls,
+                                                  True).compile(), controls)
     finally:
       if undo:
         undo()
   sampler_lib._decode.clear_cache()
+  # the step as the Sampler runs tokens-only greedy on CPU: the head screened in bfloat16
+  screened = dict(controls, screen=s._screen_tables())
+  spec_screened = sampler_lib._Spec(new_tokens, 1, True, 0, False, False, screen=True)
+  compiled["whole step, bf16-screened head"] = (sampler_lib._decode.lower(
+      params, config, fresh(), spec_screened, screened, True).compile(), screened)
   times = {name: [] for name in compiled}
   for _ in range(rounds):
-    for name, program in compiled.items():
+    for name, (program, ctl) in compiled.items():
       state = fresh()
       start = time.perf_counter()
-      jax.block_until_ready(program(params, state, controls))
+      jax.block_until_ready(program(params, state, ctl))
       times[name].append((time.perf_counter() - start) / new_tokens)
   return {name: statistics.median(t) for name, t in times.items()}
 
@@ -169,7 +176,7 @@ def main():
   print("|---|---|---|")
   base = steps["whole step"]
   for name, t in steps.items():
-    cost = "" if name == "whole step" else f"{(base - t) * 1e3:.3f}"
+    cost = "" if name.startswith("whole step") else f"{(base - t) * 1e3:.3f}"
     print(f"| {name} | {t * 1e3:.3f} | {cost} |")
   split = phases(model, params, config, batch, args.new_tokens, args.rounds)
   print(f"\nphases (interleaved, medians of {args.rounds} rounds; transformers "
