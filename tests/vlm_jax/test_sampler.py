@@ -346,9 +346,16 @@ def test_sharded_sampling_equals_single_device(tmp_path):
   want = Sampler(params, config, pad_id=0)(batch, SamplingParams(max_new_tokens=12, n=2))
   mesh = sharding.parse_mesh("data=2,fsdp=2,tensor=2")
   _, sharded = vlm_jax.load_hf(path, mesh=mesh)
-  got = Sampler(sharded, config, pad_id=0, mesh=mesh)(batch, SamplingParams(max_new_tokens=12, n=2))
+  s = Sampler(sharded, config, pad_id=0, mesh=mesh)
+  got = s(batch, SamplingParams(max_new_tokens=12, n=2))
   np.testing.assert_array_equal(got.tokens, want.tokens)
   np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-5)
+  # tokens only: the greedy screen over the vocabulary-sharded head (CPU devices: on)
+  assert s.greedy_screen
+  bare = s(batch, SamplingParams(max_new_tokens=12, n=2, logprobs=False))
+  np.testing.assert_array_equal(bare.tokens, want.tokens)
+  head = s._screen[1]["wb"]
+  assert head.sharding.is_equivalent_to(sharded["text"]["lm_head"]["kernel"].sharding, 2)
 
 
 def test_vision_placeholders_are_never_sampled(lively):
