@@ -14,8 +14,9 @@ The bound. With hb = bf16(h), hr = h - hb (exact), Wb, Wr likewise (|Wr| <= 2^-8
 products hb Wb are exact in float32, so with gamma = K u / (1 - K u), u = 2^-24, K = D:
   |s_v - z_v| <= |hb . Wr_v| + |hr . W_v| + gamma (|h| . |W_v| + |hb| . |Wb_v|)
             <= ||hb|| ||Wr_v|| + ||hr|| ||W_v|| + gamma (||h|| ||W_v|| + ||hb|| ||Wb_v||)
-(Cauchy-Schwarz; the column norms are computed once per decode call, `tables`). A 1% margin
-covers the rounding of the norms themselves. `tests/vlm_jax/test_greedy_screen.py` checks the
+(Cauchy-Schwarz; the column norms are computed once per head, `tables`). A 1% margin covers
+the rounding of the norms themselves, 4 u |s| the rounding of s - B and s + B, and 1e-30
+products flushed to zero. `tests/vlm_jax/test_greedy_screen.py` checks the
 backend's bfloat16 dot against this bound in float64.
 
 Meant for a true float32 matmul (CPU). Where float32 dots run at reduced precision by default
@@ -66,8 +67,9 @@ def screen(h: jax.Array, t: dict) -> tuple[jax.Array, jax.Array]:
   norm = lambda a: jnp.sqrt(jnp.sum(jnp.square(a.astype(jnp.float32)), -1))[:, None]
   gamma = dim * _U32 / (1 - dim * _U32)
   s = jnp.einsum("RD,DV->RV", hb, t["wb"], preferred_element_type=jnp.float32)
-  bound = 1.01 * (norm(hb) * t["wr_norm"] + norm(hr) * t["w_norm"]
-                  + gamma * (norm(h) * t["w_norm"] + norm(hb) * t["wb_norm"])) + 1e-30
+  bound = (1.01 * (norm(hb) * t["wr_norm"] + norm(hr) * t["w_norm"]
+                   + gamma * (norm(h) * t["w_norm"] + norm(hb) * t["wb_norm"]))
+           + 4 * _U32 * jnp.abs(s) + 1e-30)
   return s, bound
 
 

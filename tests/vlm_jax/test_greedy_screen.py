@@ -56,6 +56,24 @@ def test_screened_argmax_is_the_float32_argmax(vocab):
   assert got[0] != np.argmax(scores[0])
 
 
+def test_bfloat16_exact_inputs_at_a_small_width():
+  """h and W already bfloat16 numbers (zero residuals) and D = 8: the bound is then only the
+  summation terms, and near-equal logits must still resolve to the float32 argmax."""
+  rng = np.random.RandomState(1)
+  bf = lambda a: np.array(jnp.asarray(a, jnp.bfloat16).astype(jnp.float32))
+  w = bf(rng.randn(8, 700))
+  w[:, 40] = w[:, 300] = 0.0
+  w[0, 40] = w[0, 300] = 10.0  # an exact tie at the top for rows along e0: 40 wins
+  h = bf(rng.randn(32, 8) * 3)
+  h[:4] = bf(np.eye(8)[0] * 3 + rng.randn(4, 8) * 0.01)
+  t = greedy_screen.tables(jnp.asarray(w))
+  assert float(jnp.max(t["wr_norm"])) == 0.0
+  mask = greedy_screen.ban_mask(700, jnp.asarray([700]))
+  got = np.asarray(greedy_screen.argmax(jnp.asarray(h), t, mask))
+  np.testing.assert_array_equal(got, _full(h, w, mask))
+  assert (got[:4] == 40).all()
+
+
 def test_crowded_and_nonfinite_rows_fall_back_to_the_full_head():
   """More columns near the top than `CANDIDATES` (or in more than `BLOCKS` blocks), or a NaN
   row: the full float32 head decides, so the token is still its argmax."""
