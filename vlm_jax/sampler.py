@@ -173,6 +173,13 @@ def _prefill(params, config: ModelConfig, inputs, n: int, cache_len: int, mesh, 
   return {"cache": _kv_constraint(cache, mesh), "logits": logits, "next_pos": next_pos}
 
 
+def _head_array(params: dict, config: ModelConfig):
+  """The stored array behind the LM head (the embedding when tied)."""
+  text_params = params["text"]
+  return (text_params["embed"]["embedding"] if config.text.tie_word_embeddings
+          else text_params["lm_head"]["kernel"])
+
+
 @functools.partial(jax.jit, static_argnums=1)
 def _screen_tables(text_params, config):
   tied = text_params["embed"]["embedding"] if config.tie_word_embeddings else None
@@ -349,8 +356,7 @@ class Sampler:
     if greedy_screen not in (True, False, "auto"):
       raise ValueError(f"greedy_screen={greedy_screen!r}: want True, False or 'auto'")
     if greedy_screen == "auto":
-      head = (params["text"]["embed"]["embedding"] if config.text.tie_word_embeddings
-              else params["text"]["lm_head"]["kernel"])
+      head = _head_array(params, config)
       devices = head.devices() if isinstance(head, jax.Array) else jax.devices()[:1]
       greedy_screen = bool(head.dtype == jnp.float32
                            and all(d.platform == "cpu" for d in devices))
@@ -415,13 +421,11 @@ class Sampler:
   # -- host side ---------------------------------------------------------------------------
   def _screen_tables(self) -> dict:
     """`greedy_screen.tables` of the current LM head, made on first use and kept while the
-    head is the same array (a bfloat16 copy of the head, and a transposed float32 copy for an
-    untied head: 1.5x the head's bytes)."""
-    text_params = self.params["text"]
-    head = (text_params["embed"]["embedding"] if self.config.text.tie_word_embeddings
-            else text_params["lm_head"]["kernel"])
+    head is the same array: a bfloat16 copy of the head, plus a transposed float32 copy for an
+    untied head (0.5x or 1.5x the head's bytes)."""
+    head = _head_array(self.params, self.config)
     if self._screen is None or self._screen[0] is not head:
-      self._screen = (head, _screen_tables(text_params, self.config.text))
+      self._screen = (head, _screen_tables(self.params["text"], self.config.text))
     return self._screen[1]
 
   def _per_layer(self, rows: int, cache_len: int) -> bool:
