@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import math
 import warnings
+import weakref
 
 import numpy as np
 import jax
@@ -79,6 +80,10 @@ class _Spec:
   top_p: bool
   stats: bool  # log-probs and entropies
   screen: bool = False  # greedy through `greedy_screen` (needs greedy and not stats)
+
+  def __post_init__(self):
+    if self.screen and (self.stats or not self.greedy):
+      raise ValueError("the greedy screen needs greedy decoding without log-probs")
 
 
 def _first_index(z: jax.Array, value: jax.Array) -> jax.Array:
@@ -181,9 +186,10 @@ def _head_array(params: dict, config: ModelConfig):
 
 
 @functools.partial(jax.jit, static_argnums=1)
-def _screen_tables(text_params, config):
-  tied = text_params["embed"]["embedding"] if config.tie_word_embeddings else None
-  return greedy_screen.tables(text.head_weight(text_params, config), rows=tied)
+def _screen_tables(head, tied: bool):
+  """`greedy_screen.tables` of the stored head array (the embedding [V, D] when tied, else the
+  LM head [D, V], whose transposed float32 copy the tables keep)."""
+  return greedy_screen.tables(head if tied else head.T, keep_rows=not tied)
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -213,7 +219,9 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
   # vision placeholder tokens are never sampled: a generated one has no pixels behind it
   ban = lambda z: z.at[:, controls["banned"]].set(-jnp.inf, mode="drop")
   if spec.screen:  # the step's greedy token, not its logits, is carried
-    screen = controls["screen"]  # `greedy_screen.tables`, kept by the Sampler
+    screen = greedy_screen.with_rows(controls["screen"],  # the tables the Sampler keeps
+                                     params["text"]["embed"]["embedding"])
+    head_logits = lambda h: text.lm_head(params["text"], config.text, h)
     mask = greedy_screen.ban_mask(state["logits"].shape[1], controls["banned"])
     # (the prefill's logits stay in the state, unchanged: a donated buffer the loop carries
     # is aliased in place, one it drops is not)
@@ -251,7 +259,7 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
                    "positions": jnp.broadcast_to(s["next_pos"][None, :, None], (3, rows, 1))}
     hidden, cache = model_lib.apply(params, config, step_inputs, s["cache"])
     if spec.screen:
-      head = dict(choice=greedy_screen.argmax(hidden[:, 0], screen, mask))
+      head = dict(choice=greedy_screen.argmax(hidden[:, 0], screen, mask, head_logits))
     else:
       head = dict(logits=text.lm_head(params["text"], config.text, hidden[:, 0]))
     return dict(
@@ -340,9 +348,11 @@ class Sampler:
   in training force False).
   greedy_screen: greedy decodes without log-probs choose each token with `greedy_screen`
   (a bfloat16 copy of a float32 LM head screens the vocabulary, the few columns that can hold
-  the maximum are rescored in float32): the float32 argmax, at about the cost of a bfloat16
-  head. "auto" (default): when the head is float32 and the params live on CPU devices, where
-  float32 matmuls are exact float32 (on GPUs and TPUs they default to TF32 / bf16 passes).
+  the maximum are rescored in float32): the float32 argmax up to float32 summation order (the
+  rescoring sums in another order than the full matmul; near-ties can resolve differently, as
+  they can between any two matmul implementations), at about the cost of a bfloat16 head.
+  "auto" (default): when the head is float32 and the params live on CPU devices, where float32
+  matmuls are exact float32 (on GPUs and TPUs they default to TF32 / bf16 passes).
   """
 
   def __init__(self, params: dict, config: ModelConfig, processor=None, mesh=None,
@@ -361,7 +371,7 @@ class Sampler:
       greedy_screen = bool(head.dtype == jnp.float32
                            and all(d.platform == "cpu" for d in devices))
     self.greedy_screen = greedy_screen
-    self._screen = None  # (head array, its `greedy_screen.tables`)
+    self._screen = None  # (weak reference to the head array, its `greedy_screen.tables`)
     if pad_id is None:
       pad_id = processor.pad_token_id if processor is not None else (config.pad_token_id or 0)
     self.pad_id = int(pad_id)
@@ -422,10 +432,13 @@ class Sampler:
   def _screen_tables(self) -> dict:
     """`greedy_screen.tables` of the current LM head, made on first use and kept while the
     head is the same array: a bfloat16 copy of the head, plus a transposed float32 copy for an
-    untied head (0.5x or 1.5x the head's bytes)."""
+    untied head (0.5x or 1.5x the head's bytes). A head changed in place (host numpy params)
+    is not noticed: assign new params instead."""
     head = _head_array(self.params, self.config)
-    if self._screen is None or self._screen[0] is not head:
-      self._screen = (head, _screen_tables(self.params["text"], self.config.text))
+    if self._screen is None or self._screen[0]() is not head:  # (weak: an old head is freed)
+      self._screen = None  # the old tables go before the new ones are made
+      self._screen = (weakref.ref(head),
+                      _screen_tables(head, self.config.text.tie_word_embeddings))
     return self._screen[1]
 
   def _per_layer(self, rows: int, cache_len: int) -> bool:
