@@ -136,12 +136,13 @@ def embed(params: dict, config: ModelConfig, inputs: dict) -> jax.Array:
   return x
 
 
-def apply(params: dict, config: ModelConfig, inputs: dict,
-          cache: dict | None = None) -> tuple[jax.Array, dict | None]:
-  """Final hidden states [B, T, D] and the updated KV cache (None in, None out)."""
+def apply(params: dict, config: ModelConfig, inputs: dict, cache: dict | None = None,
+          last_only: bool = False) -> tuple[jax.Array, dict | None]:
+  """Final hidden states [B, T, D] ([B, 1, D], the last position's, with `last_only`; see
+  `text.decoder`) and the updated KV cache (None in, None out)."""
   x = embed(params, config, inputs)
   return text.decoder(params["text"], config.text, x, inputs["positions"], inputs["token_mask"],
-                      cache)
+                      cache, last_only=last_only)
 
 
 @functools.partial(jax.jit, static_argnums=1)

@@ -159,7 +159,7 @@ def _prefill(params, config: ModelConfig, inputs, n: int, cache_len: int, mesh, 
   TRACE_COUNTS["prefill"] += 1
   x = model_lib.embed(params, config, inputs)
   hidden, kv = text.decoder(params["text"], config.text, x, inputs["positions"],
-                            inputs["token_mask"], return_kv=True)
+                            inputs["token_mask"], return_kv=True, last_only=True)
   t = x.shape[1]
   rows = lambda a, axis=0: jnp.repeat(a, n, axis=axis)
   if per_layer:  # [B, T, K, H] -> heads-major k [B * n, K, H, S], v [B * n, K, S, H] per layer
@@ -196,7 +196,7 @@ def _screen_tables(head, tied: bool):
 def _last_logprobs(params, config: ModelConfig, inputs, token_ids):
   """log p(token_ids [K]) for the token after the last column (left-aligned rows) [B, K]."""
   TRACE_COUNTS["score"] = TRACE_COUNTS.get("score", 0) + 1
-  hidden, _ = model_lib.apply(params, config, inputs)
+  hidden, _ = model_lib.apply(params, config, inputs, last_only=True)
   logits = text.lm_head(params["text"], config.text, hidden[:, -1])
   return jnp.take(jax.nn.log_softmax(logits, -1), token_ids, axis=-1)
 

@@ -88,12 +88,16 @@ def unstack_layers(stacked: dict) -> list[dict]:
   return [_fuse(jax.tree.map(lambda a, i=i: a[i], stacked)) for i in range(num)]
 
 
-def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig):
+def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig, last_only: bool = False):
   """One decoder layer -> (x, kv out). kv is None (kv out: this call's k and v [B, T, K, H]) or
-  the full (k, v) cache, carried so updates are in place (kv out: the updated cache)."""
+  the full (k, v) cache, carried so updates are in place (kv out: the updated cache).
+  last_only (without a cache): keys and values of every position, but the attention, o and MLP
+  of the last position only; x out is [B, 1, D]."""
   h = layers.rms_norm(x, p["input_norm"]["scale"], config.rms_norm_eps)
   q, k, v = _qkv(h, p, config)
   q, k = rope.apply_rope(q, cos, sin), rope.apply_rope(k, cos, sin)
+  if last_only:
+    q, x, mask = q[:, -1:], x[:, -1:], mask[:, -1:]
   if kv is None:
     kv_out = (k, v)  # this call's keys and values (`decoder(return_kv=True)`)
     attn = layers.attention(q, k, v, mask)
@@ -114,9 +118,15 @@ def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig):
 
 
 def decoder(params: dict, config: TextConfig, x: jax.Array, positions: jax.Array,
-            token_mask: jax.Array, cache: dict | None = None,
-            return_kv: bool = False) -> tuple[jax.Array, dict | None]:
+            token_mask: jax.Array, cache: dict | None = None, return_kv: bool = False,
+            last_only: bool = False) -> tuple[jax.Array, dict | None]:
   """x [B, T, D] embeddings -> final-normed hidden [B, T, D], updated cache.
+
+  last_only (no cache; inference): the hidden state of the last position only, [B, 1, D]. The
+  last layer then runs its attention, o and MLP for that position alone (its keys and values,
+  and every earlier layer, for all positions): what a prefill or a next-token score needs,
+  ~(o + MLP) / L of the decoder's FLOPs less. Not for training: the other positions' outputs
+  are not computed.
 
   positions: [3, B, T] (M-RoPE) or [B, T]; token_mask: [B, T] bool, False for padding.
   params["layers"]: stacked (a `lax.scan`) or a list of per-layer trees with the cache's k/v as
@@ -125,6 +135,8 @@ def decoder(params: dict, config: TextConfig, x: jax.Array, positions: jax.Array
   tokens ([L, B, T, K, H], or lists of [B, T, K, H] for per-layer params), from which a
   prefill builds its cache (`sampler._prefill`) without a cache-sized buffer per layer pass.
   """
+  if last_only and cache is not None:
+    raise ValueError("last_only is for cache-less calls (a prefill or a score)")
   t = x.shape[1]
   cos, sin = rope.mrope_cos_sin(positions, config.head_dim, config.rope_theta, config.mrope_section)
   end = jnp.zeros((), jnp.int32) if cache is None else cache["end"]
@@ -147,9 +159,21 @@ def decoder(params: dict, config: TextConfig, x: jax.Array, positions: jax.Array
     ks, vs = [], []
     for i, p in enumerate(params["layers"]):
       kv = None if cache is None else (cache["k"][i], cache["v"][i])
-      x, out = _layer(x, p, kv, None, cos, sin, mask, end, config)
+      last = last_only and i == len(params["layers"]) - 1
+      x, out = _layer(x, p, kv, None, cos, sin, mask, end, config, last)
       ks.append(out[0])
       vs.append(out[1])
+  elif last_only:  # all but the last layer by index into the stack (a scan over a [:-1] slice
+    stacked = params["layers"]  # of it would copy the weights), then the pruned last layer
+    def body_at(carry, i):
+      return body(carry, (jax.tree.map(lambda a: a[i], stacked), i))
+    (x, _), new = jax.lax.scan(body_at, (x, None), jnp.arange(config.num_layers - 1))
+    last = config.num_layers - 1
+    x, out = _layer(x, jax.tree.map(lambda a: a[last], stacked), None, None, cos, sin, mask,
+                    end, config, last_only=True)
+    if collect:
+      new = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), new, out)
+    ks, vs = new if collect else (None, None)
   else:
     kv = None if cache is None else (cache["k"], cache["v"])
     layer_ids = jnp.arange(config.num_layers)

@@ -1,5 +1,7 @@
 """Model-level behaviour that needs no transformers: bf16, KV cache, input validation."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,3 +88,29 @@ def test_bad_inputs(params, change, message):
   change(batch)
   with pytest.raises(ValueError, match=message):
     vlm_jax.forward(params, CONFIG, **batch)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("per_layer", [False, True], ids=["stacked", "per-layer"])
+def test_last_only_decoder_is_the_last_position_of_the_full_one(params, layers, per_layer):
+  """`decoder(last_only=True)`: the last position's hidden state and every layer's keys and
+  values of all positions, as the full decoder gives them (stacked params by index, and the
+  per-layer lists the sampler uses; one layer: the pruned layer alone)."""
+  config = dataclasses.replace(CONFIG.text, num_layers=layers)
+  text_params = dict(params["text"], layers=jax.tree.map(lambda a: a[:layers],
+                                                         params["text"]["layers"]))
+  if per_layer:
+    text_params = dict(text_params, layers=text.unstack_layers(text_params["layers"]))
+  batch = hf_models.build_batch(SAMPLES, CONFIG.vision.patch_dim, padding="left")
+  inputs = model_lib.prepare_inputs(CONFIG, **batch)
+  x = model_lib.embed(params, CONFIG, inputs)
+  run = lambda last_only: text.decoder(text_params, config, x, inputs["positions"],
+                                       inputs["token_mask"], return_kv=True, last_only=last_only)
+  (full, kv_full), (last, kv_last) = run(False), run(True)
+  assert last.shape == (2, 1, config.hidden_size)
+  np.testing.assert_allclose(last[:, 0], full[:, -1], atol=1e-5)
+  for a, b in zip(jax.tree.leaves(kv_full), jax.tree.leaves(kv_last)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  with pytest.raises(ValueError, match="last_only"):
+    text.decoder(text_params, config, x, inputs["positions"], inputs["token_mask"],
+                 text.init_cache(config, 2, 64), last_only=True)
