@@ -123,8 +123,29 @@ def _choose(logits, key, spec: _Spec, temperature, top_p):
     keep = (cum - jax.nn.softmax(desc, -1)) < top_p   # the top token is always kept
     threshold = jnp.min(jnp.where(keep, desc, jnp.inf), -1, keepdims=True)
     z = jnp.where(z < threshold, -jnp.inf, z)
-  noise = jax.vmap(lambda k: jax.random.gumbel(k, z.shape[-1:], jnp.float32))(key)
-  return _argmax(z + noise)[0]  # Gumbel-max sampling, one key per row
+  return _gumbel_max(z, key)
+
+
+def _gumbel_max(z: jax.Array, key: jax.Array, block: int = 128) -> jax.Array:
+  """A sample per row of softmax(z) (z [R, V], -inf: never), one key per row, by Gumbel-max in
+  two levels: a block of `block` ids with probability its mass (Gumbel noise on the blocks'
+  log-masses), then an id inside it (noise on its logits). Exact in distribution, like noise
+  on all V logits, with ~V / block + block random numbers per row instead of V: threefry
+  noise for 64 x 32000 logits took ~19 ms per step on the 2-core CPU, a quarter of a G = 8
+  rollout."""
+  rows, vocab = z.shape
+  pad = -vocab % block
+  if pad:
+    z = jnp.pad(z, ((0, 0), (0, pad)), constant_values=-jnp.inf)
+  blocks = z.reshape(rows, -1, block)
+  top = jnp.max(z, -1)[:, None, None]
+  log_mass = jnp.log(jnp.sum(jnp.exp(blocks - top), -1))  # [R, blocks]; -inf: empty block
+  keys = jax.vmap(lambda k: jax.random.split(k))(key)
+  gumbel = lambda k, n: jax.vmap(lambda kk: jax.random.gumbel(kk, (n,), jnp.float32))(k)
+  b = _argmax(log_mass + gumbel(keys[:, 0], log_mass.shape[1]))[0]
+  inside = jnp.take_along_axis(blocks, b[:, None, None], 1)[:, 0]
+  i = _argmax(inside + gumbel(keys[:, 1], block))[0]
+  return jnp.minimum(b * block + i, vocab - 1)  # (a NaN row: some valid id, as jnp.argmax)
 
 
 def _logp_entropy(z: jax.Array, token: jax.Array, z_max: jax.Array | None = None):
