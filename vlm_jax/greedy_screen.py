@@ -32,6 +32,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from vlm_jax import token_choice
+
 BLOCK = 128      # vocabulary block of the first selection level
 BLOCKS = 16      # blocks kept per row
 CANDIDATES = 16  # columns rescored in float32 per row
@@ -122,7 +124,6 @@ def argmax(h: jax.Array, t: dict, mask: jax.Array,
            logits: Callable[[jax.Array], jax.Array]) -> jax.Array:
   """First index of the maximum float32 logit of h [R, D] where `mask` [V] (`ban_mask`) is 0.
   t: `tables` (with `with_rows`); logits: h -> the full float32 logits [R, V], the fallback."""
-  from vlm_jax.sampler import _argmax  # the sampler's first-index argmax (no import cycle)
   token, sound = candidates(h, t, mask)
   return jax.lax.cond(jnp.all(sound), lambda: token,
-                      lambda: _argmax(logits(h).astype(jnp.float32) + mask)[0])
+                      lambda: token_choice.argmax(logits(h).astype(jnp.float32) + mask)[0])

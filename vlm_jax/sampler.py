@@ -27,7 +27,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from vlm_jax import buckets, greedy_screen, model as model_lib, sharding as sharding_lib, text
+from vlm_jax import (buckets, greedy_screen, model as model_lib, sharding as sharding_lib, text,
+                     token_choice)
 from vlm_jax.config import ModelConfig
 
 TRACE_COUNTS = {"prefill": 0, "decode": 0}  # incremented at trace time: a compile counter
@@ -86,33 +87,9 @@ class _Spec:
       raise ValueError("the greedy screen needs greedy decoding without log-probs")
 
 
-def _first_index(z: jax.Array, value: jax.Array) -> jax.Array:
-  """First index along the last axis where z == value[..., None] (z.shape[-1] where none)."""
-  n = z.shape[-1]
-  return jnp.min(jnp.where(z == value[..., None], jnp.arange(n, dtype=jnp.int32), n), -1)
-
-
-def _argmax(z: jax.Array, block: int = 128) -> tuple[jax.Array, jax.Array]:
-  """(first index of the maximum, maximum) over the last axis of z [rows, V] (= jnp.argmax,
-  which is ~4x slower on CPU). Two levels: the max of each `block` of the vocabulary, then the
-  first block that holds the overall max, then the first hit inside it. One pass over z and
-  no [rows, V] temporaries (a flat first-index pass materialised two on XLA CPU)."""
-  rows, vocab = z.shape
-  if vocab % block or vocab <= block:
-    z_max = jnp.max(z, -1)
-    return _first_index(z, z_max), z_max
-  blocks = z.reshape(rows, vocab // block, block)
-  block_max = jnp.max(blocks, -1)
-  z_max = jnp.max(block_max, -1)
-  # clip: a row of NaNs has no hit; its token is then some valid id, as with jnp.argmax
-  first = jnp.minimum(_first_index(block_max, z_max), vocab // block - 1)
-  inside = jnp.take_along_axis(blocks, first[:, None, None], 1)[:, 0]
-  return first * block + jnp.minimum(_first_index(inside, z_max), block - 1), z_max
-
-
 def _choose(logits, key, spec: _Spec, temperature, top_p):
   if spec.greedy:
-    return _argmax(logits)[0]
+    return token_choice.argmax(logits)[0]
   z = logits / temperature
   if spec.top_k:
     kth = jax.lax.top_k(z, spec.top_k)[0][..., -1:]
@@ -123,41 +100,7 @@ def _choose(logits, key, spec: _Spec, temperature, top_p):
     keep = (cum - jax.nn.softmax(desc, -1)) < top_p   # the top token is always kept
     threshold = jnp.min(jnp.where(keep, desc, jnp.inf), -1, keepdims=True)
     z = jnp.where(z < threshold, -jnp.inf, z)
-  return _gumbel_max(z, key)
-
-
-def _gumbel_max(z: jax.Array, key: jax.Array, block: int = 128) -> jax.Array:
-  """A sample per row of softmax(z) (z [R, V], -inf: never), one key per row, by Gumbel-max in
-  two levels: a block of `block` ids with probability its mass (Gumbel noise on the blocks'
-  log-masses), then an id inside it (noise on its logits). Exact in distribution, like noise
-  on all V logits, with ~V / block + block random numbers per row instead of V: threefry
-  noise for 64 x 32000 logits took ~19 ms per step on the 2-core CPU, a quarter of a G = 8
-  rollout."""
-  rows, vocab = z.shape
-  pad = -vocab % block
-  if pad:
-    z = jnp.pad(z, ((0, 0), (0, pad)), constant_values=-jnp.inf)
-  blocks = z.reshape(rows, -1, block)
-  top = jnp.max(z, -1)[:, None, None]
-  log_mass = jnp.log(jnp.sum(jnp.exp(blocks - top), -1))  # [R, blocks]; -inf: empty block
-  keys = jax.vmap(lambda k: jax.random.split(k))(key)
-  gumbel = lambda k, n: jax.vmap(lambda kk: jax.random.gumbel(kk, (n,), jnp.float32))(k)
-  b = _argmax(log_mass + gumbel(keys[:, 0], log_mass.shape[1]))[0]
-  inside = jnp.take_along_axis(blocks, b[:, None, None], 1)[:, 0]
-  i = _argmax(inside + gumbel(keys[:, 1], block))[0]
-  return jnp.minimum(b * block + i, vocab - 1)  # (a NaN row: some valid id, as jnp.argmax)
-
-
-def _logp_entropy(z: jax.Array, token: jax.Array, z_max: jax.Array | None = None):
-  """log softmax(z)[token] and the entropy of softmax(z) [rows], with one exp pass over the
-  vocabulary: with d = z - max, e = exp(d), S = sum e: log p = d[token] - log S and
-  H = log S - sum(e * d) / S. z_max: max(z) [rows] when already known."""
-  d = z - (jnp.max(z, -1) if z_max is None else z_max)[:, None]
-  e = jnp.exp(d)
-  total = jnp.sum(e, -1)
-  log_total = jnp.log(total)
-  entropy = log_total - jnp.sum(e * d, -1) / total
-  return jnp.take_along_axis(d, token[:, None], -1)[:, 0] - log_total, entropy
+  return token_choice.gumbel_max(z, key)
 
 
 def _kv_constraint(cache: dict, mesh) -> dict:
@@ -246,7 +189,8 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
     mask = greedy_screen.ban_mask(state["logits"].shape[1], controls["banned"])
     # (the prefill's logits stay in the state, unchanged: a donated buffer the loop carries
     # is aliased in place, one it drops is not)
-    state = dict(state, choice=_argmax(ban(state["logits"].astype(jnp.float32)))[0])
+    first = token_choice.argmax(ban(state["logits"].astype(jnp.float32)))[0]
+    state = dict(state, choice=first)
 
   def cond(s):
     return (s["step"] < spec.max_new) & ~jnp.all(s["done"])
@@ -260,7 +204,7 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
       key = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(controls["row_ids"])
       allowed = ban(z)
       if spec.greedy:
-        token, allowed_max = _argmax(allowed)
+        token, allowed_max = token_choice.argmax(allowed)
       else:
         token = _choose(allowed, key, spec, controls["temperature"], controls["top_p"])
     token = jnp.where(s["done"], controls["pad_id"], token)
@@ -271,7 +215,7 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
       if spec.greedy:
         banned = jnp.take(z, controls["banned"], axis=1, mode="clip")
         z_max = jnp.maximum(allowed_max, jnp.max(banned, -1))
-      logp, entropy = _logp_entropy(z, token, z_max)
+      logp, entropy = token_choice.logp_entropy(z, token, z_max)
       s = dict(s, logprobs=write(s["logprobs"], jnp.where(live, logp, 0.0)),
                entropies=write(s["entropies"], jnp.where(live, entropy, 0.0)))
     tail = jnp.concatenate([s["tail"][:, 1:], token[:, None]], 1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import vlm_jax
-from vlm_jax import greedy_screen, sampler
+from vlm_jax import greedy_screen, sampler, token_choice
 from vlm_jax.sampler import Sampler, SamplingParams
 from tests.vlm_jax import hf_models
 
@@ -29,7 +29,7 @@ def _bf(a):
 
 
 def _full(h, w, mask):
-  return np.asarray(sampler._argmax(jnp.asarray(h) @ jnp.asarray(w) + mask)[0])
+  return np.asarray(token_choice.argmax(jnp.asarray(h) @ jnp.asarray(w) + mask)[0])
 
 
 def _screened(h, w, mask, poisoned_fallback=False):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import vlm_jax
-from vlm_jax import buckets, logprobs, model as model_lib, processor as processor_lib, sampler
+from vlm_jax import (buckets, logprobs, model as model_lib, processor as processor_lib, sampler,
+                     token_choice)
 from vlm_jax.sampler import Sampler, SamplingParams
 from tests.vlm_jax import hf_models
 
@@ -61,9 +62,9 @@ def test_greedy_matches_transformers_generate(lively, samples, padding):
   # transformers may sample the video placeholder id; our default forbids it
   s = Sampler(params, config, pad_id=0)
   assert s.greedy_screen  # float32 on CPU: tokens-only greedy goes through `greedy_screen`
-  for logprobs in (True, False):
+  for with_logprobs in (True, False):
     out = s(batch, SamplingParams(max_new_tokens=40, suppress_vision_tokens=False,
-                                  logprobs=logprobs))
+                                  logprobs=with_logprobs))
     assert len(np.unique(want)) > 5  # a real test: varied continuations
     np.testing.assert_array_equal(out.tokens, want)
     assert out.lengths.tolist() == [40, 40, 40] and out.finish_reasons == ["length"] * 3
@@ -380,15 +381,15 @@ def test_blocked_argmax_is_first_index_of_max(vocab):
   z[3, [vocab // 3, vocab - 2]] = 9.0
   z[4] = rng.randn(vocab)
   z[5, ::2] = -np.inf
-  token, z_max = sampler._argmax(jax.numpy.asarray(z))
+  token, z_max = token_choice.argmax(jax.numpy.asarray(z))
   np.testing.assert_array_equal(np.asarray(token), np.argmax(z, -1))
   np.testing.assert_array_equal(np.asarray(z_max), z.max(-1))
 
 
 @pytest.mark.parametrize("vocab", [300, 256])
 def test_two_level_gumbel_max_samples_the_softmax(vocab):
-  """`_gumbel_max` (a block by its mass, then an id inside it): frequencies over 20000 rows
-  match softmax(z) within 5 standard errors; -inf ids (masked, banned, and every id of some
+  """`token_choice.gumbel_max` (a block by its mass, then an id inside it): frequencies over
+  20000 rows match softmax(z) within 5 standard errors; -inf ids (masked, banned, and every id of some
   blocks) never come; a NaN row still gives an id in range."""
   rng = np.random.RandomState(vocab)
   z = rng.randn(vocab).astype(np.float32) * 2
@@ -400,7 +401,7 @@ def test_two_level_gumbel_max_samples_the_softmax(vocab):
   rows = 20000
   keys = jax.random.split(jax.random.key(0), rows)
   zz = jax.numpy.asarray(np.tile(z, (rows, 1)))
-  tokens = np.asarray(jax.jit(sampler._gumbel_max)(zz, keys))
+  tokens = np.asarray(jax.jit(token_choice.gumbel_max)(zz, keys))
   p = np.exp(z - z.max())
   p /= p.sum()
   freq = np.bincount(tokens, minlength=vocab) / rows
@@ -408,5 +409,5 @@ def test_two_level_gumbel_max_samples_the_softmax(vocab):
   se = np.sqrt(p * (1 - p) / rows)
   assert (np.abs(freq - p) <= 5 * se + 1e-4).all(), np.abs(freq - p).max()
   nan = zz[:2].at[1, 3].set(np.nan)
-  out = np.asarray(sampler._gumbel_max(nan, keys[:2]))
+  out = np.asarray(token_choice.gumbel_max(nan, keys[:2]))
   assert 0 <= out.min() and out.max() < vocab
