@@ -19,6 +19,28 @@ def bench_config():
                           vision_end_token_id=31993)
 
 
+def lively_bench_model():
+  """(transformers model, our config, our params): the random `bench_config` model with its
+  matrices scaled 6x, so greedy continuations vary (a 0.02-init model repeats one token),
+  loaded into vlm_jax from a saved copy. The model is on CPU, in eval mode."""
+  import tempfile
+
+  import torch
+  import transformers
+
+  import vlm_jax
+  torch.manual_seed(0)
+  model = transformers.Qwen2_5_VLForConditionalGeneration(bench_config()).eval()
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if p.ndim == 2 and "embed" not in name:
+        p.mul_(6.0)
+  with tempfile.TemporaryDirectory() as tmp:
+    model.save_pretrained(tmp)
+    config, params = vlm_jax.load_hf(tmp)
+  return model, config, params
+
+
 def timed(fn, runs):
   fn()  # warm-up / compile
   times = []

@@ -22,13 +22,12 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import bench_config, interleaved  # noqa: E402
+from bench.common import interleaved, lively_bench_model  # noqa: E402
 from bench.sampler import prompts  # noqa: E402
 
 
@@ -49,7 +48,7 @@ def _variants():
   def fake_head(p, c, h):  # [R, D] -> [R, V] without the matmul (the prefill keeps the real one)
     return jnp.tile(h, (1, -(-c.vocab_size // h.shape[-1])))[..., :c.vocab_size]
 
-  def matmuls_only(x, p, kv, layer, cos, sin, mask, end, config):
+  def matmuls_only(x, p, kv, layer, cos, sin, mask, end, config, last_only=False):
     """The layer's four weight matmuls (fused q/k/v, o, fused gate/up, down) and nothing else."""
     d, f = x.shape[-1], p["mlp"]["down"]["kernel"].shape[0]
     o = p["o"]["kernel"].reshape(-1, d)  # [N H, D]; the q part of the fused output is N H wide
@@ -156,17 +155,8 @@ def main():
   import jax
   import torch
   import transformers
-  import vlm_jax
   torch.set_num_threads(args.threads)
-  torch.manual_seed(0)
-  model = transformers.Qwen2_5_VLForConditionalGeneration(bench_config()).eval()
-  with torch.no_grad():  # as bench/sampler.py
-    for name, p in model.named_parameters():
-      if p.ndim == 2 and "embed" not in name:
-        p.mul_(6.0)
-  with tempfile.TemporaryDirectory() as tmp:
-    model.save_pretrained(tmp)
-    config, params = vlm_jax.load_hf(tmp)
+  model, config, params = lively_bench_model()  # as bench/sampler.py
   batch = prompts(8)
   steps = decode_ablations(params, config, batch, args.new_tokens, args.rounds)
   print(f"decode step ablations: batch 8, {args.new_tokens} steps, float32, jax "

@@ -24,12 +24,11 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import (bench_config, decode_matmul_floor, device_bandwidth,  # noqa: E402
+from bench.common import (decode_matmul_floor, device_bandwidth, lively_bench_model,  # noqa: E402
                           interleaved, paired_ratio)
 
 
@@ -63,7 +62,6 @@ def main():
   import jax
   import torch
   import transformers
-  import vlm_jax
   from vlm_jax import params as params_lib
   from vlm_jax.sampler import Sampler, SamplingParams
   torch.set_num_threads(args.threads)
@@ -71,15 +69,7 @@ def main():
   # float32 means float32: cuDNN convolutions (the patch embedding) use TF32 by default
   torch.backends.cudnn.allow_tf32 = False
   torch.backends.cuda.matmul.allow_tf32 = False
-  torch.manual_seed(0)
-  model = transformers.Qwen2_5_VLForConditionalGeneration(bench_config()).eval()
-  with torch.no_grad():  # varied continuations (random 0.02-init models repeat one token)
-    for name, p in model.named_parameters():
-      if p.ndim == 2 and "embed" not in name:
-        p.mul_(6.0)
-  with tempfile.TemporaryDirectory() as tmp:
-    model.save_pretrained(tmp)
-    config, params = vlm_jax.load_hf(tmp)
+  model, config, params = lively_bench_model()
   batch = prompts(args.batch)
   tensors = {k: torch.tensor(v, device=device) for k, v in batch.items()}
   model = model.to(device)
