@@ -70,8 +70,8 @@ def vision_layout(grid_thw: np.ndarray, config: VisionConfig) -> dict:
   """Index arrays (int32 numpy) and rotary tables for one vision call over `grid_thw`.
 
   window_index / reverse_index [M]: merged tokens into window order and back.
-  pos_hw [P, 2]: rotary (h, w) of each patch, window order; rope_cos / rope_sin [P, head_dim]
-  float32: its rotary cos/sin (`rope.vision_cos_sin`, computed here on the host).
+  rope_cos / rope_sin [P, head_dim] float32: the rotary cos/sin of each patch's (h, w), window
+  order (`rope.vision_cos_sin`, computed here on the host).
   window_slots [Sw, Lw] / full_slots [Sf, Lf]: patches (window order) of each attention segment
   (a 112 px window / a whole frame), padded with the sentinel P; *_inverse [P]: where each patch
   sits in the flattened slots. Attention runs per row: cost Sw*Lw^2 instead of P^2.
@@ -86,7 +86,7 @@ def vision_layout(grid_thw: np.ndarray, config: VisionConfig) -> dict:
                                                 config.window_merged ** 2 * unit)
   full_slots, full_inverse = _runs_to_slots(frames[patch_perm])
   pos_hw = rope.vision_position_ids(grid_thw, config.spatial_merge_size)[patch_perm]
-  out = dict(window_index=perm, reverse_index=np.argsort(perm), pos_hw=pos_hw,
+  out = dict(window_index=perm, reverse_index=np.argsort(perm),
              window_slots=window_slots, window_inverse=window_inverse,
              full_slots=full_slots, full_inverse=full_inverse)
   out = {k: v.astype(np.int32) for k, v in out.items()}
@@ -119,13 +119,12 @@ def pad_layout(layout: dict, num_patches: int, unit: int, window_rows: int, full
   Padding patches sit after the real ones, in segments of their own, so they never mix with
   real patches; their merged outputs are dropped by the caller.
   """
-  num = layout["pos_hw"].shape[0]
+  num = layout["rope_cos"].shape[0]
   merged, new_merged = num // unit, num_patches // unit
   fresh = np.arange(merged, new_merged, dtype=np.int32)
   out = dict(layout)
   out["window_index"] = np.concatenate([layout["window_index"], fresh])
   out["reverse_index"] = np.concatenate([layout["reverse_index"], fresh])
-  out["pos_hw"] = np.concatenate([layout["pos_hw"], np.zeros((num_patches - num, 2), np.int32)])
   for key, angle_zero in (("rope_cos", 1.0), ("rope_sin", 0.0)):  # padding patches sit at (0, 0)
     pad = np.full((num_patches - num, layout[key].shape[1]), angle_zero, np.float32)
     out[key] = np.concatenate([layout[key], pad])

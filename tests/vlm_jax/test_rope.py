@@ -82,7 +82,7 @@ def test_window_index_matches_transformers(grid, window_size):
   layout = vision.vision_layout(np.array(grid), config)
   np.testing.assert_array_equal(layout["window_index"], want_index.numpy())
   # The window slot table must hold HF's windows: consecutive runs of the cumulative lengths.
-  num = len(layout["pos_hw"])
+  num = len(layout["rope_cos"])
   sizes = (layout["window_slots"] < num).sum(1)
   np.testing.assert_array_equal(np.concatenate([[0], np.cumsum(sizes)]), want_cu.numpy())
   flat = layout["window_slots"][layout["window_slots"] < num]
