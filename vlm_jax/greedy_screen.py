@@ -16,7 +16,10 @@ products hb Wb are exact in float32, so with gamma = K u / (1 - K u), u = 2^-24,
             <= ||hb|| ||Wr_v|| + ||hr|| ||W_v|| + gamma (||h|| ||W_v|| + ||hb|| ||Wb_v||)
 (Cauchy-Schwarz; the column norms are computed once per head, `tables`). A 1% margin covers
 the rounding of the norms themselves (taken on rescaled vectors, so tiny entries are not
-flushed), 4 u |s| the rounding of s - B and s + B, and 1e-30 products flushed to zero.
+flushed), 4 u (1 + gamma) ||hb|| ||Wb_v|| (>= 4 u |s_v|) the rounding of s - B and s + B, and
+1e-30 products flushed to zero. So B is a sum of three (row factor x column norm) products, and
+the largest norms of a block of columns bound B over the whole block: the vocabulary-wide work
+is the dot and the maximum of s per block; column bounds are taken in the kept blocks only.
 `tests/vlm_jax/test_greedy_screen.py` checks the backend's bfloat16 dot against this bound,
 with float32 and float64 references.
 
@@ -54,14 +57,19 @@ def tables(rows: jax.Array, keep_rows: bool) -> dict:
   """What `argmax` needs besides h, computed once per head (`Sampler` keeps them).
   rows: the float32 head as [V, D] (a tied embedding, or the transposed [D, V] LM head).
   The bfloat16 head as [V, D] (XLA CPU's 8-row bfloat16 dot ran 2-13% faster against it than
-  against [D, V]) and three column norms; with keep_rows, `rows` too (the untied head's
-  transposed copy: rescoring gathers whole rows, where gathering [D, V] columns was a cache
-  miss per element, ~0.2 ms per CPU step). A tied embedding is passed at call time instead
-  (`with_rows`), so the tables hold no second copy of it."""
+  against [D, V]); the three column norms the bound is made of, per vocabulary block
+  ("norms" [blocks, 3, BLOCK], zero past the vocabulary) and their maxima per block
+  ("block_norms" [blocks, 3]); with keep_rows, `rows` too (the untied head's transposed copy:
+  rescoring gathers whole rows, where gathering [D, V] columns was a cache miss per element,
+  ~0.2 ms per CPU step). A tied embedding is passed at call time instead (`with_rows`), so
+  the tables hold no second copy of it."""
+  vocab = rows.shape[0]
   wb = rows.astype(jnp.bfloat16)
   col = lambda a: norm(a)[:, 0]
-  out = {"wb": wb, "wr_norm": col(rows - wb.astype(jnp.float32)), "w_norm": col(rows),
-         "wb_norm": col(wb)}
+  norms = jnp.stack([col(rows - wb.astype(jnp.float32)), col(rows), col(wb)])  # [3, V]
+  norms = jnp.pad(norms, ((0, 0), (0, -vocab % BLOCK)))
+  norms = norms.reshape(3, -1, BLOCK).transpose(1, 0, 2)
+  out = {"wb": wb, "norms": norms, "block_norms": jnp.max(norms, -1)}
   return dict(out, rows=rows) if keep_rows else out
 
 
@@ -75,48 +83,66 @@ def ban_mask(vocab: int, banned: jax.Array) -> jax.Array:
   return jnp.zeros(vocab, jnp.float32).at[banned].set(-jnp.inf, mode="drop")
 
 
-def screen(h: jax.Array, t: dict) -> tuple[jax.Array, jax.Array]:
-  """(s, B) [R, V]: the bfloat16 logits of h [R, D] and the bound on |s - float32 logits|."""
+def _logits_and_weights(h: jax.Array, t: dict) -> tuple[jax.Array, jax.Array]:
+  """(s [R, V], a [R, 3]): the bfloat16 logits of h [R, D], and the row factors of the bound:
+  B[r, v] = sum_k a[r, k] * norms[k, v] + 1e-30 (see the module doc)."""
   dim = h.shape[-1]
   h = h.astype(jnp.float32)
   hb = h.astype(jnp.bfloat16)
   hr = h - hb.astype(jnp.float32)
   gamma = dim * _U32 / (1 - dim * _U32)
   s = jnp.einsum("VD,RD->VR", t["wb"], hb, preferred_element_type=jnp.float32).T
-  bound = (1.01 * (norm(hb) * t["wr_norm"] + norm(hr) * t["w_norm"]
-                   + gamma * (norm(h) * t["w_norm"] + norm(hb) * t["wb_norm"]))
-           + 4 * _U32 * jnp.abs(s) + 1e-30)
-  return s, bound
+  nb = norm(hb)
+  a = 1.01 * jnp.concatenate([nb, norm(hr) + gamma * norm(h),
+                              (gamma + 4 * _U32 * (1 + gamma)) * nb], -1)
+  return s, a
+
+
+def screen(h: jax.Array, t: dict) -> tuple[jax.Array, jax.Array]:
+  """(s, B) [R, V]: the bfloat16 logits of h [R, D] and the bound on |s - float32 logits|."""
+  s, a = _logits_and_weights(h, t)
+  norms = t["norms"].transpose(1, 0, 2).reshape(3, -1)[:, :s.shape[1]]
+  return s, a @ norms + 1e-30
 
 
 def candidates(h: jax.Array, t: dict, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(token [R], sound [R]): the screened choice, and whether it is sure to be the float32
   argmax (False: the columns that can hold the maximum did not fit in `BLOCKS` blocks or
-  `CANDIDATES` columns, or the row is not finite)."""
+  `CANDIDATES` columns, or the row is not finite).
+
+  Over the whole vocabulary only the dot and one pass over s: the maximum of s per block. A
+  block's bound is bounded by its largest column norms, which gives an upper bound for each
+  block and a lower bound tau on the maximum logit; per-column bounds are taken only inside
+  the `BLOCKS` blocks kept."""
   rows, vocab = h.shape[0], t["wb"].shape[0]
   h = h.astype(jnp.float32)
-  s, bound = screen(h, t)
-  tau = jnp.max(s - bound + mask, -1, keepdims=True)  # the maximum is at least this
-  upper = s + bound + mask
+  s, a = _logits_and_weights(h, t)
+  s = s + mask
   pad = -vocab % BLOCK
   if pad:
-    upper = jnp.pad(upper, ((0, 0), (0, pad)), constant_values=-jnp.inf)
-  blocks = upper.reshape(rows, -1, BLOCK)
+    s = jnp.pad(s, ((0, 0), (0, pad)), constant_values=-jnp.inf)
+  blocks = s.reshape(rows, -1, BLOCK)
   block_max = jnp.max(blocks, -1)
+  block_bound = a @ t["block_norms"].T + 1e-30  # [R, blocks]: >= B of each column in it
+  block_upper = block_max + block_bound
+  tau = jnp.max(block_max - block_bound, -1, keepdims=True)  # the maximum is at least this
   keep = min(BLOCKS, block_max.shape[1])
-  _, block_ids = jax.lax.top_k(block_max, keep)
-  near = jnp.take_along_axis(blocks, block_ids[:, :, None], 1).reshape(rows, -1)
-  count = min(CANDIDATES, near.shape[1])
-  near_upper, j = jax.lax.top_k(near, count)
+  _, block_ids = jax.lax.top_k(block_upper, keep)
+  near = jnp.take_along_axis(blocks, block_ids[:, :, None], 1)  # [R, keep, BLOCK]
+  bound = jnp.einsum("RK,RNKC->RNC", a, t["norms"][block_ids]) + 1e-30
+  tau = jnp.maximum(tau, jnp.max(near - bound, (1, 2))[:, None])
+  near_upper = (near + bound).reshape(rows, -1)
+  count = min(CANDIDATES, near_upper.shape[1])
+  top_upper, j = jax.lax.top_k(near_upper, count)
   ids = jnp.take_along_axis(block_ids, j // BLOCK, 1) * BLOCK + j % BLOCK
   cols = jnp.take(t["rows"], jnp.minimum(ids, vocab - 1), axis=0)  # [R, count, D]
   z = jnp.einsum("RD,RCD->RC", h, cols, preferred_element_type=jnp.float32)
-  z = jnp.where(near_upper >= tau, z, -jnp.inf)  # non-candidates (and padding) never win
+  z = jnp.where(top_upper >= tau, z, -jnp.inf)  # non-candidates (and padding) never win
   token = jnp.min(jnp.where(z == jnp.max(z, -1, keepdims=True), ids, vocab), -1)
-  found = jnp.sum(near >= tau, -1)
+  found = jnp.sum(near_upper >= tau, -1)
   # a NaN or infinite row: three checks, as XLA CPU's max skips NaN (tau can be -inf)
   finite = jnp.all(jnp.isfinite(h), -1) & (found >= 1) & (token < vocab)
-  sound = (jnp.sum(block_max >= tau, -1) <= keep) & (found <= count) & finite
+  sound = (jnp.sum(block_upper >= tau, -1) <= keep) & (found <= count) & finite
   return token, sound
 
 

@@ -81,6 +81,33 @@ def test_tiny_rows_keep_their_bound():
     assert chosen.tolist() == _full(h, w, mask).tolist() == [0]
 
 
+_B = greedy_screen.BLOCK
+
+
+@pytest.mark.parametrize("others", [[1], [_B + 3], [b * _B + 3 for b in range(1, 17)]],
+                         ids=["one_block", "two_blocks", "seventeen_blocks"])
+def test_the_bound_overrules_the_screens_order(others):
+  """bfloat16 ranks runners-up first by more than their own (tiny) bound: column 0's weights
+  round down by 0.45 bfloat16 ulps, the `others` are bfloat16-exact and 1 ulp higher. Only
+  column 0's bound keeps it in play: within its block, at block level, and (with 17 blocks in
+  play, more than `BLOCKS`) by sending the step to the full head. A screen without the column
+  bounds or without the block bounds returns a runner-up."""
+  dim, u7 = 8, 2.0 ** -7
+  w = np.zeros((dim, 18 * _B), np.float32)
+  w[:, 0] = 1 + 0.45 * u7
+  w[:, others] = 1
+  w[0, others] += u7
+  mask = greedy_screen.ban_mask(w.shape[1], jnp.asarray([w.shape[1]]))
+  for scale in (1.0, 2.0 ** -60):
+    h = np.full((1, dim), scale, np.float32)
+    s, _ = greedy_screen.screen(jnp.asarray(h), _tables(w))
+    assert (np.asarray(s[0, others]) > float(s[0, 0])).all()  # the screen's order
+    crowded = len(others) + 1 > greedy_screen.BLOCKS  # blocks in play, column 0's too
+    token, sound, chosen = _screened(h, w, mask, poisoned_fallback=not crowded)
+    assert sound.tolist() == [not crowded]
+    assert chosen.tolist() == _full(h, w, mask).tolist() == [0]
+
+
 @pytest.mark.parametrize("vocab", [1000, 4096, 4099, 130])
 def test_screened_argmax_is_the_float32_argmax(vocab):
   """Exact ties at the top across blocks and inside one (the first index wins), a near-tie,
