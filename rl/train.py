@@ -115,7 +115,6 @@ class Trainer:
                    unstack_layers="auto" if self.config.rollout_unstack_layers else False)
 
   def train_step(self) -> dict:
-    from rl import data
     start = time.perf_counter()
     if self.data.step != self.step:
       raise RuntimeError(f"data stream at step {self.data.step}, trainer at {self.step}")

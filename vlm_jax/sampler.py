@@ -27,8 +27,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from vlm_jax import (buckets, greedy_screen, model as model_lib, sharding as sharding_lib, text,
-                     token_choice)
+from vlm_jax import (buckets, greedy_screen, memory_maps, model as model_lib,
+                     sharding as sharding_lib, text, token_choice)
 from vlm_jax.config import ModelConfig
 
 TRACE_COUNTS = {"prefill": 0, "decode": 0}  # incremented at trace time: a compile counter
@@ -358,6 +358,7 @@ class Sampler:
     row_keys: one int per prompt (e.g. a hash of the item id) so a prompt's samples do not
     depend on its position in the batch; default: the row index.
     """
+    memory_maps.relieve()  # near the process's mapping limit: drop compiled programs
     inputs, rows = self.prepare(batch)
     top_k = sampling.top_k if sampling.top_k < self.config.text.vocab_size else 0  # all: off
     greedy = sampling.temperature == 0
@@ -388,6 +389,7 @@ class Sampler:
 
     The scoring path of the evals (letter distributions): same model code, same buckets.
     """
+    memory_maps.relieve()
     inputs, rows = self.prepare(batch)
     ids = jnp.asarray(np.asarray(token_ids, np.int32))
     out = _last_logprobs(self.params, self.config, inputs, ids)
