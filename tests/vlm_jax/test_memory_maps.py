@@ -34,6 +34,10 @@ def test_usage_counts_this_processs_mappings(tmp_path):
   assert 0 < before < limit and after >= before + 5
 
 
+def _compile_something():
+  jax.jit(lambda x: x + np.random.rand())(jnp.ones(2))  # a new program
+
+
 def test_relieve_drops_compiled_programs_only_near_the_limit(monkeypatch, tmp_path):
   if memory_maps.usage() is None:
     pytest.skip("no /proc")
@@ -43,10 +47,13 @@ def test_relieve_drops_compiled_programs_only_near_the_limit(monkeypatch, tmp_pa
   assert not memory_maps.relieve()  # far from the real limit: nothing dropped
   assert f._cache_size() == 1
   _limit(monkeypatch, tmp_path, 10)
+  assert not memory_maps.relieve()  # nothing compiled since the last look: not looked at
+  _compile_something()
   with pytest.warns(UserWarning, match="max_map_count"):
     assert memory_maps.relieve()
   assert f._cache_size() == 0
   monkeypatch.setattr(memory_maps, "_MAX_MAP_COUNT", str(tmp_path / "missing"))
+  _compile_something()
   assert memory_maps.usage() is None and not memory_maps.relieve()
 
 
@@ -62,6 +69,7 @@ def test_sampler_recompiles_instead_of_crashing(monkeypatch, tmp_path):
   s(batch, sp)
   assert sampler.TRACE_COUNTS == traces  # one bucket: compiled once
   _limit(monkeypatch, tmp_path, 10)
+  _compile_something()  # the mappings grew since the last call
   with pytest.warns(UserWarning, match="max_map_count"):
     again = s(batch, sp)
   assert sampler.TRACE_COUNTS["prefill"] == traces["prefill"] + 1
