@@ -83,7 +83,7 @@ def ban_mask(vocab: int, banned: jax.Array) -> jax.Array:
   return jnp.zeros(vocab, jnp.float32).at[banned].set(-jnp.inf, mode="drop")
 
 
-def _logits_and_weights(h: jax.Array, t: dict) -> tuple[jax.Array, jax.Array]:
+def _logits_and_row_factors(h: jax.Array, t: dict) -> tuple[jax.Array, jax.Array]:
   """(s [R, V], a [R, 3]): the bfloat16 logits of h [R, D], and the row factors of the bound:
   B[r, v] = sum_k a[r, k] * norms[k, v] + 1e-30 (see the module doc)."""
   dim = h.shape[-1]
@@ -100,7 +100,7 @@ def _logits_and_weights(h: jax.Array, t: dict) -> tuple[jax.Array, jax.Array]:
 
 def screen(h: jax.Array, t: dict) -> tuple[jax.Array, jax.Array]:
   """(s, B) [R, V]: the bfloat16 logits of h [R, D] and the bound on |s - float32 logits|."""
-  s, a = _logits_and_weights(h, t)
+  s, a = _logits_and_row_factors(h, t)
   norms = t["norms"].transpose(1, 0, 2).reshape(3, -1)[:, :s.shape[1]]
   return s, a @ norms + 1e-30
 
@@ -116,7 +116,7 @@ def candidates(h: jax.Array, t: dict, mask: jax.Array) -> tuple[jax.Array, jax.A
   the `BLOCKS` blocks kept."""
   rows, vocab = h.shape[0], t["wb"].shape[0]
   h = h.astype(jnp.float32)
-  s, a = _logits_and_weights(h, t)
+  s, a = _logits_and_row_factors(h, t)
   s = s + mask
   pad = -vocab % BLOCK
   if pad:

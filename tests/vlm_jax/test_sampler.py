@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import vlm_jax
-from vlm_jax import (buckets, logprobs, model as model_lib, processor as processor_lib, sampler,
-                     token_choice)
+from vlm_jax import (buckets, device_memory, logprobs, model as model_lib,
+                     processor as processor_lib, sampler, token_choice)
 from vlm_jax.sampler import Sampler, SamplingParams
 from tests.vlm_jax import hf_models
 
@@ -88,7 +88,7 @@ def test_auto_unstack_falls_back_to_scanned_when_the_copy_does_not_fit(lively, m
   _, config, params, _ = lively
   batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
   sampling = SamplingParams(max_new_tokens=6)
-  need, free = sampler.layer_copy_bytes(params["text"]["layers"])
+  need, free = device_memory.layer_copy_bytes(params["text"]["layers"])
   leaves = jax.tree.leaves(params["text"]["layers"])
   assert need == sum(x.nbytes for x in leaves) and free is None  # CPU: no allocator statistics
   chosen = []
@@ -99,11 +99,11 @@ def test_auto_unstack_falls_back_to_scanned_when_the_copy_does_not_fit(lively, m
   want = s(batch, sampling).tokens
   rows, length = s.prepare(batch)[0]["input_ids"].shape  # the batch and length buckets
   cache_len = length + sampling.max_new_tokens
-  cache = sampler.cache_bytes(config, rows, cache_len, None, leaves[0].dtype)
+  cache = device_memory.cache_bytes(config, rows, cache_len, None, leaves[0].dtype)
   assert cache == 2 * config.text.num_layers * rows * cache_len * config.text.num_kv_heads * (
       config.text.head_dim * leaves[0].dtype.itemsize)
   for limit in (cache + 2 * need, cache + 2 * need - 1):  # fits in half of the rest / does not
-    monkeypatch.setattr(sampler, "memory_stats",
+    monkeypatch.setattr(device_memory, "memory_stats",
                         lambda device, limit=limit: {"bytes_limit": limit, "bytes_in_use": 0})
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always")
