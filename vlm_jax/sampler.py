@@ -156,6 +156,9 @@ def _screen_tables(head, tied: bool):
   return greedy_screen.tables(head if tied else head.T, keep_rows=not tied)
 
 
+_unstack_layers = jax.jit(text.unstack_layers)
+
+
 @functools.partial(jax.jit, static_argnums=1)
 def _last_logprobs(params, config: ModelConfig, inputs, token_ids):
   """log p(token_ids [K]) for the token after the last column (left-aligned rows) [B, K]."""
@@ -265,7 +268,8 @@ class Sampler:
   processor: a `vlm_jax.processor.Processor` (for texts, stop strings and `generate`); mesh: a
   `jax.sharding.Mesh` the params are already placed on (`load_hf(..., mesh=)`).
   unstack_layers: decode over per-layer copies of the layer weights (`text.unstack_layers`):
-  one extra copy of the layer weights (sharded like them) while a decode runs, for decode steps
+  one extra copy of the layer weights (sharded like them) while a decode runs (on CPU kept
+  between calls while the layer arrays are the same, see `_layer_copy`), for decode steps
   2.6x faster at 7B shapes on an H200 and faster on CPU too (bench/RESULTS.md: the scanned
   loop copies each layer's weight slice on every step). "auto" (default): per-layer when that
   copy takes at most half of the memory the call's KV cache leaves free on the device holding
@@ -299,6 +303,7 @@ class Sampler:
                            and all(d.platform == "cpu" for d in devices))
     self.greedy_screen = greedy_screen
     self._screen = None  # (weak reference to the head array, its `greedy_screen.tables`)
+    self._layers = None  # (weak references to the layer arrays, their per-layer copy), CPU
     if pad_id is None:
       pad_id = processor.pad_token_id if processor is not None else (config.pad_token_id or 0)
     self.pad_id = int(pad_id)
@@ -343,7 +348,8 @@ class Sampler:
                                                 sampling.n))}
     if spec.screen:
       controls["screen"] = self._screen_tables()
-    state = _decode(self.params, self.config, state, spec, controls, per_layer)
+    params = self._layer_copy() if per_layer else self.params
+    state = _decode(params, self.config, state, spec, controls, False)
     return self._finish(state, rows * sampling.n, sampling)
 
   def next_token_logprobs(self, batch: dict, token_ids) -> np.ndarray:
@@ -369,6 +375,25 @@ class Sampler:
       self._screen = (weakref.ref(head),
                       _screen_tables(head, self.config.text.tie_word_embeddings))
     return self._screen[1]
+
+  def _layer_copy(self) -> dict:
+    """The params with per-layer (unstacked, fused) layer weights, `text.unstack_layers`, which
+    `_decode` runs as a Python loop over layers. On CPU the copy is kept while the layer arrays
+    are the same ones (a per-call copy cost ~15 ms of a ~700 ms bench/sampler.py call, made
+    inside the decode program); on accelerators it is made per call (a few ms at 7B shapes)
+    and freed with the decode, so no second copy of the weights stays held between calls."""
+    layers = self.params["text"]["layers"]
+    leaves = jax.tree.leaves(layers)
+    held = self._layers
+    if held is not None and len(held[0]) == len(leaves) and all(
+        ref() is x for ref, x in zip(held[0], leaves)):
+      copy = held[1]
+    else:
+      self._layers = None  # the old copy goes before the new one is made
+      copy = _unstack_layers(layers)
+      if all(d.platform == "cpu" for x in jax.tree.leaves(copy) for d in x.devices()):
+        self._layers = ([weakref.ref(x) for x in leaves], copy)
+    return dict(self.params, text=dict(self.params["text"], layers=copy))
 
   def _per_layer(self, rows: int, cache_len: int) -> bool:
     """Resolves `unstack_layers` for a call of `rows` rows (see the class docstring): the copy

@@ -93,7 +93,9 @@ def test_auto_unstack_falls_back_to_scanned_when_the_copy_does_not_fit(lively, m
   assert need == sum(x.nbytes for x in leaves) and free is None  # CPU: no allocator statistics
   chosen = []
   real_decode = sampler._decode
-  monkeypatch.setattr(sampler, "_decode", lambda *a: chosen.append(a[-1]) or real_decode(*a))
+  per_layer = lambda params: isinstance(params["text"]["layers"], list)
+  monkeypatch.setattr(sampler, "_decode",
+                      lambda *a: chosen.append(a[-1] or per_layer(a[0])) or real_decode(*a))
   monkeypatch.setitem(sampler._WARNED, "scanned", False)
   s = Sampler(params, config, pad_id=0)
   want = s(batch, sampling).tokens
@@ -212,6 +214,26 @@ def test_one_compile_per_bucket(lively):
     s(hf_models.build_batch([[4, ("image", (1, 8, 8)), 3]], config.vision.patch_dim),
       SamplingParams(max_new_tokens=6, stop_token_ids=ids))
   assert sampler.TRACE_COUNTS == before  # same length/batch/patch buckets: no new compile
+
+
+def test_the_per_layer_copy_is_kept_on_cpu_while_the_layers_are_the_same(lively):
+  """`Sampler._layer_copy`: one per-layer copy of the layer weights for a run of calls; new
+  params get a new copy, and their tokens (against the scanned decode of the new params)."""
+  _, config, params, _ = lively
+  batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
+  sampling = SamplingParams(max_new_tokens=6)
+  s = Sampler(params, config, pad_id=0, unstack_layers=True)
+  before = s(batch, sampling).tokens
+  copy = s._layers[1]
+  s(batch, sampling)
+  assert s._layers[1] is copy
+  s.params = dict(params, text=dict(params["text"], layers=jax.tree.map(
+      lambda x: -x, params["text"]["layers"])))
+  after = s(batch, sampling).tokens
+  assert s._layers[1] is not copy
+  want = Sampler(s.params, config, pad_id=0, unstack_layers=False)(batch, sampling).tokens
+  np.testing.assert_array_equal(after, want)
+  assert (after != before).any()
 
 
 @pytest.mark.parametrize("unstack,screen", [(True, False), (False, False), (True, True)])
