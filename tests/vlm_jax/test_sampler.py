@@ -216,15 +216,28 @@ def test_one_compile_per_bucket(lively):
   assert sampler.TRACE_COUNTS == before  # same length/batch/patch buckets: no new compile
 
 
-def test_the_per_layer_copy_is_kept_on_cpu_while_the_layers_are_the_same(lively):
-  """`Sampler._layer_copy`: one per-layer copy of the layer weights for a run of calls; new
-  params get a new copy, and their tokens (against the scanned decode of the new params)."""
+def test_the_per_layer_copy_is_kept_on_cpu_while_the_layers_are_the_same(lively, monkeypatch):
+  """`Sampler._layer_copy`: one per-layer copy of the layer weights for a run of calls, which
+  the prefill, the decode and `next_token_logprobs` all run on (not with unstack_layers=False);
+  new params get a new copy, and their tokens (against the scanned decode of the new params)."""
   _, config, params, _ = lively
   batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
   sampling = SamplingParams(max_new_tokens=6)
+  used = []
+  for name in ("_prefill", "_decode", "_last_logprobs"):
+    real = getattr(sampler, name)
+    monkeypatch.setattr(sampler, name, lambda *a, real=real, name=name: used.append(
+        (name, isinstance(a[0]["text"]["layers"], list))) or real(*a))
   s = Sampler(params, config, pad_id=0, unstack_layers=True)
   before = s(batch, sampling).tokens
   copy = s._layers[1]
+  scanned = Sampler(params, config, pad_id=0, unstack_layers=False)
+  ids = [3, 5, 7]
+  np.testing.assert_allclose(s.next_token_logprobs(batch, ids),
+                             scanned.next_token_logprobs(batch, ids), atol=1e-5)
+  assert scanned._layers is None
+  assert used == [("_prefill", True), ("_decode", True), ("_last_logprobs", True),
+                  ("_last_logprobs", False)]
   s(batch, sampling)
   assert s._layers[1] is copy
   s.params = dict(params, text=dict(params["text"], layers=jax.tree.map(
