@@ -20,13 +20,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-import weakref
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 
-from vlm_jax import (buckets, greedy_screen, memory_maps, model as model_lib,
+from vlm_jax import (buckets, derived, greedy_screen, memory_maps, model as model_lib,
                      sharding as sharding_lib, text, token_choice)
 from vlm_jax.device_memory import cache_bytes, layer_copy_bytes
 from vlm_jax.config import ModelConfig
@@ -302,8 +301,7 @@ class Sampler:
       greedy_screen = bool(head.dtype == jnp.float32
                            and all(d.platform == "cpu" for d in devices))
     self.greedy_screen = greedy_screen
-    self._screen = None  # (weak reference to the head array, its `greedy_screen.tables`)
-    self._layers = None  # (weak references to the layer arrays, their per-layer copy), CPU
+    self._derived = derived.Derived()  # screen tables; the per-layer copy (CPU)
     if pad_id is None:
       pad_id = processor.pad_token_id if processor is not None else (config.pad_token_id or 0)
     self.pad_id = int(pad_id)
@@ -368,16 +366,12 @@ class Sampler:
 
   # -- host side ---------------------------------------------------------------------------
   def _screen_tables(self) -> dict:
-    """`greedy_screen.tables` of the current LM head, made on first use and kept while the
-    head is the same array: a bfloat16 copy of the head, plus a transposed float32 copy for an
-    untied head (0.5x or 1.5x the head's bytes). A head changed in place (host numpy params)
-    is not noticed: assign new params instead."""
-    head = _head_array(self.params, self.config)
-    if self._screen is None or self._screen[0]() is not head:  # (weak: an old head is freed)
-      self._screen = None  # the old tables go before the new ones are made
-      self._screen = (weakref.ref(head),
-                      _screen_tables(head, self.config.text.tie_word_embeddings))
-    return self._screen[1]
+    """`greedy_screen.tables` of the current LM head, kept while the head is the same array
+    (`derived`): a bfloat16 copy of the head, plus a transposed float32 copy for an untied head
+    (0.5x or 1.5x the head's bytes)."""
+    tied = self.config.text.tie_word_embeddings
+    return self._derived.get("screen", _head_array(self.params, self.config),
+                             lambda head: _screen_tables(head, tied))
 
   def _keeps_layer_copy(self) -> bool:
     """Whether `_layer_copy` keeps its copy: on CPU, unless `unstack_layers=False`."""
@@ -390,22 +384,13 @@ class Sampler:
   def _layer_copy(self) -> dict:
     """The params with per-layer (unstacked, fused) layer weights, `text.unstack_layers`, which
     `text.decoder` runs as a Python loop over layers. On CPU (`_keeps_layer_copy`) the copy is
-    kept while the layer arrays are the same ones, and the prefill and `next_token_logprobs`
-    run on it too: made inside every decode program it had cost ~15 ms of a ~700 ms
-    bench/sampler.py call, and the prefill over it is ~4% faster than a scan over the stacked
-    weights. On accelerators it is made per call (a few ms at 7B shapes) and freed with the
-    decode, so no second copy of the weights stays held between calls there."""
-    layers = self.params["text"]["layers"]
-    leaves = jax.tree.leaves(layers)
-    held = self._layers
-    if held is not None and len(held[0]) == len(leaves) and all(
-        ref() is x for ref, x in zip(held[0], leaves)):
-      copy = held[1]
-    else:
-      self._layers = None  # the old copy goes before the new one is made
-      copy = _unstack_layers(layers)
-      if self._keeps_layer_copy():
-        self._layers = ([weakref.ref(x) for x in leaves], copy)
+    kept while the layer arrays are the same ones (`derived`), and the prefill and
+    `next_token_logprobs` run on it too: made inside every decode program it had cost ~15 ms
+    of a ~700 ms bench/sampler.py call, and the prefill over it is ~4% faster than a scan over
+    the stacked weights. On accelerators it is made per call (a few ms at 7B shapes) and freed
+    with the decode, so no second copy of the weights stays held between calls there."""
+    copy = self._derived.get("layers", self.params["text"]["layers"], _unstack_layers,
+                             keep=self._keeps_layer_copy())
     return dict(self.params, text=dict(self.params["text"], layers=copy))
 
   def _per_layer(self, rows: int, cache_len: int) -> bool:

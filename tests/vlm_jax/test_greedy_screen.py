@@ -199,15 +199,15 @@ def test_sampler_tokens_are_the_same_with_and_without_the_screen(lively):
     np.testing.assert_array_equal(a.tokens, b.tokens)
     np.testing.assert_array_equal(a.lengths, b.lengths)
   assert (a.lengths < 30).any() and len(np.unique(free.tokens)) > 5
-  tables = on._screen[1]
+  tables = on._derived.held("screen")
   head = sampler._head_array(params, config)
   ratio = sum(tables[k].nbytes for k in ("wb", "rows") if k in tables) / head.nbytes
   assert ratio == pytest.approx(0.5 if config.text.tie_word_embeddings else 1.5, abs=0.01)
   on(batch, sp)
-  assert on._screen[1] is tables
+  assert on._derived.held("screen") is tables
   on.params = jax.tree.map(lambda x: x * 1.0, params)
   np.testing.assert_array_equal(on(batch, sp).tokens, a.tokens)
-  assert on._screen[1] is not tables
+  assert on._derived.held("screen") is not tables
 
 
 def test_auto_screen_needs_a_float32_head(lively):

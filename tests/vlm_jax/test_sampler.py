@@ -230,20 +230,20 @@ def test_the_per_layer_copy_is_kept_on_cpu_while_the_layers_are_the_same(lively,
         (name, isinstance(a[0]["text"]["layers"], list))) or real(*a))
   s = Sampler(params, config, pad_id=0, unstack_layers=True)
   before = s(batch, sampling).tokens
-  copy = s._layers[1]
+  copy = s._derived.held("layers")
   scanned = Sampler(params, config, pad_id=0, unstack_layers=False)
   ids = [3, 5, 7]
   np.testing.assert_allclose(s.next_token_logprobs(batch, ids),
                              scanned.next_token_logprobs(batch, ids), atol=1e-5)
-  assert scanned._layers is None
+  assert scanned._derived.held("layers") is None
   assert used == [("_prefill", True), ("_decode", True), ("_last_logprobs", True),
                   ("_last_logprobs", False)]
   s(batch, sampling)
-  assert s._layers[1] is copy
+  assert s._derived.held("layers") is copy
   s.params = dict(params, text=dict(params["text"], layers=jax.tree.map(
       lambda x: -x, params["text"]["layers"])))
   after = s(batch, sampling).tokens
-  assert s._layers[1] is not copy
+  assert s._derived.held("layers") is not copy
   want = Sampler(s.params, config, pad_id=0, unstack_layers=False)(batch, sampling).tokens
   np.testing.assert_array_equal(after, want)
   assert (after != before).any()
@@ -392,7 +392,7 @@ def test_sharded_sampling_equals_single_device(tmp_path):
   np.testing.assert_array_equal(bare.tokens, want.tokens)
   spec = sharded["text"]["lm_head"]["kernel"].sharding.spec  # [D, V]
   for name in ("wb", "rows"):  # [V, D] copies, split like the head (nothing gathered)
-    assert tuple(s._screen[1][name].sharding.spec) == tuple(spec)[::-1]
+    assert tuple(s._derived.held("screen")[name].sharding.spec) == tuple(spec)[::-1]
 
 
 def test_vision_placeholders_are_never_sampled(lively):
