@@ -27,6 +27,37 @@ def dense(x: jax.Array, p: dict) -> jax.Array:
   return y + p["bias"] if "bias" in p else y
 
 
+def concat_dense(ps: list[dict]) -> dict | None:
+  """Dense layers reading the same input as one: kernels [in, ...] flattened to [in, out_i] and
+  concatenated along out (biases likewise); None when some have a bias and some do not."""
+  biased = ["bias" in p for p in ps]
+  if any(biased) and not all(biased):
+    return None
+  out = {"kernel": jnp.concatenate([p["kernel"].reshape(p["kernel"].shape[0], -1) for p in ps], -1)}
+  if all(biased):
+    out["bias"] = jnp.concatenate([p["bias"].reshape(-1) for p in ps])
+  return out
+
+
+def fuse_projections(p: dict) -> dict:
+  """A block's params (q, k, v, mlp gate/up/down: the text layer's and the vision block's
+  names) with q/k/v as one "qkv" and gate/up as one "gate_up" matmul, where `concat_dense` can."""
+  out = {k: v for k, v in p.items() if k not in ("q", "k", "v")}
+  qkv = concat_dense([p[n] for n in "qkv"])
+  out.update({"qkv": qkv} if qkv is not None else {n: p[n] for n in "qkv"})
+  mlp = p["mlp"]
+  gate_up = concat_dense([mlp["gate"], mlp["up"]])
+  if gate_up is not None:
+    out["mlp"] = {"down": mlp["down"], "gate_up": gate_up}
+  return out
+
+
+def unstack_fused(stacked: dict) -> list[dict]:
+  """Stacked block params [L, ...] as L per-block trees, each with `fuse_projections`."""
+  num = jax.tree.leaves(stacked)[0].shape[0]
+  return [fuse_projections(jax.tree.map(lambda a, i=i: a[i], stacked)) for i in range(num)]
+
+
 def activation(name: str):
   """HF ACT2FN names to jax functions (`gelu` is the exact erf form)."""
   return {
@@ -39,7 +70,8 @@ def activation(name: str):
 
 def gated_mlp(x: jax.Array, p: dict, act: str) -> jax.Array:
   """SwiGLU-style MLP: down(act(gate(x)) * up(x)); biases where the params have them.
-  p["gate_up"] (gate and up kernels concatenated, `text.unstack_layers`): one matmul for both."""
+  p["gate_up"] (gate and up concatenated, `text.unstack_layers`, `vision.unstack_blocks`): one
+  matmul for both."""
   if "gate_up" in p:
     gate, up = jnp.split(dense(x, p["gate_up"]), 2, axis=-1)
     return dense(activation(act)(gate) * up, p["down"])

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from vlm_jax import (buckets, derived, greedy_screen, memory_maps, model as model_lib,
-                     sharding as sharding_lib, text, token_choice)
+                     sharding as sharding_lib, text, token_choice, vision)
 from vlm_jax.device_memory import cache_bytes, layer_copy_bytes
 from vlm_jax.config import ModelConfig
 
@@ -156,6 +156,7 @@ def _screen_tables(head, tied: bool):
 
 
 _unstack_layers = jax.jit(text.unstack_layers)
+_unstack_blocks = jax.jit(vision.unstack_blocks)
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -332,7 +333,7 @@ class Sampler:
     cache_len = inputs["input_ids"].shape[1] + sampling.max_new_tokens
     per_layer = self._per_layer(inputs["input_ids"].shape[0] * sampling.n, cache_len)
     # a kept copy (CPU) serves the prefill too: no per-layer slice of the stacked weights
-    kept = self._layer_copy() if per_layer and self._keeps_layer_copy() else None
+    kept = self._layer_copy(vision_too=True) if per_layer and self._keeps_layer_copy() else None
     out = _prefill(self.params if kept is None else kept, self.config, inputs, sampling.n,
                    cache_len, self.mesh, per_layer)
     stop_seqs = self._stop_sequences(sampling.stop_strings)
@@ -360,7 +361,7 @@ class Sampler:
     memory_maps.relieve()
     inputs, rows = self.prepare(batch)
     ids = jnp.asarray(np.asarray(token_ids, np.int32))
-    params = self._layer_copy() if self._keeps_layer_copy() else self.params
+    params = self._layer_copy(vision_too=True) if self._keeps_layer_copy() else self.params
     out = _last_logprobs(params, self.config, inputs, ids)
     return sharding_lib.to_host(out)[:rows]
 
@@ -381,17 +382,22 @@ class Sampler:
     return all(d.platform == "cpu" for x in jax.tree.leaves(self.params["text"]["layers"])
                for d in devices(x))
 
-  def _layer_copy(self) -> dict:
-    """The params with per-layer (unstacked, fused) layer weights, `text.unstack_layers`, which
-    `text.decoder` runs as a Python loop over layers. On CPU (`_keeps_layer_copy`) the copy is
-    kept while the layer arrays are the same ones (`derived`), and the prefill and
-    `next_token_logprobs` run on it too: made inside every decode program it had cost ~15 ms
-    of a ~700 ms bench/sampler.py call, and the prefill over it is ~4% faster than a scan over
-    the stacked weights. On accelerators it is made per call (a few ms at 7B shapes) and freed
-    with the decode, so no second copy of the weights stays held between calls there."""
-    copy = self._derived.get("layers", self.params["text"]["layers"], _unstack_layers,
-                             keep=self._keeps_layer_copy())
-    return dict(self.params, text=dict(self.params["text"], layers=copy))
+  def _layer_copy(self, vision_too: bool = False) -> dict:
+    """The params with per-layer, q/k/v- and gate/up-fused text layers (`text.unstack_layers`:
+    `text.decoder` runs them with a Python loop), and vision blocks with vision_too
+    (`vision.unstack_blocks`). On CPU (`_keeps_layer_copy`) both are kept while their sources
+    are the same arrays (`derived`) and serve the prefill and `next_token_logprobs` too: made
+    in every decode program the text copy cost ~15 ms of a ~700 ms bench/sampler.py call, and
+    over them the text decoder runs ~4% and the vision tower ~12% faster. On accelerators the
+    text copy is made per call and freed with the decode (no second copy held between calls)."""
+    keep = self._keeps_layer_copy()
+    params = self.params
+    out = dict(params, text=dict(params["text"], layers=self._derived.get(
+        "layers", params["text"]["layers"], _unstack_layers, keep=keep)))
+    if vision_too and params.get("vision") is not None:
+      out["vision"] = dict(params["vision"], blocks=self._derived.get(
+          "vision", params["vision"]["blocks"], _unstack_blocks, keep=keep))
+    return out
 
   def _per_layer(self, rows: int, cache_len: int) -> bool:
     """Resolves `unstack_layers` for a call of `rows` rows (see the class docstring): the copy

@@ -60,21 +60,6 @@ def _write_heads_major(kv, k, v, end):
           jax.lax.dynamic_update_slice(kv[1], v, (0, 0, end, 0)))
 
 
-def _fuse(p: dict) -> dict:
-  """One layer's params with q/k/v and gate/up concatenated into single matmuls."""
-  flat = lambda w: w.reshape(w.shape[0], -1)
-  out = {k: v for k, v in p.items() if k not in ("q", "k", "v")}
-  out["qkv"] = {"kernel": jnp.concatenate([flat(p[n]["kernel"]) for n in "qkv"], -1)}
-  if "bias" in p["q"]:
-    out["qkv"]["bias"] = jnp.concatenate([p[n]["bias"].reshape(-1) for n in "qkv"])
-  mlp = p["mlp"]
-  if "bias" not in mlp["gate"] and "bias" not in mlp["up"]:
-    out["mlp"] = {"down": mlp["down"],
-                  "gate_up": {"kernel": jnp.concatenate([mlp["gate"]["kernel"],
-                                                          mlp["up"]["kernel"]], -1)}}
-  return out
-
-
 def unstack_layers(stacked: dict) -> list[dict]:
   """The stacked layer params as a list of per-layer trees, with q/k/v and gate/up fused into
   one matmul each (their cache: per-layer heads-major lists, see the module doc).
@@ -84,8 +69,7 @@ def unstack_layers(stacked: dict) -> list[dict]:
   copy tripled the weight traffic of a decode step), and fewer, wider matmuls, which matters
   for the few-row matmuls of a decode step. Costs one copy of the layer weights.
   """
-  num = jax.tree.leaves(stacked)[0].shape[0]
-  return [_fuse(jax.tree.map(lambda a, i=i: a[i], stacked)) for i in range(num)]
+  return layers.unstack_fused(stacked)
 
 
 def _layer(x, p, kv, layer, cos, sin, mask, end, config: TextConfig, last_only: bool = False):

@@ -114,3 +114,38 @@ def test_last_only_decoder_is_the_last_position_of_the_full_one(params, layers, 
   with pytest.raises(ValueError, match="last_only"):
     text.decoder(text_params, config, x, inputs["positions"], inputs["token_mask"],
                  text.init_cache(config, 2, 64), last_only=True)
+
+
+def test_per_block_fused_params_give_the_stacked_forward(params):
+  """`text.unstack_layers` + `vision.unstack_blocks` (per-block trees, q/k/v and gate/up fused,
+  what the Sampler keeps on CPU) through `forward`: the stacked params' logits."""
+  from vlm_jax import vision
+  batch = hf_models.build_batch(SAMPLES, CONFIG.vision.patch_dim, padding="left")
+  want = np.asarray(vlm_jax.forward(params, CONFIG, **batch))
+  blocks = vision.unstack_blocks(params["vision"]["blocks"])
+  assert isinstance(blocks, list) and len(blocks) == CONFIG.vision.depth
+  assert {"qkv", "proj"} <= set(blocks[0]) and "gate_up" in blocks[0]["mlp"]
+  assert blocks[0]["qkv"]["bias"].shape == (3 * CONFIG.vision.hidden_size,)
+  split = dict(params, vision=dict(params["vision"], blocks=blocks),
+               text=dict(params["text"], layers=text.unstack_layers(params["text"]["layers"])))
+  got = np.asarray(vlm_jax.forward(split, CONFIG, **batch))
+  real = batch["attention_mask"] == 1
+  np.testing.assert_allclose(got[real], want[real], atol=1e-4 * max(1, np.abs(want).max()))
+
+
+def test_concat_dense_fuses_kernels_and_biases_only_when_all_have_one():
+  from vlm_jax import layers
+  rng = np.random.RandomState(0)
+  a = {"kernel": rng.randn(4, 2, 3), "bias": rng.randn(2, 3)}
+  b = {"kernel": rng.randn(4, 5), "bias": rng.randn(5)}
+  fused = layers.concat_dense([a, b])
+  x = rng.randn(7, 4)
+  want = np.concatenate([(x @ a["kernel"].reshape(4, -1)) + a["bias"].reshape(-1),
+                         x @ b["kernel"] + b["bias"]], -1)
+  np.testing.assert_allclose(layers.dense(jnp.asarray(x), fused), want, atol=1e-5)
+  assert layers.concat_dense([a, {"kernel": b["kernel"]}]) is None  # mixed: not fused
+  plain = layers.fuse_projections({"q": {"kernel": a["kernel"]}, "k": {"kernel": b["kernel"]},
+                                   "v": {"kernel": b["kernel"]}, "mlp": {
+                                       "gate": b, "up": {"kernel": b["kernel"]}, "down": b}})
+  assert plain["qkv"]["kernel"].shape == (4, 16) and "bias" not in plain["qkv"]
+  assert set(plain["mlp"]) == {"gate", "up", "down"}  # gate biased, up not: kept apart

@@ -227,7 +227,8 @@ def test_the_per_layer_copy_is_kept_on_cpu_while_the_layers_are_the_same(lively,
   for name in ("_prefill", "_decode", "_last_logprobs"):
     real = getattr(sampler, name)
     monkeypatch.setattr(sampler, name, lambda *a, real=real, name=name: used.append(
-        (name, isinstance(a[0]["text"]["layers"], list))) or real(*a))
+        (name, isinstance(a[0]["text"]["layers"], list),
+         isinstance(a[0]["vision"]["blocks"], list))) or real(*a))
   s = Sampler(params, config, pad_id=0, unstack_layers=True)
   before = s(batch, sampling).tokens
   copy = s._derived.held("layers")
@@ -236,8 +237,8 @@ def test_the_per_layer_copy_is_kept_on_cpu_while_the_layers_are_the_same(lively,
   np.testing.assert_allclose(s.next_token_logprobs(batch, ids),
                              scanned.next_token_logprobs(batch, ids), atol=1e-5)
   assert scanned._derived.held("layers") is None
-  assert used == [("_prefill", True), ("_decode", True), ("_last_logprobs", True),
-                  ("_last_logprobs", False)]
+  assert used == [("_prefill", True, True), ("_decode", True, True),
+                  ("_last_logprobs", True, True), ("_last_logprobs", False, False)]
   s(batch, sampling)
   assert s._derived.held("layers") is copy
   s.params = dict(params, text=dict(params["text"], layers=jax.tree.map(
