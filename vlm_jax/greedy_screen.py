@@ -14,7 +14,8 @@ The bound. With hb = bf16(h), hr = h - hb (exact), Wb, Wr likewise (|Wr| <= 2^-8
 products hb Wb are exact in float32, so with gamma = K u / (1 - K u), u = 2^-24, K = D:
   |s_v - z_v| <= |hb . Wr_v| + |hr . W_v| + gamma (|h| . |W_v| + |hb| . |Wb_v|)
             <= ||hb|| ||Wr_v|| + ||hr|| ||W_v|| + gamma (||h|| ||W_v|| + ||hb|| ||Wb_v||)
-(Cauchy-Schwarz; the column norms are computed once per head, `tables`). A 1% margin covers
+(Cauchy-Schwarz; the column norms are computed once per head, `tables`; a step takes ||h|| as
+||hb|| + ||hr||). A 1% margin covers
 the rounding of the norms themselves (taken on rescaled vectors, so tiny entries are not
 flushed), 4 u (1 + gamma) ||hb|| ||Wb_v|| (>= 4 u |s_v|) the rounding of s - B and s + B, and
 1e-30 products flushed to zero. So B is a sum of three (row factor x column norm) products, and
@@ -92,8 +93,10 @@ def _logits_and_row_factors(h: jax.Array, t: dict) -> tuple[jax.Array, jax.Array
   hr = h - hb.astype(jnp.float32)
   gamma = dim * _U32 / (1 - dim * _U32)
   s = jnp.einsum("VD,RD->VR", t["wb"], hb, preferred_element_type=jnp.float32).T
-  nb = norm(hb)
-  a = 1.01 * jnp.concatenate([nb, norm(hr) + gamma * norm(h),
+  # both norms in one pass (each tiny reduction is a kernel launch of its own on CPU), and
+  # ||h|| <= ||hb|| + ||hr|| instead of a third
+  nb, nr = jnp.split(norm(jnp.stack([hb.astype(jnp.float32), hr], 1))[..., 0], 2, axis=-1)
+  a = 1.01 * jnp.concatenate([nb, nr + gamma * (nb + nr),
                               (gamma + 4 * _U32 * (1 + gamma)) * nb], -1)
   return s, a
 
