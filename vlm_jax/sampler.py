@@ -349,8 +349,9 @@ class Sampler:
                                                 sampling.n))}
     if spec.screen:
       controls["screen"] = self._screen_tables()
-    params = kept if kept is not None else self._layer_copy() if per_layer else self.params
-    state = _decode(params, self.config, state, spec, controls, False)
+    # accelerators: the copy is made inside the decode program and freed with it
+    state = _decode(self.params if kept is None else kept, self.config, state, spec, controls,
+                    per_layer and kept is None)
     return self._finish(state, rows * sampling.n, sampling)
 
   def next_token_logprobs(self, batch: dict, token_ids) -> np.ndarray:
@@ -385,18 +386,18 @@ class Sampler:
   def _layer_copy(self, vision_too: bool = False) -> dict:
     """The params with per-layer, q/k/v- and gate/up-fused text layers (`text.unstack_layers`:
     `text.decoder` runs them with a Python loop), and vision blocks with vision_too
-    (`vision.unstack_blocks`). On CPU (`_keeps_layer_copy`) both are kept while their sources
-    are the same arrays (`derived`) and serve the prefill and `next_token_logprobs` too: made
-    in every decode program the text copy cost ~15 ms of a ~700 ms bench/sampler.py call, and
-    over them the text decoder runs ~4% and the vision tower ~12% faster. On accelerators the
-    text copy is made per call and freed with the decode (no second copy held between calls)."""
-    keep = self._keeps_layer_copy()
+    (`vision.unstack_blocks`), kept while their sources are the same arrays (`derived`). For
+    CPU (`_keeps_layer_copy`), where they serve the prefill, the decode and
+    `next_token_logprobs`: made in every decode program the text copy cost ~15 ms of a ~700 ms
+    bench/sampler.py call, and over them the text decoder runs ~4% and the vision tower ~12%
+    faster. On accelerators the decode program makes its own copy and frees it (no second
+    copy of the weights held between calls, and the copy sharded as that program decides)."""
     params = self.params
     out = dict(params, text=dict(params["text"], layers=self._derived.get(
-        "layers", params["text"]["layers"], _unstack_layers, keep=keep)))
+        "layers", params["text"]["layers"], _unstack_layers)))
     if vision_too and params.get("vision") is not None:
       out["vision"] = dict(params["vision"], blocks=self._derived.get(
-          "vision", params["vision"]["blocks"], _unstack_blocks, keep=keep))
+          "vision", params["vision"]["blocks"], _unstack_blocks))
     return out
 
   def _per_layer(self, rows: int, cache_len: int) -> bool:

@@ -250,6 +250,23 @@ def test_the_per_layer_copy_is_kept_on_cpu_while_the_layers_are_the_same(lively,
   assert (after != before).any()
 
 
+def test_without_a_kept_copy_the_decode_program_unstacks(lively, monkeypatch):
+  """The accelerator path (`_keeps_layer_copy` False): stacked params into the prefill and the
+  decode, which makes its own per-layer copy; no copy held; the kept path's tokens."""
+  _, config, params, _ = lively
+  batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
+  sampling = SamplingParams(max_new_tokens=6)
+  want = Sampler(params, config, pad_id=0)(batch, sampling).tokens
+  monkeypatch.setattr(Sampler, "_keeps_layer_copy", lambda self: False)
+  calls = []
+  real = sampler._decode
+  monkeypatch.setattr(sampler, "_decode", lambda *a: calls.append(
+      (isinstance(a[0]["text"]["layers"], list), a[-1])) or real(*a))
+  s = Sampler(params, config, pad_id=0, unstack_layers=True)
+  np.testing.assert_array_equal(s(batch, sampling).tokens, want)
+  assert calls == [(False, True)] and s._derived.held("layers") is None
+
+
 @pytest.mark.parametrize("unstack,screen", [(True, False), (False, False), (True, True)])
 def test_decode_state_is_donated_in_place(lively, unstack, screen):
   """The cache the prefill builds is the layout the decode carries, so XLA aliases it to the
@@ -394,6 +411,12 @@ def test_sharded_sampling_equals_single_device(tmp_path):
   spec = sharded["text"]["lm_head"]["kernel"].sharding.spec  # [D, V]
   for name in ("wb", "rows"):  # [V, D] copies, split like the head (nothing gathered)
     assert tuple(s._derived.held("screen")[name].sharding.spec) == tuple(spec)[::-1]
+  # the kept per-layer copies (CPU devices) hold no more bytes per device than their sources
+  per_device = lambda tree: sum(np.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
+                                for x in jax.tree.leaves(tree))
+  for name, source in (("layers", sharded["text"]["layers"]),
+                       ("vision", sharded["vision"]["blocks"])):
+    assert per_device(s._derived.held(name)) <= per_device(source), name
 
 
 def test_vision_placeholders_are_never_sampled(lively):
