@@ -384,14 +384,11 @@ class Sampler:
                for d in devices(x))
 
   def _layer_copy(self, vision_too: bool = False) -> dict:
-    """The params with per-layer, q/k/v- and gate/up-fused text layers (`text.unstack_layers`:
-    `text.decoder` runs them with a Python loop), and vision blocks with vision_too
-    (`vision.unstack_blocks`), kept while their sources are the same arrays (`derived`). For
-    CPU (`_keeps_layer_copy`), where they serve the prefill, the decode and
-    `next_token_logprobs`: made in every decode program the text copy cost ~15 ms of a ~700 ms
-    bench/sampler.py call, and over them the text decoder runs ~4% and the vision tower ~12%
-    faster. On accelerators the decode program makes its own copy and frees it (no second
-    copy of the weights held between calls, and the copy sharded as that program decides)."""
+    """The params with per-layer, q/k/v- and gate/up-fused text layers (`text.unstack_layers`)
+    and, with vision_too, vision blocks (`vision.unstack_blocks`), kept while their sources are
+    the same arrays (`derived`). CPU only (`_keeps_layer_copy`): they serve prefill, decode and
+    scoring (bench/RESULTS.md, session 9). On accelerators the decode program makes its own
+    copy and frees it: no second copy held between calls, sharded as that program decides."""
     params = self.params
     out = dict(params, text=dict(params["text"], layers=self._derived.get(
         "layers", params["text"]["layers"], _unstack_layers)))
