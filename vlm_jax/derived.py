@@ -20,9 +20,8 @@ class Derived:
   def __init__(self):
     self._held: dict[str, tuple[list, Any]] = {}
 
-  def get(self, name: str, sources, make: Callable[[Any], Any], keep: bool = True):
-    """`make(sources)`, or the value kept under `name` while its sources are the same arrays.
-    keep=False: made and returned, not kept (and an old value under `name` is dropped)."""
+  def get(self, name: str, sources, make: Callable[[Any], Any]):
+    """`make(sources)`, or the value kept under `name` while its sources are the same arrays."""
     leaves = jax.tree.leaves(sources)
     held = self._held.get(name)
     if held is not None and len(held[0]) == len(leaves) and all(
@@ -30,8 +29,7 @@ class Derived:
       return held[1]
     self._held.pop(name, None)  # the old value goes before the new one is made
     value = make(sources)
-    if keep:
-      self._held[name] = ([weakref.ref(x) for x in leaves], value)
+    self._held[name] = ([weakref.ref(x) for x in leaves], value)
     return value
 
   def held(self, name: str):

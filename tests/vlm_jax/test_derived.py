@@ -21,15 +21,12 @@ def test_kept_while_the_sources_are_the_same_arrays():
   assert d.get("y", src, make) is not second and d.held("x") is second  # names are separate
 
 
-def test_keep_false_returns_without_keeping_and_drops_the_old_value():
+def test_new_sources_replace_the_old_value():
   d = Derived()
-  src = [jnp.arange(4.0)]
-  d.get("x", src, lambda t: t[0] + 1)
-  assert d.held("x") is not None
-  other = [jnp.arange(5.0)]
-  out = d.get("x", other, lambda t: t[0] + 1, keep=False)
+  d.get("x", [jnp.arange(4.0)], lambda t: t[0] + 1)
+  out = d.get("x", [jnp.arange(5.0)], lambda t: t[0] + 1)
   np.testing.assert_array_equal(out, np.arange(5.0) + 1)
-  assert d.held("x") is None
+  assert d.held("x") is out
 
 
 def test_sources_are_weakly_held():
