@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 
@@ -123,3 +125,25 @@ def decode_matmul_floor(text_params: dict, hidden_size: int, rows: int, runs: in
     jax.block_until_ready(step(xs, mats))
     best = min(best, time.perf_counter() - start)
   return best
+
+
+def machine() -> str:
+  """The host CPU in one line: model name, cores this process may use, and the vector/matrix
+  extensions that decide which BLAS kernels run (x86: AVX-512, AVX-512 BF16, AMX). The same
+  bench gives different ratios on different CPUs (bench/RESULTS.md: transformers' MKL/oneDNN
+  matmuls are relatively faster on Intel than on AMD), so each printed table names its CPU."""
+  name, flags = platform.processor() or platform.machine(), set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+          name = value.strip()
+        elif key.strip() in ("flags", "Features"):
+          flags = set(value.split())
+          break
+  except OSError:
+    pass
+  wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "sve", "asimd") if f in flags]
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return f"{name}, {cores} cores" + (f" ({' '.join(wanted)})" if wanted else "")

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import interleaved, lively_bench_model  # noqa: E402
+from bench.common import interleaved, lively_bench_model, machine  # noqa: E402
 from bench.sampler import prompts  # noqa: E402
 
 
@@ -162,6 +162,7 @@ def main():
   print(f"decode step ablations: batch 8, {args.new_tokens} steps, float32, jax "
         f"{jax.__version__} on {jax.devices()[0].device_kind}, medians of {args.rounds} "
         "alternating calls")
+  print(f"host CPU: {machine()}")
   print("| variant | ms per step | the removed piece costs (ms) |")
   print("|---|---|---|")
   base = steps["whole step"]

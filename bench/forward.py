@@ -18,7 +18,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import bench_config, timed  # noqa: E402
+from bench.common import bench_config, machine, timed  # noqa: E402
 
 
 def inputs(config):
@@ -64,6 +64,7 @@ def main():
   t_jax, best_jax = timed(run_jax, args.runs)
   print(f"config: {n_params / 1e6:.1f}M params, 1 image 448x448 (256 tokens) + 32 text tokens, "
         f"float32, {jax.devices()[0].platform}, torch threads {args.threads}, {args.runs} runs")
+  print(f"host CPU: {machine()}")
   print(f"max |logit diff| JAX vs PyTorch: {err:.2e}")
   print("| implementation | median ms | best ms |")
   print("|---|---|---|")

@@ -24,6 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.common import machine  # noqa: E402
 
 
 def main():
@@ -68,6 +69,7 @@ def main():
   device = jax.devices()[0]
   print(f"B={args.b} T={args.t} V={args.v} D={args.d} {args.dtype} chunk_v={chunk_v} on "
         f"{device.device_kind} ({device.platform}), jax {jax.__version__}")
+  print(f"host CPU: {machine()}")
   print("loss for the backward pass: sum(log p) + sum(entropy); outputs of forward+backward are "
         "the gradients (the [D, V] weight gradient is the same for every implementation)")
   print("| implementation | pass | peak MiB (temporaries + outputs) | temporaries MiB | median s "

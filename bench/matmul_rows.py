@@ -1,9 +1,12 @@
 """Why a CPU decode step costs what it does: XLA's [M, 512] x [512, 32000] matmul (the bench
 config's LM head) against the row count M, float32 warm and cold (the weights evicted by a 256
 MiB read first, as the layers' weights are inside a decode step), and at 8 rows the bfloat16
-and int8 variants the greedy screen could use. Best of --runs calls each.
+and int8 variants the greedy screen could use. Best of --runs calls each. With torch installed,
+the same dots in torch (what transformers' generate runs, --threads threads), and a second table
+of prefill-shaped float32 matmuls (the bench's vision and text layers) in both: the CPU's BLAS
+decides much of the sampler bench's ratio (bench/RESULTS.md, session 11).
 
-  python bench/matmul_rows.py [--runs 50]
+  python bench/matmul_rows.py [--runs 50] [--threads 2]
 """
 
 from __future__ import annotations
@@ -16,16 +19,38 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import device_bandwidth  # noqa: E402
+from bench.common import device_bandwidth, machine  # noqa: E402
 
 K, N = 512, 32000
+# [M, K] x [K, N] of the bench model's prefill: vision qkv, gate/up and down over 8 images of
+# 256 patches; text gate/up and down over 8 prompts of 96 tokens
+PREFILL = ((2048, 256, 768), (2048, 256, 1280), (2048, 640, 256), (768, 512, 2816),
+           (768, 1408, 512))
+
+
+def torch_best(a, b, runs: int) -> float:
+  import torch
+  a, b = torch.from_numpy(np.array(a, np.float32)), torch.from_numpy(np.array(b, np.float32))
+  a @ b
+  out = float("inf")
+  for _ in range(runs):
+    start = time.perf_counter()
+    a @ b
+    out = min(out, time.perf_counter() - start)
+  return out
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--runs", type=int, default=50)
+  parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
   args = parser.parse_args()
+  try:
+    import torch
+    torch.set_num_threads(args.threads)
+  except ImportError:
+    torch = None
   import jax
   import jax.numpy as jnp
   rng = np.random.RandomState(0)
@@ -47,13 +72,17 @@ def main():
   dot = jax.jit(lambda x, w: x @ w)
   print(f"XLA on {jax.devices()[0].platform}, jax {jax.__version__}; weights {w.nbytes / 1e6:.1f} "
         f"MB; read bandwidth {device_bandwidth() / 1e9:.0f} GB/s (bench.common)")
-  print("| rows | float32 warm ms | GB/s | GFLOP/s | float32 cold ms | GB/s |")
-  print("|---|---|---|---|---|---|")
+  print(f"host CPU: {machine()}")
+  with_torch = f" torch {torch.__version__} ({args.threads} threads) warm ms |" if torch else ""
+  print(f"| rows | float32 warm ms | GB/s | GFLOP/s | float32 cold ms | GB/s |{with_torch}")
+  print("|---|---|---|---|---|---|" + ("---|" if torch else ""))
   for m in (1, 2, 4, 8, 16, 32):
     x = jnp.asarray(rng.randn(m, K).astype(np.float32))
     warm, cold = best(dot, x, w), best(dot, x, w, cold=True)
+    theirs = f" {torch_best(x, w, args.runs) * 1e3:.3f} |" if torch else ""
     print(f"| {m} | {warm * 1e3:.3f} | {w.nbytes / warm / 1e9:.0f} | "
-          f"{2 * m * K * N / warm / 1e9:.0f} | {cold * 1e3:.3f} | {w.nbytes / cold / 1e9:.0f} |")
+          f"{2 * m * K * N / warm / 1e9:.0f} | {cold * 1e3:.3f} | {w.nbytes / cold / 1e9:.0f} |"
+          + theirs)
   x = rng.randn(8, K).astype(np.float32)
   wb = w.astype(jnp.bfloat16)
   bf16 = jax.jit(lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32))
@@ -61,6 +90,17 @@ def main():
   i8 = jax.jit(lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.int32))
   print(f"8 rows, warm: bfloat16 inputs {best(bf16, jnp.asarray(x, jnp.bfloat16), wb) * 1e3:.3f} "
         f"ms, int8 {best(i8, jnp.asarray(np.clip(x * 40, -127, 127), jnp.int8), q8) * 1e3:.3f} ms")
+  if torch is None:
+    return
+  print("\nprefill-shaped float32 matmuls, warm, GFLOP/s (best of --runs)")
+  print("| [M, K] x [K, N] | XLA | torch | XLA time / torch time |")
+  print("|---|---|---|---|")
+  for m, k, n in PREFILL:
+    a, b = rng.randn(m, k).astype(np.float32), rng.randn(k, n).astype(np.float32)
+    ours, theirs = best(dot, jnp.asarray(a), jnp.asarray(b)), torch_best(a, b, args.runs)
+    flop = 2 * m * k * n / 1e9
+    print(f"| [{m}, {k}] x [{k}, {n}] | {flop / ours:.0f} | {flop / theirs:.0f} | "
+          f"{ours / theirs:.2f} |")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import (decode_matmul_floor, device_bandwidth, lively_bench_model,  # noqa: E402
-                          interleaved, paired_ratio)
+                          interleaved, machine, paired_ratio)
 
 
 def prompts(batch: int):
@@ -119,6 +119,7 @@ def main():
         f"{jax.devices()[0].device_kind}, torch on {device} (threads {args.threads})"
         + ("" if args.n > 1 else f"; identical tokens: {same}"
            + ("" if same else f" (first differing step per row: {first})")))
+  print(f"host CPU: {machine()}")
   print("| implementation | median s | tokens/s |")
   print("|---|---|---|")
   print(f"| transformers {transformers.__version__} generate | {t_hf:.2f} | {n / t_hf:.0f} |")
