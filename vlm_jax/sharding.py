@@ -10,13 +10,18 @@ and under `jax.distributed` on a TPU pod or a multi-node GPU job.
 
 Every parameter's logical axes (see `params.py`) map through `RULES` to mesh axes; activations
 shard their batch axis over (data, fsdp). A mesh axis that does not divide the dimension it would
-split raises an error naming the parameter.
+split raises an error naming the parameter, except for the axes in `REPLICATE_IF_INDIVISIBLE`:
+KV heads (Qwen2.5-VL-3B has 2, 7B has 4: a 3B on "4x4" or a 7B on tensor=8 keeps every KV head
+on every tensor shard, as vLLM does when TP exceeds the KV heads, and as the KV cache already
+did) and the vision tower's heads and MLP (3B/7B's vision MLP is 3420 wide, which 8 does not
+divide; the tower is ~0.7B parameters at most). `replicated_dims` lists what a mesh replicates.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import types
 
 import numpy as np
 import jax
@@ -44,6 +49,12 @@ RULES: dict[str, tuple[str, ...]] = {
     "vision_mlp": _TENSOR,
     "vision_merged": ("fsdp",),
 }
+
+
+# logical axes kept whole (replicated over the mesh axis) where that axis does not divide them:
+# small tensors, for which replication costs little memory and an error would turn away real
+# checkpoints on ordinary meshes
+REPLICATE_IF_INDIVISIBLE = frozenset({"kv_heads", "vision_heads", "vision_mlp"})
 
 
 class MeshError(ValueError):
@@ -96,28 +107,76 @@ def logical_to_spec(axes: tuple[str | None, ...], mesh: Mesh) -> P:
 def _indivisible(path: str, shape, spec: P, mesh: Mesh) -> list[str]:
   problems = []
   for dim, (size, axes) in enumerate(zip(shape, tuple(spec) + (None,) * len(shape))):
-    axes = (axes,) if isinstance(axes, str) else (axes or ())
-    split = math.prod(mesh.shape[a] for a in axes)
+    split = _split(axes, mesh)
     if size % split:
       problems.append(f"{path}: dimension {dim} of shape {tuple(shape)} is not divisible by "
                       f"mesh axes {axes} (size {split})")
   return problems
 
 
+def _split(axes, mesh: Mesh) -> int:
+  axes = (axes,) if isinstance(axes, str) else (axes or ())
+  return math.prod(mesh.shape[a] for a in axes)
+
+
+def _param_spec(spec: params_lib.Spec, mesh: Mesh) -> tuple[P, list[int]]:
+  """(PartitionSpec, dims replicated by `REPLICATE_IF_INDIVISIBLE`) of one parameter."""
+  pspec = list(logical_to_spec(spec.axes, mesh)) + [None] * (len(spec.shape) - len(spec.axes))
+  kept_whole = [d for d, (name, size) in enumerate(zip(spec.axes, spec.shape))
+                if name in REPLICATE_IF_INDIVISIBLE and pspec[d] and size % _split(pspec[d], mesh)]
+  for d in kept_whole:
+    pspec[d] = None
+  return P(*pspec), kept_whole
+
+
 def param_shardings(config: ModelConfig, mesh: Mesh) -> dict:
-  """NamedSharding for every parameter, from the rules table (checked for divisibility)."""
+  """NamedSharding for every parameter, from the rules table (checked for divisibility; the
+  `REPLICATE_IF_INDIVISIBLE` axes are replicated instead, see `replicated_dims`)."""
   specs = params_lib.param_specs(config)
   problems = []
 
   def one(path, spec: params_lib.Spec):
-    pspec = logical_to_spec(spec.axes, mesh)
+    pspec, _ = _param_spec(spec, mesh)
     problems.extend(_indivisible(jax.tree_util.keystr(path), spec.shape, pspec, mesh))
     return NamedSharding(mesh, pspec)
 
   out = jax.tree_util.tree_map_with_path(one, specs, is_leaf=params_lib.is_spec)
   if problems:
-    raise MeshError(f"mesh {dict(mesh.shape)} cannot split these parameters; choose a mesh whose "
-                    "axes divide them:\n  " + "\n  ".join(problems))
+    hint = _suggest(specs, dict(mesh.shape))
+    raise MeshError(f"mesh {dict(mesh.shape)} cannot split these parameters (a tensor axis must "
+                    "divide the attention heads, the MLP width and the vocabulary; fsdp only the "
+                    "model width)" + (f"; the mesh {hint!r} can" if hint else "") + ":\n  "
+                    + "\n  ".join(problems))
+  return out
+
+
+def _suggest(specs, sizes: dict[str, int]) -> str | None:
+  """A named mesh spec of the same device count that splits every parameter: the tensor axis
+  shrunk to its largest working divisor, the rest of it moved to fsdp."""
+  tensor = next((a for a in _TENSOR if a in sizes), None)
+  if tensor is None:
+    return None
+  fits = lambda shape: all(
+      not _indivisible("", s.shape, _param_spec(s, shape)[0], shape)
+      for s in jax.tree.leaves(specs, is_leaf=params_lib.is_spec))
+  for t in sorted((d for d in range(1, sizes[tensor]) if sizes[tensor] % d == 0), reverse=True):
+    named = {"data": sizes.get("data", 1), "fsdp": sizes.get("fsdp", 1) * sizes[tensor] // t,
+             "tensor": t}
+    if fits(types.SimpleNamespace(shape=named)):
+      return ",".join(f"{a}={n}" for a, n in named.items() if n > 1 or a == "data")
+  return None
+
+
+def replicated_dims(config: ModelConfig, mesh: Mesh) -> dict[str, str]:
+  """{parameter path: logical axis} for the dimensions `param_shardings` keeps whole because
+  the mesh axis their rule names does not divide them (`REPLICATE_IF_INDIVISIBLE`)."""
+  out = {}
+
+  def one(path, spec: params_lib.Spec):
+    for d in _param_spec(spec, mesh)[1]:
+      out[jax.tree_util.keystr(path)] = spec.axes[d]
+
+  jax.tree_util.tree_map_with_path(one, params_lib.param_specs(config), is_leaf=params_lib.is_spec)
   return out
 
 

@@ -38,6 +38,13 @@ CONFIGS = {
                   num_attention_heads=8, num_key_value_heads=8, mrope_section=[2, 3, 3]),
         vision=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=8,
                     fullatt_block_indexes=[1], window_size=112, tokens_per_second=2)),
+    # As "shardable", but with 2 KV heads and a 90-wide vision MLP, which a tensor axis of 4
+    # does not divide (Qwen2.5-VL-3B: 2 KV heads; 3B/7B vision MLP 3420 against tensor = 8).
+    "few_kv_heads": dict(
+        text=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                  num_attention_heads=8, num_key_value_heads=2, mrope_section=[2, 3, 3]),
+        vision=dict(depth=2, hidden_size=64, intermediate_size=90, num_heads=8,
+                    fullatt_block_indexes=[1], window_size=112, tokens_per_second=2)),
 }
 PARITY_CONFIGS = ("base", "windows", "odd")
 

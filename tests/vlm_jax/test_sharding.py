@@ -69,11 +69,61 @@ def test_mesh_spec_errors():
   assert sharding.parse_mesh_spec("4x4") == {"data": 4, "model": 4}
 
 
+def test_kv_heads_and_vision_mlp_that_the_tensor_axis_does_not_divide_are_replicated(tmp_path):
+  """A 3B-like model (2 KV heads) on a tensor axis of 4: the KV projections and the 90-wide
+  vision MLP stay whole on every shard, the rest is split; forward and sampling equal one
+  device."""
+  from vlm_jax.sampler import Sampler, SamplingParams
+  path = str(tmp_path)
+  hf_models.save_hf_model("few_kv_heads", path, weight_scale=6.0)
+  config, params = vlm_jax.load_hf(path)
+  batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
+  want = np.asarray(vlm_jax.forward(params, config, **batch))
+  sampling = SamplingParams(max_new_tokens=8, n=2)
+  want_samples = Sampler(params, config, pad_id=0)(batch, sampling)
+  mesh = sharding.parse_mesh("2x4")  # (data, model): the "AxB" form
+  assert sharding.replicated_dims(config, mesh) == {
+      "['text']['layers']['k']['kernel']": "kv_heads", "['text']['layers']['k']['bias']": "kv_heads",
+      "['text']['layers']['v']['kernel']": "kv_heads", "['text']['layers']['v']['bias']": "kv_heads",
+      "['vision']['blocks']['mlp']['gate']['kernel']": "vision_mlp",
+      "['vision']['blocks']['mlp']['gate']['bias']": "vision_mlp",
+      "['vision']['blocks']['mlp']['up']['kernel']": "vision_mlp",
+      "['vision']['blocks']['mlp']['up']['bias']": "vision_mlp",
+      "['vision']['blocks']['mlp']['down']['kernel']": "vision_mlp"}
+  _, sharded = vlm_jax.load_hf(path, mesh=mesh)
+  text, vision = sharded["text"]["layers"], sharded["vision"]["blocks"]
+  assert text["k"]["kernel"].sharding.spec == P(None, None, None, None)
+  assert text["q"]["kernel"].sharding.spec == P(None, None, "model", None)
+  assert text["q"]["kernel"].addressable_shards[0].data.shape[2] == 2  # 8 heads / 4
+  assert vision["mlp"]["gate"]["kernel"].sharding.spec == P(None, None, None)
+  assert vision["q"]["kernel"].sharding.spec == P(None, None, "model")  # 64 / 4
+  real = batch["attention_mask"] == 1
+  got = np.asarray(vlm_jax.forward(sharded, config, **batch, mesh=mesh))
+  np.testing.assert_allclose(got[real], want[real], atol=1e-5)
+  s = Sampler(sharded, config, pad_id=0, mesh=mesh)
+  got_samples = s(batch, sampling)
+  np.testing.assert_array_equal(got_samples.tokens, want_samples.tokens)
+  np.testing.assert_allclose(got_samples.logprobs, want_samples.logprobs, atol=1e-5)
+  greedy = SamplingParams(max_new_tokens=8, logprobs=False)
+  np.testing.assert_array_equal(s(batch, greedy).tokens,
+                                Sampler(params, config, pad_id=0)(batch, greedy).tokens)
+
+
 def test_indivisible_dimension_names_the_parameter():
   config = vlm_jax.get_config("7b")  # 28 heads, 4 kv heads
   mesh = sharding.parse_mesh("1x8")
   with pytest.raises(sharding.MeshError, match=r"\['text'\]\['layers'\]\['q'\]\['kernel'\]"):
     sharding.param_shardings(config, mesh)
+  with pytest.raises(sharding.MeshError, match="the mesh 'data=1,fsdp=2,tensor=4' can"):
+    sharding.param_shardings(config, mesh)  # the hint: the largest tensor size that divides
   mesh = sharding.parse_mesh("2x4")
   shardings = sharding.param_shardings(config, mesh)  # 28 and 4 heads divide by 4
   assert shardings["text"]["layers"]["k"]["kernel"].spec == P(None, None, "model", None)
+  # Qwen2.5-VL-3B's 2 KV heads on a tensor axis of 4 (the README's "4x4" on 8 devices: "2x4"),
+  # and its 3420-wide vision MLP on 8: kept whole, not an error
+  config = vlm_jax.get_config("3b")
+  assert set(sharding.replicated_dims(config, mesh).values()) == {"kv_heads"}
+  assert set(sharding.replicated_dims(config, sharding.parse_mesh("1x8")).values()) == {
+      "kv_heads", "vision_mlp"}
+  assert sharding.param_shardings(config, mesh)["text"]["layers"]["q"]["kernel"].spec == P(
+      None, None, "model", None)
