@@ -107,6 +107,11 @@ def test_kv_heads_and_vision_mlp_that_the_tensor_axis_does_not_divide_are_replic
   greedy = SamplingParams(max_new_tokens=8, logprobs=False)
   np.testing.assert_array_equal(s(batch, greedy).tokens,
                                 Sampler(params, config, pad_id=0)(batch, greedy).tokens)
+  # the kept fused copies (CPU devices) hold no more per device than the partly replicated source
+  per_device = lambda tree: sum(np.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
+                                for x in jax.tree.leaves(tree))
+  for name, source in (("layers", text), ("vision", vision)):
+    assert per_device(s._derived.held(name)) <= per_device(source), name
 
 
 def test_indivisible_dimension_names_the_parameter():
