@@ -29,6 +29,6 @@ setup(
         # Benchmarks data pipeline (imported lazily; absent on the accelerator image).
         "data": ["grain>=0.2", "tensorflow-datasets>=4.9", "array_record>=0.5", "pyarrow>=14"],
         "plots": ["matplotlib>=3.8"],
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
     },
 )
