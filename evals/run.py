@@ -190,6 +190,7 @@ def main(argv=None) -> int:
   from vlm_jax.sampler import Sampler
   mesh = sharding.parse_mesh(args.mesh) if args.mesh else None
   config, params, processor, model_name = _load_model(args, mesh)
+  sharding.report_replicated(config, mesh)
   if args.max_new_tokens is None:
     args.max_new_tokens = 1024 if args.model else 48
   judge_kw, writer = {}, _is_writer()

@@ -97,6 +97,7 @@ class Trainer:
     from rl import data
     self.config, self.mesh, self.out = config, mesh, out
     self.model_config, params, self.processor = data.load_policy(config, mesh)
+    sharding.report_replicated(self.model_config, mesh)
     self.ref_params = params  # frozen reference: the initial params, never updated
     self.params = _copy(params)
     self.opt = make_optimizer(config, params)

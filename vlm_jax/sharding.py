@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import types
 
 import numpy as np
@@ -178,6 +179,16 @@ def replicated_dims(config: ModelConfig, mesh: Mesh) -> dict[str, str]:
 
   jax.tree_util.tree_map_with_path(one, params_lib.param_specs(config), is_leaf=params_lib.is_spec)
   return out
+
+
+def report_replicated(config: ModelConfig, mesh: Mesh | None, file=None) -> None:
+  """One line on stderr (process 0) naming what `param_shardings` keeps whole on this mesh,
+  so a user sees why a device holds more than its share (the CLIs call it after loading)."""
+  kept = replicated_dims(config, mesh) if mesh is not None else {}
+  if kept and jax.process_index() == 0:
+    axes = sorted(set(kept.values()))
+    print(f"mesh {dict(mesh.shape)}: {', '.join(axes)} kept whole on every shard (the tensor "
+          f"axis does not divide them; {len(kept)} parameters)", file=file or sys.stderr)
 
 
 def head_sharding(mesh: Mesh | None) -> NamedSharding | None:

@@ -1,5 +1,7 @@
 """Meshes, the rules table and sharded execution on 8 fake CPU devices (see tests/conftest.py)."""
 
+import io
+
 import jax
 import numpy as np
 import pytest
@@ -131,3 +133,8 @@ def test_indivisible_dimension_names_the_parameter():
       "kv_heads", "vision_mlp"}
   assert sharding.param_shardings(config, mesh)["text"]["layers"]["q"]["kernel"].spec == P(
       None, None, "model", None)
+  lines = io.StringIO()
+  sharding.report_replicated(config, mesh, file=lines)  # what the CLIs print after loading
+  sharding.report_replicated(vlm_jax.get_config("7b"), mesh, file=lines)  # nothing to report
+  assert lines.getvalue() == ("mesh {'data': 2, 'model': 4}: kv_heads kept whole on every shard "
+                              "(the tensor axis does not divide them; 4 parameters)\n")
