@@ -232,15 +232,11 @@ def shard_inputs(inputs: dict, mesh: Mesh) -> dict:
 
 def cache_spec(mesh: Mesh, shape, heads_axis: int) -> P:
   """A KV cache: batch over the batch axes (axis 0 of a per-layer cache, 1 of a stacked
-  [L, B, S, K, H] one), kv heads (`heads_axis`) over tensor when it divides."""
-  batch = batch_axes(mesh) or None
-  batch = batch[0] if batch and len(batch) == 1 else batch
-  tensor = next((a for a in _TENSOR if a in mesh.shape), None)
-  spec = [None] * len(shape)
-  spec[len(shape) - 4] = batch
-  if tensor and shape[heads_axis] % mesh.shape[tensor] == 0:
-    spec[heads_axis] = tensor
-  return P(*spec)
+  [L, B, S, K, H] one), kv heads (`heads_axis`) as the k/v weights split them (over tensor
+  where it divides them, else whole: `REPLICATE_IF_INDIVISIBLE`)."""
+  axes = [None] * len(shape)
+  axes[len(shape) - 4], axes[heads_axis] = "batch", "kv_heads"
+  return _param_spec(params_lib.Spec(tuple(shape), tuple(axes)), mesh)[0]
 
 
 def to_host(x) -> np.ndarray:
