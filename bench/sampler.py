@@ -9,7 +9,9 @@ runs on the GPU (`--torch-device`). Tokens/s = batch * new tokens / wall time of
 calls transformers and both of ours once, in rotating order, and the speed-up is the median of
 the per-round ratios (the shared VM's speed drifts). Ours runs twice: tokens only
 (`SamplingParams(logprobs=False)`, what `generate` computes) and with the per-token log-probs and
-entropies GRPO needs. The outputs are compared token for token.
+entropies GRPO needs. The outputs are compared token for token. A 1-token call of ours (the
+prefill) is timed in the same rounds for the printed ceiling: that prefill plus every decode
+step at the read roofline, the most a float32-exact sampler could reach on this machine.
 
 With --n G > 1 (a GRPO rollout: G samples per prompt, --batch prompts), both sample at
 temperature 1 (transformers: num_return_sequences=G, no top-k/top-p), so tokens differ and only
