@@ -112,8 +112,9 @@ def main():
   # matmuls alone at this batch (on CPU the larger of the two: XLA's skinny matmuls read weights
   # at about half the memory bandwidth).
   rows = args.batch * args.n
-  step_bytes = 4 * (params_lib.count_params(params["text"]["layers"])
-                    + params_lib.count_params(params["text"]["lm_head"]))
+  layer_params = params_lib.count_params(params["text"]["layers"])
+  head_params = params_lib.count_params(params["text"]["lm_head"])
+  step_bytes = 4 * (layer_params + head_params)
   bandwidth = device_bandwidth()
   roofline = rows * bandwidth / step_bytes
   # The ceiling of the speed-up on this machine for a float32-exact sampler: our prefill as
@@ -121,9 +122,7 @@ def main():
   # every decode step at the read roofline with the head read as the sampler reads it (bfloat16
   # when greedy-screened). Where this is under 3x, the CPU target is out of reach of any
   # implementation that keeps float32 weights (bench/RESULTS.md, sessions 11-12).
-  head_bytes = (2 if sampler.greedy_screen and args.n == 1 else 4) * params_lib.count_params(
-      params["text"]["lm_head"])
-  read_bytes = 4 * params_lib.count_params(params["text"]["layers"]) + head_bytes
+  read_bytes = 4 * layer_params + (2 if sampler.greedy_screen and args.n == 1 else 4) * head_params
   t_prefill = statistics.median(runs["prefill"])
   t_floor = t_prefill + (args.new_tokens - 1) * read_bytes / bandwidth
   matmul_floor = rows / decode_matmul_floor(params["text"], config.text.hidden_size, rows)
