@@ -4,9 +4,12 @@ MiB read first, as the layers' weights are inside a decode step), and at 8 rows 
 and int8 variants the greedy screen could use. Best of --runs calls each. With torch installed,
 the same dots in torch (what transformers' generate runs, --threads threads), and a second table
 of prefill-shaped float32 matmuls (the bench's vision and text layers) in both: the CPU's BLAS
-decides much of the sampler bench's ratio (bench/RESULTS.md, session 11).
+decides much of the sampler bench's ratio (bench/RESULTS.md, session 11). A last table runs the
+decode step's weight matmuls inside one jitted loop (no attention, no sampling): 8 rows through
+the bench config's float32 layer matrices, the bfloat16 head, or both, and the rate each step
+reads its weights at, which shows what the step's working set costs once it outgrows the cache.
 
-  python bench/matmul_rows.py [--runs 50] [--threads 2]
+  python bench/matmul_rows.py [--runs 50] [--threads 2] [--loop-steps 64]
 """
 
 from __future__ import annotations
@@ -26,6 +29,41 @@ K, N = 512, 32000
 # 256 patches; text gate/up and down over 8 prompts of 96 tokens
 PREFILL = ((2048, 256, 768), (2048, 256, 1280), (2048, 640, 256), (768, 512, 2816),
            (768, 1408, 512))
+# one decoder layer's [K, N] weights in the bench config: q|k|v, o, gate|up, down
+LAYER = ((512, 768), (512, 512), (512, 2816), (1408, 512))
+
+
+def loop_step_ms(layers: int, head: bool, steps: int, runs: int) -> tuple[float, float]:
+  """(median ms per step, MB of weights per step) of a jitted `steps`-step loop over 8 rows:
+  `layers` layers of float32 `LAYER` matmuls (a residual stream through them), then with
+  `head` the bfloat16 [N, K] head screen's dot. Median of `runs` calls after a compile."""
+  import jax
+  import jax.numpy as jnp
+  rng = np.random.RandomState(1)
+  ws = [[jnp.asarray(rng.randn(*s).astype(np.float32) * 0.02) for s in LAYER]
+        for _ in range(layers)]
+  wb = jnp.asarray(rng.randn(N, K).astype(np.float32) * 0.02).astype(jnp.bfloat16)
+
+  def step(_, x):
+    for qkv, o, gate_up, down in ws:
+      x = x + (x @ qkv)[:, :K] @ o
+      g = x @ gate_up
+      x = x + (jax.nn.silu(g[:, :1408]) * g[:, 1408:]) @ down
+    if head:
+      s = jnp.einsum("VD,RD->RV", wb, x.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+      x = x + jnp.max(s, -1, keepdims=True) * 1e-3
+    return x / (1 + jnp.max(jnp.abs(x)))
+
+  loop = jax.jit(lambda x: jax.lax.fori_loop(0, steps, step, x))
+  x = jnp.asarray(rng.randn(8, K).astype(np.float32))
+  jax.block_until_ready(loop(x))
+  times = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    jax.block_until_ready(loop(x))
+    times.append((time.perf_counter() - start) / steps)
+  mb = (layers * sum(k * n for k, n in LAYER) * 4 + (N * K * 2 if head else 0)) / 1e6
+  return float(np.median(times)) * 1e3, mb
 
 
 def torch_best(a, b, runs: int) -> float:
@@ -47,6 +85,7 @@ def main():
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--runs", type=int, default=50)
   parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+  parser.add_argument("--loop-steps", type=int, default=64, help="steps of the decode loop")
   args = parser.parse_args()
   try:
     import torch
@@ -93,6 +132,13 @@ def main():
   i8 = jax.jit(lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.int32))
   print(f"8 rows, warm: bfloat16 inputs {best(bf16, jnp.asarray(x, jnp.bfloat16), wb) * 1e3:.3f} "
         f"ms, int8 {best(i8, jnp.asarray(np.clip(x * 40, -127, 127), jnp.int8), q8) * 1e3:.3f} ms")
+  print(f"\ndecode-shaped loop: 8 rows, {args.loop_steps} steps in one jitted loop, median of "
+        f"{max(args.runs // 10, 3)} calls")
+  print("| float32 layers | bfloat16 head | MB read per step | ms per step | GB/s |")
+  print("|---|---|---|---|---|")
+  for layers, head in ((4, False), (8, False), (16, False), (0, True), (4, True)):
+    ms, mb = loop_step_ms(layers, head, args.loop_steps, max(args.runs // 10, 3))
+    print(f"| {layers} | {'yes' if head else 'no'} | {mb:.1f} | {ms:.2f} | {mb / ms:.1f} |")
   if torch is None:
     return
   print("\nprefill-shaped float32 matmuls, warm, GFLOP/s (best of --runs)")

@@ -18,6 +18,12 @@ def _render(tokenizer, messages: list[dict]) -> str:
   return render_chat(messages)
 
 
+def local_factory(mesh=None, dtype: str = "bfloat16"):
+  """The `generate_fn_factory` that `evals.judge.make_judge` turns a local model directory into a
+  judge with: path -> `local_generate_fn(path, mesh, dtype)` (`evals.run` and `rl.train`)."""
+  return lambda path: local_generate_fn(path, mesh, dtype)
+
+
 def local_generate_fn(path: str, mesh=None, dtype: str = "bfloat16"):
   """fn(list of message lists, max_new_tokens) -> list of reply texts (greedy)."""
   from vlm_jax import hf, processor as proc_lib

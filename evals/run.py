@@ -250,10 +250,8 @@ def _write_bad(out: str, bad: list) -> None:
 
 def _local_generate_factory(args, mesh):
   """generate_fn for a local judge checkpoint (Qwen3 or Qwen2.5-VL), on the same mesh."""
-  def factory(path: str):
-    from evals.llm_judge import local_generate_fn
-    return local_generate_fn(path, mesh, args.dtype)
-  return factory
+  from evals.llm_judge import local_factory
+  return local_factory(mesh, args.dtype)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ Each step: P prompts (`rl/pipeline.py`: a seeded order, each process reading its
 log-probs from the frozen initial params -> `updates_per_batch` AdamW updates over micro-batches
 (gradients accumulated) with the clipped GRPO loss + k3 KL. Orbax checkpoints (params, optimizer
 state, step, data iterator state) every `checkpoint_every` steps and on SIGTERM (TPU preemption); a restart resumes
-exactly. Metrics go to OUT/metrics.jsonl (one line per step; lines past the restored step are
+exactly. A non-finite loss or gradient norm raises FloatingPointError without applying the update,
+after checkpointing the state the step started from. `judge=` is "rule", an http(s) endpoint or
+a local model directory (`make_judge`). Metrics go to OUT/metrics.jsonl (one line per step; lines past the restored step are
 dropped on resume) and to TensorBoard event files in OUT/tensorboard (`rl/tensorboard.py`, no
 TensorFlow needed: `tensorboard --logdir OUT/tensorboard`).
 """
@@ -79,8 +81,13 @@ def _ref_logprobs(params, model_config, inputs, last: int, chunk_t: int):
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
 def _apply_updates(opt, params, opt_state, grads):
-  updates, opt_state = opt.update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state, optax.global_norm(grads)
+  """(params, opt_state, gradient norm) after one optimizer update; with a non-finite gradient
+  norm, the params and optimizer state passed in (the caller raises)."""
+  norm = optax.global_norm(grads)
+  new_updates, new_state = opt.update(grads, opt_state, params)
+  new_params = optax.apply_updates(params, new_updates)
+  keep = lambda new, old: jnp.where(jnp.isfinite(norm), new, old)
+  return jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_state, opt_state), norm
 
 
 # One program per call, not one per leaf. Twice in full test runs (8 fake CPU devices) an
@@ -93,7 +100,6 @@ _accumulate = jax.jit(lambda total, g: jax.tree.map(jnp.add, total, g), donate_a
 
 class Trainer:
   def __init__(self, config: TrainConfig, mesh, out: str):
-    from evals import judge as judge_lib
     from rl import data
     self.config, self.mesh, self.out = config, mesh, out
     self.model_config, params, self.processor = data.load_policy(config, mesh)
@@ -105,10 +111,11 @@ class Trainer:
     from rl.pipeline import PromptStream
     self.data = PromptStream(lambda: data.load_items(config), config,
                              cache_dir=os.path.join(out, "data_cache"))
-    self.judge = judge_lib.make_judge(config.judge)
+    self.judge = make_judge(config, mesh, out)
     self.preset = rollout.preset_for(config)
     self.augment = data.augment_config(config)
     self.step = 0
+    self.pristine = True  # no update of the step in progress applied yet (see `train`)
 
   def sampler(self):
     from vlm_jax.sampler import Sampler
@@ -119,6 +126,7 @@ class Trainer:
     start = time.perf_counter()
     if self.data.step != self.step:
       raise RuntimeError(f"data stream at step {self.data.step}, trainer at {self.step}")
+    self.pristine = True
     items = next(self.data)
     ro = rollout.collect(self.sampler(), self.processor, self.preset, items, self.step,
                          self.config, self.judge, self.augment)
@@ -174,14 +182,36 @@ class Trainer:
         grads = g if grads is None else _accumulate(grads, g)
         for k, v in {"loss": loss, **aux}.items():
           stats[k] = stats.get(k, 0.0) + float(v) * (1.0 if k == "loss" else float(share))
+      if not np.isfinite(stats.get("loss", 0.0)):
+        raise FloatingPointError(f"step {self.step + 1}: loss is {stats['loss']}; the update "
+                                 f"was not applied")
+      # a non-finite gradient leaves params and optimizer state as they were
       self.params, self.opt_state, gnorm = _apply_updates(self.opt, self.params,
                                                           self.opt_state, grads)
       stats["grad_norm"] = float(gnorm)
+      if not np.isfinite(stats["grad_norm"]):
+        raise FloatingPointError(f"step {self.step + 1}: gradient norm is {stats['grad_norm']}; "
+                                 f"the update was not applied")
+      self.pristine = False
     for k in ("ratio_max", "ratio_min"):
       stats.pop(k, None)  # share-weighted extremes mean nothing; ratio_mean stays
-    if not np.isfinite(stats.get("loss", 0.0)):
-      raise FloatingPointError(f"step {self.step + 1}: loss is {stats['loss']}")
     return stats
+
+
+def make_judge(config: TrainConfig, mesh, out: str):
+  """The judge of `config.judge` (the faithfulness-aware reward's consistency verdicts): "rule";
+  an http(s):// endpoint, its replies cached in OUT/judge_cache.jsonl (one file per process,
+  each asks for its own rollouts), so a resumed run does not ask again; or a local model
+  directory (Qwen3 in the study) loaded onto the training mesh in `config.dtype`."""
+  from evals import judge as judge_lib
+  from evals.llm_judge import local_factory
+  kw = {}
+  if config.judge.startswith(("http://", "https://")):
+    name = ("judge_cache.jsonl" if jax.process_count() == 1
+            else f"judge_cache.{jax.process_index()}.jsonl")
+    kw["cache_path"] = os.path.join(out, name)
+  return judge_lib.make_judge(config.judge, generate_fn_factory=local_factory(mesh, config.dtype),
+                              **kw)
 
 
 def aligned_mask(lengths: np.ndarray, width: int, rows: int) -> np.ndarray:
@@ -211,7 +241,15 @@ def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
   _STOP["requested"] = False
   try:
     while trainer.step < config.steps and not _STOP["requested"]:
-      metrics = trainer.train_step()
+      try:
+        metrics = trainer.train_step()
+      except FloatingPointError:
+        if trainer.pristine:  # the state is the last finished step's: keep it before raising
+          trainer.data.set_state(dict(trainer.data.get_state(), step=trainer.step))
+          manager.save(trainer)
+          print(f"non-finite step {trainer.step + 1}: checkpointed step {trainer.step}",
+                file=sys.stderr)
+        raise
       log.write(metrics)
       if trainer.step % config.log_every == 0:
         print(json.dumps({k: round(v, 5) if isinstance(v, float) else v

@@ -75,3 +75,80 @@ def test_sigterm_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
   moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
                        full.params, full.ref_params)
   assert max(jax.tree.leaves(moved)) > 0  # the test is not vacuous: params did change
+
+
+@pytest.mark.parametrize("poison,at_step", [("gradient", 1), ("loss", 0)])
+def test_a_non_finite_step_raises_and_keeps_the_last_good_state(tmp_path, monkeypatch, poison,
+                                                                 at_step):
+  """No checkpoint is due (checkpoint_every=100), yet the state the failing step started from
+  is saved before the error propagates, and the bad update never reaches the params."""
+  import jax.numpy as jnp
+  config = apply_overrides(load_config(SMOKE), [f"steps={at_step + 1}", "checkpoint_every=100"])
+  real_grad, real_step, seen = train._grad, train.Trainer.train_step, {}
+
+  def step(self):
+    if self.step == at_step:
+      seen["params"] = jax.tree.map(np.asarray, self.params)
+    return real_step(self)
+
+  def grad(*args, **kwargs):
+    (loss, aux), g = real_grad(*args, **kwargs)
+    if "params" in seen:
+      if poison == "gradient":  # the loss stays finite: only the norm check can catch it
+        g = jax.tree.map(lambda x: x * jnp.nan, g)
+      else:
+        loss = loss * jnp.nan
+    return (loss, aux), g
+
+  monkeypatch.setattr(train.Trainer, "train_step", step)
+  monkeypatch.setattr(train, "_grad", grad)
+  out = str(tmp_path / "run")
+  with pytest.raises(FloatingPointError, match=f"step {at_step + 1}: {poison}.* is nan"):
+    train.train(config, out=out)
+  monkeypatch.undo()
+  assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == [str(at_step)]
+  resumed = train.train(apply_overrides(config, [f"steps={at_step}"]), out=out)
+  assert resumed.step == at_step and resumed.data.step == at_step
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, resumed.params),
+               seen["params"])
+  assert [r["step"] for r in _metrics(out)] == list(range(1, at_step + 1))
+
+
+def test_a_local_model_directory_is_the_judge_of_the_faithful_reward(tmp_path, monkeypatch):
+  """judge=DIR (a Qwen3 checkpoint with its tokenizer, as the study's Qwen3 judge): its replies
+  decide the consistency verdicts in the reward."""
+  import shutil
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  from evals import llm_judge
+  from vlm_jax import processor as proc_lib
+  judge_dir = str(tmp_path / "qwen3")
+  cfg = transformers.Qwen3Config(
+      vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+      num_attention_heads=2, num_key_value_heads=1, head_dim=16, tie_word_embeddings=True,
+      bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
+  torch.manual_seed(0)
+  transformers.Qwen3ForCausalLM(cfg).save_pretrained(judge_dir)
+  for name in os.listdir(proc_lib.qwen_tokenizer_dir()):
+    shutil.copy(os.path.join(proc_lib.qwen_tokenizer_dir(), name), judge_dir)
+  real, asked = llm_judge.local_generate_fn, []
+
+  def counted(path, mesh=None, dtype="bfloat16"):
+    generate = real(path, mesh, dtype)
+
+    def fn(message_lists, max_new_tokens):
+      replies = generate(message_lists, max_new_tokens)
+      asked.append((path, len(message_lists), replies))
+      return replies
+    return fn
+
+  monkeypatch.setattr(llm_judge, "local_generate_fn", counted)
+  config = apply_overrides(load_config(SMOKE), ["steps=1", "checkpoint_every=100",
+                                                f"judge={judge_dir}", "faithful=true"])
+  trainer = train.train(config, out=str(tmp_path / "run"))
+  assert trainer.judge.name == "llm:qwen3"
+  assert asked and all(path == judge_dir and n > 0 for path, n, _ in asked)
+  assert all(isinstance(r, str) for _, _, replies in asked for r in replies)
+  (row,) = _metrics(str(tmp_path / "run"))
+  assert row["reward/consistent"] == 0.0  # random replies name no letter: never consistent
+  assert row["reward/total"] == 0.0       # ... and the faithful reward multiplies by that
