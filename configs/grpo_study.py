@@ -2,16 +2,21 @@
 
   python -m rl.train --config configs/grpo_study.py --mesh data=2,fsdp=8 --out runs/sat_pixmo \\
       model=/ckpt/Qwen2.5-VL-7B-Instruct data_dir=/data
-Variants are key=value overrides (see configs/sweep.py for the whole grid).
+Variants are key=value overrides (see configs/sweep.py for the whole grid). On a CPU, the same
+settings at smoke scale (a tiny random model, synthetic data, a few steps):
+  python -m rl.train --config configs/grpo_study.py:smoke --out runs/study_smoke
 """
 
-from rl.config import TrainConfig
+from rl.config import TrainConfig, smoke
 
 
-def get_config() -> TrainConfig:
-  return TrainConfig(
+def get_config(mode: str = "") -> TrainConfig:
+  if mode not in ("", "smoke"):
+    raise ValueError(f"configs/grpo_study.py: unknown mode {mode!r} (want 'smoke' or none)")
+  config = TrainConfig(
       model=None, dtype="bfloat16", data="sat2,pixmo_count", prompts_per_step=128,
       group_size=8, micro_batch=16, max_new_tokens=1024, temperature=1.0, lr=1e-6,
       warmup_steps=10, grad_clip=1.0, clip_low=0.2, clip_high=0.2, kl_coef=1e-2,
       format_weight=0.1, accuracy_weight=1.0, steps=1000, checkpoint_every=250,
       freeze_vision=False)
+  return smoke(config) if mode == "smoke" else config

@@ -91,7 +91,25 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
   return dataclasses.replace(config, **changes)
 
 
+# The fields a config's `smoke` mode takes from configs/smoke.py: model size, data, batch and
+# length, run length. The rest (loss, rewards, augmentation, schedule shape) stays the run's.
+SMOKE_FIELDS = ("model", "model_preset", "dtype", "data", "data_dir", "synthetic_n",
+                "prompts_per_step", "group_size", "micro_batch", "max_new_tokens", "steps",
+                "warmup_steps", "checkpoint_every", "eval_every", "eval_items")
+
+
+def smoke(config: TrainConfig) -> TrainConfig:
+  """`config` at the CPU smoke run's scale (`SMOKE_FIELDS` from configs/smoke.py): a random
+  tiny model on synthetic data for a few steps, with the run's own loss and reward settings."""
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  small = load_config(os.path.join(here, "configs", "smoke.py"))
+  return dataclasses.replace(config, **{k: getattr(small, k) for k in SMOKE_FIELDS})
+
+
 def load_config(path: str, overrides: list[str] = ()) -> TrainConfig:
+  """`get_config()` of the file at `path`, then the `key=value` overrides. `path:mode` passes
+  `mode` to `get_config(mode)` (big_vision style), e.g. `configs/grpo_study.py:smoke`."""
+  path, _, mode = path.partition(":") if not os.path.exists(path) else (path, "", "")
   if not os.path.exists(path):
     raise FileNotFoundError(f"config file {path} does not exist")
   spec = importlib.util.spec_from_file_location("train_config", path)
@@ -99,7 +117,13 @@ def load_config(path: str, overrides: list[str] = ()) -> TrainConfig:
   spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise ValueError(f"{path} defines no get_config()")
-  return apply_overrides(module.get_config(), list(overrides))
+  if not mode:
+    return apply_overrides(module.get_config(), list(overrides))
+  try:
+    config = module.get_config(mode)
+  except TypeError as e:
+    raise ValueError(f"{path}: get_config() takes no mode, got {mode!r}") from e
+  return apply_overrides(config, list(overrides))
 
 
 def parse_cli(prog: str, description: str, default_out: str, argv=None):
@@ -107,7 +131,9 @@ def parse_cli(prog: str, description: str, default_out: str, argv=None):
   import argparse
   parser = argparse.ArgumentParser(prog=prog, description=description,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--config", required=True, help="configs/<name>.py with get_config()")
+  parser.add_argument("--config", required=True,
+                      help="configs/<name>.py with get_config(); <name>.py:smoke for its CPU "
+                           "smoke mode where the file has one")
   parser.add_argument("--mesh", default=None, help="'2x4' or 'data=2,fsdp=4,tensor=2'")
   parser.add_argument("--out", default=default_out)
   parser.add_argument("overrides", nargs="*", help="key=value (any TrainConfig field)")

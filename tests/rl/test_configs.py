@@ -37,3 +37,18 @@ def test_sweep_grid():
   base = load_config(os.path.join(ROOT, "configs", "grpo_study.py"))
   for overrides in runs.values():
     apply_overrides(base, overrides)  # every run's overrides are valid
+
+
+def test_smoke_mode_keeps_the_runs_settings_at_the_smoke_runs_scale():
+  from rl.config import SMOKE_FIELDS
+  study = load_config(os.path.join(ROOT, "configs", "grpo_study.py"))
+  small = load_config(os.path.join(ROOT, "configs", "smoke.py"))
+  cfg = load_config(os.path.join(ROOT, "configs", "grpo_study.py:smoke"), ["faithful=true"])
+  for field in type(cfg).__dataclass_fields__:
+    want = getattr(small if field in SMOKE_FIELDS else study, field)
+    assert getattr(cfg, field) == (True if field == "faithful" else want), field
+  assert cfg.model is None and cfg.data == "synthetic" and cfg.lr == study.lr
+  with pytest.raises(ValueError, match="unknown mode 'big'"):
+    load_config(os.path.join(ROOT, "configs", "grpo_study.py:big"))
+  with pytest.raises(ValueError, match="takes no mode"):
+    load_config(os.path.join(ROOT, "configs", "smoke.py:smoke"))
