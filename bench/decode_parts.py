@@ -85,7 +85,8 @@ def decode_ablations(params, config, batch, new_tokens: int, rounds: int):
   spec = sampler_lib._Spec(new_tokens, 1, True, 0, False, False)
   prefill = sampler_lib._prefill.lower(params, config, inputs, 1, cache_len, None,
                                        True).compile()
-  controls = {"rng": jax.random.key(0), "temperature": jnp.float32(1e-6),
+  controls = {"rng": jax.random.key(0), "max_new": jnp.int32(new_tokens),
+              "temperature": jnp.float32(1e-6),
               "top_p": jnp.float32(1), "pad_id": jnp.int32(0),
               "stop_seqs": jnp.asarray(s._stop_sequences(())),
               "stop_ids": jnp.asarray(sampler_lib._stop_ids(())),

@@ -1,13 +1,16 @@
 """Shape buckets, so a stream of requests of varying size compiles a handful of programs.
 
-Three sizes vary per request: batch, prompt length and the number of vision patches. Each is
-rounded up to the next bucket (powers of two and 1.5x powers of two). Padding is inert:
+Four sizes vary per request: batch, prompt length, the number of vision patches and
+max_new_tokens. Each is rounded up to the next bucket (powers of two and 1.5x powers of two).
+Padding is inert:
   * prompt length: extra *left* padding (attention mask 0), so the last column stays the last
     real token of every row;
   * batch: extra rows that are all padding;
   * vision patches: extra patches in attention segments of their own whose merged outputs are
     scattered to an out-of-range slot and dropped; the segment tables (`vision.vision_layout`)
-    get bucketed row counts and widths too.
+    get bucketed row counts and widths too;
+  * max_new_tokens (`sampler.Sampler`): cache and output slots past the count, which the decode
+    loop (stopping at the count, a traced value) never writes.
 """
 
 from __future__ import annotations

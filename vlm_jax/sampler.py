@@ -73,7 +73,7 @@ class SampleOutput:
 @dataclasses.dataclass(frozen=True)
 class _Spec:
   """The static part of one decode program."""
-  max_new: int
+  max_new: int  # buffer size: `max_new_tokens` bucketed (the count itself is a traced control)
   n: int
   greedy: bool
   top_k: int
@@ -196,7 +196,7 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
     state = dict(state, choice=first)
 
   def cond(s):
-    return (s["step"] < spec.max_new) & ~jnp.all(s["done"])
+    return (s["step"] < controls["max_new"]) & ~jnp.all(s["done"])
 
   def body(s):
     if spec.screen:
@@ -328,9 +328,12 @@ class Sampler:
     inputs, rows = self.prepare(batch)
     top_k = sampling.top_k if sampling.top_k < self.config.text.vocab_size else 0  # all: off
     greedy = sampling.temperature == 0
-    spec = _Spec(sampling.max_new_tokens, sampling.n, greedy, top_k, sampling.top_p < 1,
-                 sampling.logprobs, screen=greedy and not sampling.logprobs and self.greedy_screen)
-    cache_len = inputs["input_ids"].shape[1] + sampling.max_new_tokens
+    # max_new_tokens is bucketed like the prompt length: other counts in the bucket reuse both
+    # programs (the loop stops at the count; cache and output slots past it stay unused)
+    spec = _Spec(buckets.bucket(sampling.max_new_tokens), sampling.n, greedy, top_k,
+                 sampling.top_p < 1, sampling.logprobs,
+                 screen=greedy and not sampling.logprobs and self.greedy_screen)
+    cache_len = inputs["input_ids"].shape[1] + spec.max_new
     per_layer = self._per_layer(inputs["input_ids"].shape[0] * sampling.n, cache_len)
     # a kept copy (CPU) serves the prefill too: no per-layer slice of the stacked weights
     kept = self._layer_copy(vision_too=True) if per_layer and self._keeps_layer_copy() else None
@@ -340,6 +343,7 @@ class Sampler:
     live = np.repeat(np.arange(inputs["input_ids"].shape[0]) < rows, sampling.n)
     state = _init_state(out, spec, stop_seqs.shape[1], self.pad_id, live)
     controls = {"rng": jax.random.key(sampling.seed),
+                "max_new": jnp.int32(sampling.max_new_tokens),
                 "temperature": jnp.float32(max(sampling.temperature, 1e-6)),
                 "top_p": jnp.float32(sampling.top_p), "pad_id": jnp.int32(self.pad_id),
                 "stop_seqs": jnp.asarray(stop_seqs),
@@ -456,6 +460,9 @@ class Sampler:
   def _finish(self, state: dict, rows: int, sampling: SamplingParams) -> SampleOutput:
     keys = ("tokens", "lengths") + (("logprobs", "entropies") if sampling.logprobs else ())
     host = {k: np.array(sharding_lib.to_host(state[k])[:rows]) for k in keys}
+    for k in ("tokens", "logprobs", "entropies"):
+      if k in host:
+        host[k] = host[k][:, :sampling.max_new_tokens]
     tokens, lengths = host["tokens"], host["lengths"].astype(np.int64)
     texts, reasons = [], []
     for r in range(rows):

@@ -206,8 +206,15 @@ def test_one_compile_per_bucket(lively):
   _, config, params, _ = lively
   s = Sampler(params, config, pad_id=0)
   sp = SamplingParams(max_new_tokens=6)
-  s(hf_models.build_batch([[4, ("image", (1, 8, 8)), 3]], config.vision.patch_dim), sp)
+  first = s(hf_models.build_batch([[4, ("image", (1, 8, 8)), 3]], config.vision.patch_dim), sp)
   before = dict(sampler.TRACE_COUNTS)
+  # max_new_tokens is bucketed too (5 and 6 share a bucket): a prefix of the same greedy tokens
+  short = s(hf_models.build_batch([[4, ("image", (1, 8, 8)), 3]], config.vision.patch_dim),
+            SamplingParams(max_new_tokens=5))
+  assert short.tokens.shape == short.logprobs.shape == (1, 5) and short.lengths.tolist() == [5]
+  np.testing.assert_array_equal(short.tokens, first.tokens[:, :5])
+  np.testing.assert_allclose(short.logprobs, first.logprobs[:, :5], rtol=1e-6, atol=1e-6)
+  assert short.finish_reasons == ["length"]
   for samples in ([[9, ("image", (1, 8, 12)), 2]], [[2, ("image", (1, 4, 8)), 20]]):
     s(hf_models.build_batch(samples, config.vision.patch_dim, seed=len(samples[0])), sp)
   for ids in ((5,), (5, 6, 7)):  # stop-id counts are bucketed too
@@ -279,8 +286,9 @@ def test_decode_state_is_donated_in_place(lively, unstack, screen):
   out = sampler._prefill(params, config, inputs, 2, inputs["input_ids"].shape[1] + 4, None,
                          unstack)
   state = sampler._init_state(out, spec, 1, 0, np.ones(2 * inputs["input_ids"].shape[0], bool))
-  controls = {"rng": jax.random.key(0), "temperature": np.float32(1), "top_p": np.float32(1),
-              "pad_id": np.int32(0), "stop_seqs": np.full((1, 1), -1, np.int32),
+  controls = {"rng": jax.random.key(0), "max_new": np.int32(4), "temperature": np.float32(1),
+              "top_p": np.float32(1), "pad_id": np.int32(0),
+              "stop_seqs": np.full((1, 1), -1, np.int32),
               "stop_ids": np.array([-3], np.int32), "banned": np.array([0], np.int32),
               "row_ids": np.arange(2 * inputs["input_ids"].shape[0], dtype=np.int32)}
   if screen:
