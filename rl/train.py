@@ -6,12 +6,13 @@ Each step: P prompts (`rl/pipeline.py`: a seeded order, each process reading its
 -> G rollouts each from the current params -> rewards -> group advantages -> reference
 log-probs from the frozen initial params -> `updates_per_batch` AdamW updates over micro-batches
 (gradients accumulated) with the clipped GRPO loss + k3 KL. Orbax checkpoints (params, optimizer
-state, step, data iterator state) every `checkpoint_every` steps and on SIGTERM (TPU preemption); a restart resumes
-exactly. A non-finite loss or gradient norm raises FloatingPointError without applying the update,
-after checkpointing the state the step started from. `judge=` is "rule", an http(s) endpoint or
-a local model directory (`make_judge`). Metrics go to OUT/metrics.jsonl (one line per step; lines past the restored step are
-dropped on resume) and to TensorBoard event files in OUT/tensorboard (`rl/tensorboard.py`, no
-TensorFlow needed: `tensorboard --logdir OUT/tensorboard`).
+state, step, data iterator state) every `checkpoint_every` steps and on SIGTERM (TPU
+preemption); a restart resumes exactly. A non-finite loss or gradient norm raises
+FloatingPointError without applying the update, after checkpointing the state the step started
+from. `judge=` is "rule", an http(s) endpoint or a local model directory (`make_judge`).
+Metrics go to OUT/metrics.jsonl (one line per step; lines past the restored step are dropped on
+resume) and to TensorBoard event files in OUT/tensorboard (`rl/tensorboard.py`, no TensorFlow
+needed: `tensorboard --logdir OUT/tensorboard`).
 """
 
 from __future__ import annotations
