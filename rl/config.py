@@ -56,13 +56,46 @@ class TrainConfig:
   sft_answers: str = "correct"      # rl.sft targets: "correct" | "random" (format only)
 
   def __post_init__(self):
+    """Every field a run would only reject after staging data and compiling is checked here,
+    when the config is built (and again after each override)."""
+    from evals import benchmarks, presets, variants
     from rl.grpo import AGGREGATIONS
     choices = {"loss_agg": AGGREGATIONS,
                "logprob_sweep": ("auto", "sequence", "vocab"),
-               "sft_answers": ("correct", "random")}
+               "sft_answers": ("correct", "random"),
+               "dtype": ("float32", "bfloat16", "float16"),
+               "preset": tuple(sorted(presets.PRESETS))}
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f"{name}={getattr(self, name)!r}: want one of {allowed}")
+    lists = {"data": TRAINING_SOURCES + tuple(benchmarks.BENCHMARKS),
+             "eval_benchmarks": tuple(benchmarks.BENCHMARKS),
+             "eval_variants": tuple(variants.VARIANTS)}
+    for name, allowed in lists.items():
+      unknown = [x for x in getattr(self, name).split(",") if x not in allowed]
+      if unknown:
+        raise ValueError(f"{name}={getattr(self, name)!r}: unknown {unknown}; known: "
+                         f"{', '.join(allowed)}")
+    for name in _POSITIVE:
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
+    for name in ("steps", "eval_every", "warmup_steps", "lr", "temperature", "weight_decay",
+                 "kl_coef", "grad_clip", "clip_low", "clip_high"):
+      if not getattr(self, name) >= 0:  # (NaN too)
+        raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
+    if not 0 <= self.augment_prob <= 0.25:  # four kinds of augmentation at this rate each
+      raise ValueError(f"augment_prob={self.augment_prob}: must be in [0, 0.25]")
+    judge = self.judge
+    if judge != "rule" and not judge.startswith(("http://", "https://")) and not os.path.isdir(
+        os.path.expanduser(judge)):
+      raise ValueError(f"judge={judge!r}: want 'rule', an http(s):// URL or an existing model "
+                       f"directory")
+
+
+TRAINING_SOURCES = ("sat2", "pixmo_count", "geometry3k")  # rl/datasets (the rest: evals loaders)
+_POSITIVE = ("synthetic_n", "prompts_per_step", "group_size", "micro_batch", "updates_per_batch",
+             "max_new_tokens", "logprob_chunk_t", "checkpoint_every", "keep_checkpoints",
+             "log_every", "eval_items", "eval_max_new_tokens")
 
 
 def _coerce(field: dataclasses.Field, value: str):
@@ -73,10 +106,13 @@ def _coerce(field: dataclasses.Field, value: str):
     return value.lower() in ("true", "1")
   if value.lower() == "none" and "None" in kind:
     return None
-  if kind.startswith("int"):
-    return int(value)
-  if kind.startswith("float"):
-    return float(value)
+  try:
+    if kind.startswith("int"):
+      return int(value)
+    if kind.startswith("float"):
+      return float(value)
+  except ValueError:
+    raise ValueError(f"{field.name}={value!r}: expected {kind.split()[0]}") from None
   return value
 
 
@@ -108,8 +144,12 @@ def smoke(config: TrainConfig) -> TrainConfig:
 
 def load_config(path: str, overrides: list[str] = ()) -> TrainConfig:
   """`get_config()` of the file at `path`, then the `key=value` overrides. `path:mode` passes
-  `mode` to `get_config(mode)` (big_vision style), e.g. `configs/grpo_study.py:smoke`."""
+  `mode` to `get_config(mode)` (big_vision style), e.g. `configs/grpo_study.py:smoke`. A
+  relative path missing from the working directory is looked up in the repository root."""
   path, _, mode = path.partition(":") if not os.path.exists(path) else (path, "", "")
+  here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+  if not os.path.exists(path) and not os.path.isabs(path) and os.path.exists(here):
+    path = here  # configs/x.py from outside the checkout: the repository's own configs/
   if not os.path.exists(path):
     raise FileNotFoundError(f"config file {path} does not exist")
   spec = importlib.util.spec_from_file_location("train_config", path)

@@ -1,16 +1,15 @@
 """Training data and the policy to start from.
 
 The prompt order and the process-sharded, checkpointed reading are in `rl/pipeline.py`. Data
-sources: the
-synthetic task (default) and any `evals.benchmarks` loader by name (e.g. a converted SAT-2 or
-Pixmo-Count release in the common item schema).
+sources: the training sets of `rl/datasets` (`TRAINING_SOURCES`: sat2, pixmo_count,
+geometry3k), the synthetic task (default) and any `evals.benchmarks` loader by name.
 """
 
 from __future__ import annotations
 
-import numpy as np
 
 from evals.schema import BadItem
+from rl.config import TRAINING_SOURCES
 from rl.examples import Example
 from rl import augment as augment_lib
 
@@ -20,7 +19,7 @@ def load_items(config) -> list[Example]:
   from evals import benchmarks
   items, bad = [], 0
   for name in config.data.split(","):
-    if name in _training_sources():
+    if name in TRAINING_SOURCES:
       from rl import datasets
       for x in datasets.load(name, config.data_dir):
         if isinstance(x, Example):
@@ -39,10 +38,6 @@ def load_items(config) -> list[Example]:
   if len(items) < config.prompts_per_step:
     raise ValueError(f"{len(items)} training items < prompts_per_step={config.prompts_per_step}")
   return items
-
-
-def _training_sources() -> tuple[str, ...]:
-  return ("sat2", "pixmo_count", "geometry3k")
 
 
 def items_for_step(items: list[Example], step: int, config) -> list[Example]:

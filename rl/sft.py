@@ -113,6 +113,8 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
   if not config.model:
     with open(os.path.join(out, "hf", "preprocessor_config.json"), "w") as f:
       json.dump(processor.image_config.to_dict(), f, indent=2)
+  print(f"wrote {os.path.join(out, 'hf')} (an HF checkpoint: rl.train model=, evals.run --model)",
+        file=sys.stderr)
   return losses
 
 

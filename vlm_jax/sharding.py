@@ -67,6 +67,8 @@ def parse_mesh_spec(spec: str) -> dict[str, int]:
   spec = spec.strip().lower()
   if re.fullmatch(r"\d+x\d+", spec):
     data, model = (int(x) for x in spec.split("x"))
+    if min(data, model) < 1:
+      raise MeshError(f"bad mesh spec {spec!r}: axis sizes must be at least 1")
     return {"data": data, "model": model}
   axes = {}
   for part in spec.split(","):

@@ -52,3 +52,26 @@ def test_smoke_mode_keeps_the_runs_settings_at_the_smoke_runs_scale():
     load_config(os.path.join(ROOT, "configs", "grpo_study.py:big"))
   with pytest.raises(ValueError, match="takes no mode"):
     load_config(os.path.join(ROOT, "configs", "smoke.py:smoke"))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("steps=abc", "steps='abc': expected int"), ("lr=fast", "lr='fast': expected float"),
+    ("dtype=bogus", "dtype='bogus'"), ("group_size=0", "group_size=0: must be at least 1"),
+    ("prompts_per_step=0", "prompts_per_step=0"), ("data=synthetic,bogus", "unknown .'bogus'."),
+    ("eval_benchmarks=bogus", "eval_benchmarks='bogus'"), ("eval_variants=base,nope", "nope"),
+    ("preset=bogus", "preset='bogus'"), ("judge=/no/such/dir", "judge='/no/such/dir'"),
+    ("lr=-1", "lr=-1.0: must be >= 0"), ("augment_prob=0.5", "augment_prob=0.5"),
+])
+def test_bad_values_name_the_field_when_the_config_is_built(override, message):
+  base = load_config(os.path.join(ROOT, "configs", "smoke.py"))
+  with pytest.raises(ValueError, match=message):
+    apply_overrides(base, [override])
+
+
+def test_training_sources_are_listed_among_the_known_data(monkeypatch, tmp_path):
+  base = load_config(os.path.join(ROOT, "configs", "smoke.py"))
+  with pytest.raises(ValueError, match="sat2, pixmo_count, geometry3k, .*synthetic"):
+    apply_overrides(base, ["data=bogus"])
+  assert apply_overrides(base, ["data=sat2,synthetic"]).data == "sat2,synthetic"
+  monkeypatch.chdir(tmp_path)  # the repository's configs/ from another working directory
+  assert load_config("configs/smoke.py") == base

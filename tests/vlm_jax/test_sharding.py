@@ -68,6 +68,8 @@ def test_mesh_spec_errors():
     sharding.parse_mesh("data=2,data=4")
   with pytest.raises(sharding.MeshError, match="same axis"):
     sharding.parse_mesh("model=2,tensor=4")
+  with pytest.raises(sharding.MeshError, match="at least 1"):
+    sharding.parse_mesh("0x8")
   assert sharding.parse_mesh_spec("4x4") == {"data": 4, "model": 4}
 
 
