@@ -125,4 +125,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  from vlm_jax import cli
+  raise SystemExit(cli.run(main, "python -m rl.sft"))

@@ -274,4 +274,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  from vlm_jax import cli
+  raise SystemExit(cli.run(main, "python -m rl.train"))

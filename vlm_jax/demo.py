@@ -85,4 +85,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  from vlm_jax import cli
+  raise SystemExit(cli.run(main, "python -m vlm_jax.demo"))
