@@ -4,12 +4,16 @@ A run killed at any point loses at most the line being written: on start, `Resul
 the complete lines, drops a torn last line (rewriting the file without it, atomically), and
 reports which (benchmark, item_id, variant) are done so the run skips them. No result is lost
 or counted twice.
+
+The resume key holds no model or sampling settings: OUT/run_settings.json records them on the
+first run, and a rerun with other settings is refused (`check_settings`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 
 
 def result_key(record: dict) -> tuple[str, str, str]:
@@ -61,3 +65,52 @@ class ResultsFile:
       os.fsync(f.fileno())
     self.records.append(record)
     self.done.add(key)
+
+
+# ---------------------------------------------------------------- run settings
+SETTINGS_FILE = "run_settings.json"
+
+
+def check_settings(out: str, settings: dict, have_results: bool) -> str:
+  """Ties OUT to the settings that change a result record, since the resume key (benchmark,
+  item, variant) does not hold them: a rerun with another model or temperature would otherwise
+  count the old records as its own. Called by the writer process only, before the model loads.
+
+  Writes OUT/run_settings.json (atomically) when it is missing (a first run, or an OUT from a
+  version that did not write it: warned), or when OUT holds no results yet (nothing to mix).
+  Returns '' when this run may go on, else an error naming each differing setting."""
+  path = os.path.join(out, SETTINGS_FILE)
+  old = None
+  if os.path.exists(path):
+    try:
+      with open(path, encoding="utf-8") as f:
+        old = json.load(f)
+    except (OSError, ValueError) as e:
+      return f"cannot read {path}: {e}; pick a new --out, or delete the file to re-record it"
+  elif have_results:
+    print(f"warning: {path} is missing (OUT written by an older version); resuming, and recording "
+          f"this run's settings there: make sure they are the ones its results were made with",
+          file=sys.stderr)
+  if old is not None and have_results:
+    diffs = [f"  {k}: {old[k]!r} before, {settings[k]!r} now"
+             for k in sorted(settings) if k in old and old[k] != settings[k]]
+    if diffs:
+      return (f"{out} holds results made with other settings ({path}), which this run would "
+              f"resume as its own:\n" + "\n".join(diffs) +
+              "\nPick a new --out for these settings (or rerun with the old ones to resume).")
+    if all(k in old for k in settings):
+      return ""
+    settings = {**settings, **old}  # a setting this version adds: recorded from now on
+  _write_json(path, settings)
+  return ""
+
+
+def _write_json(path: str, obj) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
+    f.write("\n")
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)

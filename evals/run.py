@@ -7,14 +7,17 @@ Examples:
   python -m evals.run --model ~/ckpt/Qwen2.5-VL-7B-Instruct --preset qwen2_5_vl_instruct \\
       --benchmarks cv_bench --data-dir ~/data --variants all --judge rule --mesh 4x4 \\
       --out runs/qwen7b_cvbench
-Results are appended per item to OUT/results.jsonl; rerunning the same command resumes. At the
-end OUT holds summary.md, summary.csv, plots/*.png and bad_items.jsonl.
+Results are appended per item to OUT/results.jsonl; rerunning the same command resumes (a rerun
+whose model, preset, sampling, seed, judge or dtype differ from OUT/run_settings.json is refused).
+At the end OUT holds summary.md, summary.csv, bad_items.jsonl and the plots, all at its top level:
+accuracy_by_variant.png, quadrants.png, reliability_base.png, p_base_hist.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -22,15 +25,50 @@ import time
 from evals import presets as presets_lib
 from evals import variants as variants_lib
 from evals.engine import Engine, Job
-from evals.results import ResultsFile, result_key
+from evals.results import ResultsFile, check_settings, result_key
 from evals.schema import BadItem
+
+DTYPES = ("bfloat16", "float32", "float16")  # parameter dtypes of --model and a local judge
+
+
+def _int_at_least(low: int):
+  """argparse type: an int >= low, so that e.g. --limit 0 stops at parsing rather than deep in
+  tfds staging (an empty split) and --batch-size 0 does not quietly become one batch."""
+  def parse(text: str) -> int:
+    try:
+      value = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low:
+      raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+    return value
+  return parse
+
+
+def _temperature(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+  if not (math.isfinite(value) and value >= 0):
+    raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (0 = greedy), got {text}")
+  return value
+
+
+def _preset(text: str) -> str:
+  """The preset's canonical name: checked before any model loads, and spelled one way in
+  OUT/run_settings.json ('R1' and 'r1' are the same run)."""
+  try:
+    return presets_lib.get_preset(text).name
+  except KeyError as e:
+    raise argparse.ArgumentTypeError(e.args[0]) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m evals.run", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--model", help="local HF checkpoint dir (default: tiny random model)")
-  p.add_argument("--preset", default="qwen2_5_vl_instruct",
+  p.add_argument("--preset", default="qwen2_5_vl_instruct", type=_preset,
                  help=f"prompt convention: {', '.join(sorted(presets_lib.PRESETS))}")
   p.add_argument("--benchmarks", default="synthetic", help="comma-separated benchmark names")
   p.add_argument("--data-dir", default=None, help="folder holding one sub-folder per benchmark")
@@ -39,17 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--judge", default="rule", help="rule | local Qwen3 dir | http(s)://... URL")
   p.add_argument("--mesh", default=None, help="'4x4' or 'data=2,fsdp=4,tensor=2' (default: 1 device)")
   p.add_argument("--out", default="runs/eval", help="output folder (resumed if it exists)")
-  p.add_argument("--limit", type=int, default=None, help="items per benchmark")
-  p.add_argument("--batch-size", type=int, default=16)
-  p.add_argument("--max-new-tokens", type=int, default=None,
+  p.add_argument("--limit", type=_int_at_least(1), default=None, help="items per benchmark")
+  p.add_argument("--batch-size", type=_int_at_least(1), default=16)
+  p.add_argument("--max-new-tokens", type=_int_at_least(1), default=None,
                  help="default 1024 with --model, 48 for the built-in tiny model")
-  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-  p.add_argument("--dtype", default="bfloat16", help="parameter dtype (float32 on CPU tests)")
-  p.add_argument("--seed", type=int, default=0, help="wrong-option draws and sampling")
+  p.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy")
+  p.add_argument("--dtype", default="bfloat16", choices=DTYPES,
+                 help="parameter dtype of --model and a local judge or text generator (the "
+                      "built-in tiny model is float32); float32 on CPU tests")
+  p.add_argument("--seed", type=_int_at_least(0), default=0,
+                 help="wrong-option draws and sampling")
   p.add_argument("--scanned-decode", action="store_true",
                  help="decode through the stacked layer weights instead of per-layer copies "
                       "(slower, saves one copy of the layer weights while decoding)")
-  p.add_argument("--synthetic-n", type=int, default=40, help="size of the synthetic benchmark")
+  p.add_argument("--synthetic-n", type=_int_at_least(1), default=40,
+                 help="size of the synthetic benchmark")
   p.add_argument("--text-generator", default=None,
                  help="local checkpoint that writes captions/thinks (default: templates)")
   p.add_argument("--data-cache", default=None,
@@ -60,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--coordinator", default=None,
                  help="with --distributed off TPU: coordinator HOST:PORT (then also "
                       "--num-processes and --process-id)")
-  p.add_argument("--num-processes", type=int, default=None)
-  p.add_argument("--process-id", type=int, default=None)
+  p.add_argument("--num-processes", type=_int_at_least(1), default=None)
+  p.add_argument("--process-id", type=_int_at_least(0), default=None)
   return p
 
 
@@ -151,7 +193,7 @@ def _variant_names(args) -> list[str]:
   names = list(variants_lib.VARIANTS) if args.variants == "all" else args.variants.split(",")
   for variant in names:
     if variant not in variants_lib.VARIANTS:
-      raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(variants_lib.VARIANTS)}")
+      raise ValueError(f"unknown variant {variant!r}; known: {', '.join(variants_lib.VARIANTS)}")
   return names
 
 
@@ -180,20 +222,34 @@ def _progress(done: int, start: float) -> None:
   print(f"\r{done} results, {rate:.2f} items/s", end="", file=sys.stderr, flush=True)
 
 
+def _check_names(args) -> None:
+  """Unknown benchmark or variant names, before anything loads."""
+  from evals import benchmarks
+  for name in args.benchmarks.split(","):
+    if name not in benchmarks.BENCHMARKS:
+      raise ValueError(f"--benchmarks: unknown benchmark {name!r}; known: "
+                       f"{', '.join(benchmarks.BENCHMARKS)}")
+  _variant_names(args)
+
+
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
+  _check_names(args)
   if args.distributed:
     import jax
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+  if args.max_new_tokens is None:
+    args.max_new_tokens = 1024 if args.model else 48
+  writer = _is_writer()
+  results = ResultsFile(os.path.join(args.out, "results.jsonl"))
+  _check_settings(args, results, writer)
   from evals import judge as judge_lib, report
   from vlm_jax import sharding
   from vlm_jax.sampler import Sampler
   mesh = sharding.parse_mesh(args.mesh) if args.mesh else None
   config, params, processor, model_name = _load_model(args, mesh)
   sharding.report_replicated(config, mesh)
-  if args.max_new_tokens is None:
-    args.max_new_tokens = 1024 if args.model else 48
-  judge_kw, writer = {}, _is_writer()
+  judge_kw = {}
   if args.judge.startswith(("http://", "https://")):
     judge_kw["cache_path"] = os.path.join(args.out, "judge_cache.jsonl")
   if args.judge.startswith(("http://", "https://")) and not writer:
@@ -210,7 +266,6 @@ def main(argv=None) -> int:
   texts = None
   if args.text_generator:
     texts = variants_lib.LLMTexts(_local_generate_factory(args, mesh)(args.text_generator))
-  results = ResultsFile(os.path.join(args.out, "results.jsonl"))
   done = _shared_done(results.done)
   bad, new, start = [], 0, time.perf_counter()
   jobs = _jobs(args, done, bad, texts, processor.image_config)
@@ -227,6 +282,38 @@ def main(argv=None) -> int:
     print(f"{len(results.records)} results ({new} new), {len(bad)} bad items; wrote "
           f"{', '.join(os.path.relpath(f, args.out) for f in files)} in {args.out}")
   return 0
+
+
+def run_settings(args) -> dict:
+  """The settings that change a result record's content (`results.check_settings`). Left out:
+  what only picks which items run, or how (--batch-size, --mesh, --limit, --benchmarks,
+  --variants, --synthetic-n, --scanned-decode: the same records), and where files are (--out,
+  --data-dir, --data-cache), all free to change between resumed runs."""
+  def local(path):
+    return path and os.path.abspath(os.path.expanduser(path))
+
+  judge, local_judge = args.judge, False
+  if judge.startswith(("http://", "https://")):
+    url, _, model = judge.partition("#")  # the model as `judge.make_judge` resolves it
+    judge = f"{url}#{model or os.environ.get('JUDGE_MODEL', '')}"
+  elif judge != "rule":
+    judge, local_judge = local(judge), True
+  uses_dtype = bool(args.model or args.text_generator or local_judge)
+  return {"model": local(args.model) or "tiny-random", "preset": _preset(args.preset),
+          "temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
+          "seed": args.seed, "judge": judge, "text_generator": local(args.text_generator),
+          "dtype": args.dtype if uses_dtype else "float32"}  # the tiny model ignores --dtype
+
+
+def _check_settings(args, results: ResultsFile, writer: bool) -> None:
+  """Stops every process, before the model loads, when OUT's results were made with other
+  settings. Process 0 alone reads and writes OUT (as for results); the others take its verdict,
+  so none is left waiting in a collective."""
+  from vlm_jax import multihost
+  error = check_settings(args.out, run_settings(args), bool(results.records)) if writer else ""
+  error = multihost.broadcast_bytes(error.encode()).decode()
+  if error:
+    raise ValueError(error)
 
 
 def _shared_done(done: set) -> set:
@@ -255,4 +342,5 @@ def _local_generate_factory(args, mesh):
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  from vlm_jax import cli
+  raise SystemExit(cli.run(main, "python -m evals.run"))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from evals.results import ResultsFile
+from evals.results import SETTINGS_FILE, ResultsFile, check_settings
 
 
 def _rec(i, variant="base"):
@@ -47,3 +47,53 @@ def test_complete_json_without_newline_is_torn(tmp_path):
   f.append(_rec(2))
   f.append(_rec(3))
   assert len(ResultsFile(str(path)).records) == 3
+
+
+# ---------------------------------------------------------------- run settings
+SETTINGS = {"model": "tiny-random", "preset": "r1", "temperature": 0.0, "seed": 0}
+
+
+def _settings_file(tmp_path):
+  return json.loads((tmp_path / SETTINGS_FILE).read_text())
+
+
+def test_first_run_records_settings_and_the_same_settings_resume(tmp_path):
+  assert check_settings(str(tmp_path), SETTINGS, have_results=False) == ""
+  assert _settings_file(tmp_path) == SETTINGS
+  assert check_settings(str(tmp_path), dict(SETTINGS), have_results=True) == ""
+  assert not list(tmp_path.glob("*.tmp"))  # written atomically, nothing left behind
+
+
+def test_other_settings_over_existing_results_are_refused(tmp_path):
+  check_settings(str(tmp_path), SETTINGS, have_results=False)
+  error = check_settings(str(tmp_path), {**SETTINGS, "preset": "qwen2_5_vl_instruct",
+                                         "temperature": 1.0}, have_results=True)
+  assert "preset: 'r1' before, 'qwen2_5_vl_instruct' now" in error
+  assert "temperature: 0.0 before, 1.0 now" in error
+  assert "seed" not in error and "new --out" in error
+  assert _settings_file(tmp_path) == SETTINGS  # left as it was
+
+
+def test_other_settings_without_results_replace_the_file(tmp_path):
+  """A first run that died before its first result left nothing to mix with."""
+  check_settings(str(tmp_path), SETTINGS, have_results=False)
+  assert check_settings(str(tmp_path), {**SETTINGS, "seed": 3}, have_results=False) == ""
+  assert _settings_file(tmp_path)["seed"] == 3
+
+
+def test_results_without_a_settings_file_warn_and_record(tmp_path, capsys):
+  """An OUT written before run_settings.json existed keeps resuming."""
+  assert check_settings(str(tmp_path), SETTINGS, have_results=True) == ""
+  assert "older version" in capsys.readouterr().err
+  assert _settings_file(tmp_path) == SETTINGS
+
+
+def test_a_setting_the_file_lacks_is_added_not_refused(tmp_path):
+  check_settings(str(tmp_path), SETTINGS, have_results=False)
+  assert check_settings(str(tmp_path), {**SETTINGS, "judge": "rule"}, have_results=True) == ""
+  assert _settings_file(tmp_path) == {**SETTINGS, "judge": "rule"}
+
+
+def test_unreadable_settings_file_is_an_error_message(tmp_path):
+  (tmp_path / SETTINGS_FILE).write_text("{torn")
+  assert "cannot read" in check_settings(str(tmp_path), SETTINGS, have_results=True)
