@@ -89,7 +89,7 @@ def _batch(sampler, processor, preset, examples, config: TrainConfig):
 
 def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
   """Run the warm-up; returns the loss per step and writes OUT/hf."""
-  from vlm_jax import hf, processor as proc_lib
+  from vlm_jax import hf
   from vlm_jax.sampler import Sampler
   model_config, params, processor = data.load_policy(config, mesh)
   examples = [e for e in data.load_items(config) if e.kind == "choice"]
@@ -108,11 +108,9 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
     params = optax.apply_updates(params, updates)
     losses.append(float(loss))
     print(json.dumps({"step": step + 1, "sft_loss": round(losses[-1], 5)}), file=sys.stderr)
-  extra = config.model or proc_lib.qwen_tokenizer_dir()
-  hf.save_hf(params, model_config, os.path.join(out, "hf"), extra_files_from=extra)
-  if not config.model:
-    with open(os.path.join(out, "hf", "preprocessor_config.json"), "w") as f:
-      json.dump(processor.image_config.to_dict(), f, indent=2)
+  hf.save_hf(params, model_config, os.path.join(out, "hf"), extra_files_from=config.model)
+  if not config.model:  # the Qwen tokenizer and default image settings it was trained with
+    hf.write_default_processor_files(os.path.join(out, "hf"))
   print(f"wrote {os.path.join(out, 'hf')} (an HF checkpoint: rl.train model=, evals.run --model)",
         file=sys.stderr)
   return losses

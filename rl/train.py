@@ -225,7 +225,10 @@ def _write_model_config(trainer, out: str) -> None:
   if jax.process_index() == 0:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "model_config.json"), "w") as f:
-      json.dump(config_lib.to_hf(trainer.model_config, dtype=trainer.config.dtype), f, indent=2)
+      hf_config = config_lib.to_hf(trainer.model_config, dtype=trainer.config.dtype)
+      if trainer.config.model:  # where `convert train-to-hf` takes tokenizer/preprocessor from
+        hf_config["_name_or_path"] = os.path.abspath(trainer.config.model)
+      json.dump(hf_config, f, indent=2)
 
 
 def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:

@@ -59,6 +59,7 @@ def load_training_params(run_dir: str, step: int | None = None, dtype=None):
   """(config, params) of a `rl.train` run: `run_dir/model_config.json` and the params subtree of
   checkpoint `step` (default: the latest), restored alone (no optimizer state in memory)."""
   import orbax.checkpoint as ocp
+  from etils import epath
   run_dir = os.path.abspath(run_dir)
   config_path = os.path.join(run_dir, "model_config.json")
   if not os.path.exists(config_path):
@@ -69,8 +70,12 @@ def load_training_params(run_dir: str, step: int | None = None, dtype=None):
   if not steps or (step is not None and step not in steps):
     raise FileNotFoundError(f"{root}: no checkpoint for step {step} (have {steps})")
   path = os.path.join(root, str(step if step is not None else steps[-1]), "state")
-  meta = ocp.StandardCheckpointer().metadata(path)
-  meta = getattr(meta, "item_metadata", meta)
+  # The item's handler, not `StandardCheckpointer().metadata`: the checkpointer also looks for
+  # step metadata (_CHECKPOINT_METADATA) inside the item dir, and logs "Metadata file does not
+  # exist" when it is not there; the CheckpointManager that wrote the run keeps it one level up
+  # (checkpoints/N/), and only the item's tree metadata is needed here, so asking the handler
+  # skips that harmless miss without muting any other warning.
+  meta = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   cast = lambda m: jnp.dtype(dtype) if dtype is not None else m.dtype
   target = {"params": jax.tree.map(
@@ -81,3 +86,12 @@ def load_training_params(run_dir: str, step: int | None = None, dtype=None):
       item=target, restore_args=restore_args, partial_restore=True))
   params_lib.check_params(state["params"], config, source=f"training checkpoint {path}")
   return config, state["params"]
+
+
+def training_source(run_dir: str) -> str | None:
+  """The HF checkpoint dir an `rl.train` run started from, where its model_config.json records
+  one (transformers' `_name_or_path` key) and it still exists; None otherwise (a random preset,
+  or a run dir that does not say)."""
+  with open(os.path.join(run_dir, "model_config.json"), encoding="utf-8") as f:
+    source = json.load(f).get("_name_or_path")
+  return source if isinstance(source, str) and os.path.isdir(source) else None

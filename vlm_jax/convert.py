@@ -5,7 +5,7 @@ Examples:
   python -m vlm_jax.convert hf-to-orbax --src ~/Qwen2.5-VL-7B-Instruct --dst ckpt/qwen7b --dtype bfloat16
   # orbax -> HF (e.g. to evaluate a trained policy with other tools); tokenizer files copied along
   python -m vlm_jax.convert orbax-to-hf --src ckpt/qwen7b --dst hf_out --copy-files-from ~/Qwen2.5-VL-7B-Instruct
-  # a GRPO run's checkpoint (the latest, or --step N) -> HF
+  # a GRPO run's checkpoint (the latest, or --step N) -> HF, with tokenizer and preprocessor
   python -m vlm_jax.convert train-to-hf --src runs/sat_pixmo --step 500 --dst hf_step500
 """
 
@@ -17,33 +17,75 @@ import sys
 from vlm_jax import checkpoint, hf
 
 
-def main(argv: list[str] | None = None) -> int:
+def _shard_size(value: str) -> str:
+  """argparse type: refuse a bad size before any checkpoint is read (hf.parse_size's words)."""
+  try:
+    hf.parse_size(value)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+  return value
+
+
+def _parse(argv):
   parser = argparse.ArgumentParser(
       prog="python -m vlm_jax.convert", description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("direction", choices=["hf-to-orbax", "orbax-to-hf", "train-to-hf"])
-  parser.add_argument("--step", type=int, default=None, help="train-to-hf: checkpoint step")
+  parser.add_argument("--step", type=int, default=None,
+                      help="train-to-hf: checkpoint step (default: the latest)")
   parser.add_argument("--src", required=True, help="source checkpoint directory")
   parser.add_argument("--dst", required=True, help="destination directory")
   parser.add_argument("--dtype", default=None,
                       help="cast parameters (float32, bfloat16, float16); default: keep")
   parser.add_argument("--copy-files-from", default=None,
-                      help="orbax-to-hf: copy tokenizer/preprocessor/generation files from here")
-  parser.add_argument("--max-shard-size", default="5GB", help="orbax-to-hf: shard size")
+                      help="orbax-to-hf, train-to-hf: copy tokenizer/preprocessor/generation "
+                           "files from this directory (train-to-hf default: the run's starting "
+                           "checkpoint if its model_config.json records one, else the Qwen "
+                           "tokenizer and the default image preprocessor settings)")
+  parser.add_argument("--max-shard-size", type=_shard_size, default=None,
+                      help="orbax-to-hf, train-to-hf: shard size, e.g. 5GB (default) or 500MB")
   args = parser.parse_args(argv)
+  # Flags a mode does not use are refused, not ignored: a silently dropped --step exports some
+  # other checkpoint than the one asked for.
+  unused = {"hf-to-orbax": ("step", "copy_files_from", "max_shard_size"),
+            "orbax-to-hf": ("step",), "train-to-hf": ()}[args.direction]
+  for name in unused:
+    if getattr(args, name) is not None:
+      parser.error(f"--{name.replace('_', '-')} does not apply to {args.direction}")
+  if args.copy_files_from is not None:
+    try:
+      hf.check_extra_files(args.copy_files_from)
+    except FileNotFoundError as e:
+      parser.error(f"--copy-files-from: {e}")
+  return args
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = _parse(argv)
   if args.direction == "hf-to-orbax":
     config, params = hf.load_hf(args.src, dtype=args.dtype)
     checkpoint.save_params(args.dst, params, config)
+    print(f"wrote {args.dst}")
+    return 0
+  extra = args.copy_files_from
+  if args.direction == "train-to-hf":
+    config, params = checkpoint.load_training_params(args.src, args.step, dtype=args.dtype)
+    extra = extra or checkpoint.training_source(args.src)
   else:
-    if args.direction == "train-to-hf":
-      config, params = checkpoint.load_training_params(args.src, args.step, dtype=args.dtype)
-    else:
-      config, params = checkpoint.load_params(args.src, dtype=args.dtype)
-    hf.save_hf(params, config, args.dst, extra_files_from=args.copy_files_from,
-               max_shard_size=args.max_shard_size)
+    config, params = checkpoint.load_params(args.src, dtype=args.dtype)
+  hf.save_hf(params, config, args.dst, extra_files_from=extra,
+             max_shard_size=args.max_shard_size or "5GB")
+  if args.direction == "train-to-hf" and extra is None:
+    # A run from a random preset trained with the Qwen tokenizer and default image settings
+    # (rl.data.load_policy): write those, so evals.run and transformers can load the export.
+    hf.write_default_processor_files(args.dst)
+    print(f"{args.src} records no starting checkpoint: wrote the Qwen tokenizer and default "
+          "preprocessor settings (pass --copy-files-from MODEL_DIR if it started from one)",
+          file=sys.stderr)
   print(f"wrote {args.dst}")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from vlm_jax import cli
+  sys.exit(cli.run(main, "python -m vlm_jax.convert"))

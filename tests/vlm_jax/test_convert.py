@@ -1,0 +1,119 @@
+"""`python -m vlm_jax.convert`: a training run exported to a complete HF dir (weights, tokenizer,
+preprocessor) that the processor loads; flags a mode does not use, and bad values, refused."""
+
+import dataclasses
+import json
+import logging
+import os
+import types
+
+import jax
+import numpy as np
+import pytest
+
+import vlm_jax
+from vlm_jax import config as config_lib, convert, hf
+from vlm_jax import processor as proc_lib
+
+
+def small_config():
+  """The tiny preset with a 1000-token vocabulary (special tokens moved inside it): the same
+  layer structure, a fraction of the bytes to write and restore."""
+  base = vlm_jax.get_config("tiny")
+  return dataclasses.replace(base, text=dataclasses.replace(base.text, vocab_size=1000),
+                             image_token_id=990, video_token_id=991, vision_start_token_id=992,
+                             vision_end_token_id=993, bos_token_id=1, eos_token_id=2)
+
+
+def make_run_dir(path, config, steps, source=None):
+  """An `rl.train` output folder as train() leaves it (model_config.json, checkpoints/N written
+  by the real `rl.checkpoints.Manager`), without training: step N's params are N * a random
+  init. `source`, if given, is recorded as the run's starting checkpoint."""
+  import optax
+  from rl import checkpoints
+  os.makedirs(path, exist_ok=True)
+  hf_config = config_lib.to_hf(config, dtype="float32")
+  if source:
+    hf_config["_name_or_path"] = source
+  with open(os.path.join(path, "model_config.json"), "w") as f:
+    json.dump(hf_config, f)
+  base = vlm_jax.init_params(config, jax.random.key(0))
+  manager = checkpoints.Manager(os.path.join(path, "checkpoints"))
+  for step in steps:
+    params = jax.tree.map(lambda x: step * x, base)
+    manager.save(types.SimpleNamespace(
+        params=params, opt_state=optax.adam(1e-3).init(params), step=step,
+        data=types.SimpleNamespace(get_state=lambda step=step: {"step": step})))
+  manager.close()
+  return base
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("run"))
+  return path, make_run_dir(path, small_config(), steps=(1, 2))
+
+
+def test_train_to_hf_writes_a_dir_the_processor_loads(run_dir, tmp_path, caplog, capsys):
+  run, base = run_dir
+  out = str(tmp_path / "hf")
+  with caplog.at_level(logging.WARNING):
+    assert convert.main(["train-to-hf", "--src", run, "--dst", out, "--step", "1"]) == 0
+  # orbax's look for step metadata inside the item dir is not reported (see checkpoint.py)
+  assert "_CHECKPOINT_METADATA" not in caplog.text
+  assert "records no starting checkpoint" in capsys.readouterr().err
+  processor = proc_lib.Processor.from_dir(out)  # what evals.run --model OUT loads
+  assert processor.image_config == proc_lib.ImageProcessorConfig()
+  assert processor.tokenizer.convert_tokens_to_ids("<|image_pad|>") == 151655
+  assert os.path.isfile(os.path.join(out, "chat_template.jinja"))
+  _, params = vlm_jax.load_hf(out)
+  jax.tree.map(np.testing.assert_array_equal, params, base)  # step 1: 1 * base
+
+
+def test_train_to_hf_takes_files_from_the_recorded_source_or_the_flag(tmp_path):
+  source, other = tmp_path / "source", tmp_path / "other"
+  for d, max_pixels in ((source, 50176), (other, 100352)):
+    d.mkdir()
+    (d / "preprocessor_config.json").write_text(json.dumps(
+        proc_lib.ImageProcessorConfig(max_pixels=max_pixels).to_dict()))
+  run = str(tmp_path / "run")
+  make_run_dir(run, small_config(), steps=(1,), source=str(source))
+  assert convert.main(["train-to-hf", "--src", run, "--dst", str(tmp_path / "a")]) == 0
+  assert proc_lib.ImageProcessorConfig.from_dir(tmp_path / "a").max_pixels == 50176
+  assert not (tmp_path / "a" / "tokenizer.json").exists()  # the source's files, no others
+  assert convert.main(["train-to-hf", "--src", run, "--dst", str(tmp_path / "b"),
+                       "--copy-files-from", str(other)]) == 0
+  assert proc_lib.ImageProcessorConfig.from_dir(tmp_path / "b").max_pixels == 100352
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["hf-to-orbax", "--step", "3"], "--step does not apply to hf-to-orbax"),
+    (["orbax-to-hf", "--step", "3"], "--step does not apply to orbax-to-hf"),
+    (["hf-to-orbax", "--max-shard-size", "1GB"], "--max-shard-size does not apply"),
+    (["orbax-to-hf", "--max-shard-size", "banana"],
+     "--max-shard-size: expected e.g. 5GB or 500MB, got 'banana'"),
+    (["orbax-to-hf", "--copy-files-from", "/nonexistent"], "/nonexistent: no such directory"),
+    (["train-to-hf", "--copy-files-from", "/nonexistent"], "/nonexistent: no such directory"),
+    (["train-to-hf", "--copy-files-from", "EMPTY"], "has none of the tokenizer"),
+])
+def test_cli_refuses_unused_flags_and_bad_values(argv, message, tmp_path, capsys):
+  (tmp_path / "empty").mkdir()
+  argv = [str(tmp_path / "empty") if a == "EMPTY" else a for a in argv]
+  with pytest.raises(SystemExit) as exit_:  # before any checkpoint is read: --src is not there
+    convert.main(argv + ["--src", str(tmp_path / "nope"), "--dst", str(tmp_path / "out")])
+  assert exit_.value.code == 2
+  assert message in capsys.readouterr().err
+
+
+def test_help_lists_copy_files_from_for_both_exports(capsys):
+  with pytest.raises(SystemExit):
+    convert.main(["--help"])
+  assert "orbax-to-hf, train-to-hf: copy tokenizer" in " ".join(capsys.readouterr().out.split())
+
+
+def test_save_hf_refuses_a_missing_extra_files_dir(tmp_path):
+  config = small_config()
+  params = vlm_jax.init_params(config, jax.random.key(0))
+  with pytest.raises(FileNotFoundError, match="/nonexistent: no such directory"):
+    hf.save_hf(params, config, str(tmp_path / "out"), extra_files_from="/nonexistent")
+  assert not (tmp_path / "out").exists()  # refused before any weights were written
