@@ -41,3 +41,5 @@ def test_sft_then_grpo(tmp_path):
                                   "dtype=float32"])
   trainer = train.train(grpo, out=str(tmp_path / "grpo"))
   assert trainer.step == 1
+  from vlm_jax import checkpoint  # the run records where it started: train-to-hf copies from it
+  assert checkpoint.training_source(str(tmp_path / "grpo")) == str(tmp_path / "sft" / "hf")
