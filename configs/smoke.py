@@ -10,4 +10,5 @@ from rl.config import TrainConfig
 def get_config() -> TrainConfig:
   return TrainConfig(model=None, dtype="float32", data="synthetic", synthetic_n=32,
                      prompts_per_step=4, group_size=4, micro_batch=8, max_new_tokens=12,
-                     lr=1e-4, warmup_steps=2, steps=4, checkpoint_every=2, kl_coef=1e-2)
+                     lr=1e-4, warmup_steps=2, steps=4, checkpoint_every=2, kl_coef=1e-2,
+                     eval_items=4, eval_max_new_tokens=16)  # (with eval_every=N)

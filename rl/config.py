@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
 import os
 
 
@@ -63,15 +64,20 @@ class TrainConfig:
     choices = {"loss_agg": AGGREGATIONS,
                "logprob_sweep": ("auto", "sequence", "vocab"),
                "sft_answers": ("correct", "random"),
-               "dtype": ("float32", "bfloat16", "float16"),
-               "preset": tuple(sorted(presets.PRESETS))}
+               "dtype": ("float32", "bfloat16", "float16")}
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f"{name}={getattr(self, name)!r}: want one of {allowed}")
+    try:  # one spelling per preset ('R1' -> 'r1'), as evals.run records it
+      object.__setattr__(self, "preset", presets.get_preset(self.preset).name)
+    except KeyError as e:
+      raise ValueError(f"preset={self.preset!r}: {e.args[0]}") from None
     lists = {"data": TRAINING_SOURCES + tuple(benchmarks.BENCHMARKS),
              "eval_benchmarks": tuple(benchmarks.BENCHMARKS),
              "eval_variants": tuple(variants.VARIANTS)}
     for name, allowed in lists.items():
+      if name == "eval_variants" and self.eval_variants == "all":
+        continue
       unknown = [x for x in getattr(self, name).split(",") if x not in allowed]
       if unknown:
         raise ValueError(f"{name}={getattr(self, name)!r}: unknown {unknown}; known: "
@@ -131,7 +137,8 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
 # length, run length. The rest (loss, rewards, augmentation, schedule shape) stays the run's.
 SMOKE_FIELDS = ("model", "model_preset", "dtype", "data", "data_dir", "synthetic_n",
                 "prompts_per_step", "group_size", "micro_batch", "max_new_tokens", "steps",
-                "warmup_steps", "checkpoint_every", "eval_every", "eval_items")
+                "warmup_steps", "checkpoint_every", "eval_every", "eval_items",
+                "eval_max_new_tokens")
 
 
 def smoke(config: TrainConfig) -> TrainConfig:
@@ -159,11 +166,9 @@ def load_config(path: str, overrides: list[str] = ()) -> TrainConfig:
     raise ValueError(f"{path} defines no get_config()")
   if not mode:
     return apply_overrides(module.get_config(), list(overrides))
-  try:
-    config = module.get_config(mode)
-  except TypeError as e:
-    raise ValueError(f"{path}: get_config() takes no mode, got {mode!r}") from e
-  return apply_overrides(config, list(overrides))
+  if not inspect.signature(module.get_config).parameters:
+    raise ValueError(f"{path}: get_config() takes no mode, got {mode!r}")
+  return apply_overrides(module.get_config(mode), list(overrides))
 
 
 def parse_cli(prog: str, description: str, default_out: str, argv=None):

@@ -17,7 +17,8 @@ def run_eval(trainer, step: int) -> dict:
   config = trainer.config
   engine = Engine(trainer.sampler(), trainer.processor, trainer.preset, trainer.judge,
                   config.eval_max_new_tokens, model_name=f"step{step}", seed=config.seed)
-  jobs = []
+  jobs, names = [], (list(variants.VARIANTS) if config.eval_variants == "all"
+                     else config.eval_variants.split(","))
   for name in config.eval_benchmarks.split(","):
     kw = {"n": config.eval_items, "seed": config.seed + 1} if name == "synthetic" else {}
     items = [x for x in benchmarks.load(name, config.data_dir, **kw)
@@ -25,7 +26,7 @@ def run_eval(trainer, step: int) -> dict:
     for item in items:
       images = item.pil_images()
       jobs += [Job(item, variants.make_variant(item, v, config.seed), images)
-               for v in config.eval_variants.split(",")]
+               for v in names]
   records = []
   for lo in range(0, len(jobs), config.micro_batch):
     records += engine.run_batch(jobs[lo:lo + config.micro_batch])

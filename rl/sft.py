@@ -109,8 +109,8 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
     losses.append(float(loss))
     print(json.dumps({"step": step + 1, "sft_loss": round(losses[-1], 5)}), file=sys.stderr)
   hf.save_hf(params, model_config, os.path.join(out, "hf"), extra_files_from=config.model)
-  if not config.model:  # the Qwen tokenizer and default image settings it was trained with
-    hf.write_default_processor_files(os.path.join(out, "hf"))
+  if not config.model and jax.process_index() == 0:  # the tokenizer and image settings it
+    hf.write_default_processor_files(os.path.join(out, "hf"))  # was trained with
   print(f"wrote {os.path.join(out, 'hf')} (an HF checkpoint: rl.train model=, evals.run --model)",
         file=sys.stderr)
   return losses

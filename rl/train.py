@@ -7,9 +7,9 @@ Each step: P prompts (`rl/pipeline.py`: a seeded order, each process reading its
 log-probs from the frozen initial params -> `updates_per_batch` AdamW updates over micro-batches
 (gradients accumulated) with the clipped GRPO loss + k3 KL. Orbax checkpoints (params, optimizer
 state, step, data iterator state) every `checkpoint_every` steps and on SIGTERM (TPU
-preemption); a restart resumes exactly. A non-finite loss or gradient norm raises
-FloatingPointError without applying the update, after checkpointing the state the step started
-from. `judge=` is "rule", an http(s) endpoint or a local model directory (`make_judge`).
+preemption); a restart resumes exactly. A non-finite loss, gradient norm or update norm
+raises FloatingPointError without applying the update, after checkpointing the state the step
+started from (when no update of the step was applied yet). `judge=` is "rule", an http(s) endpoint or a local model directory (`make_judge`).
 Metrics go to OUT/metrics.jsonl (one line per step; lines past the restored step are dropped on
 resume) and to TensorBoard event files in OUT/tensorboard (`rl/tensorboard.py`, no TensorFlow
 needed: `tensorboard --logdir OUT/tensorboard`).
@@ -82,13 +82,16 @@ def _ref_logprobs(params, model_config, inputs, last: int, chunk_t: int):
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
 def _apply_updates(opt, params, opt_state, grads):
-  """(params, opt_state, gradient norm) after one optimizer update; with a non-finite gradient
-  norm, the params and optimizer state passed in (the caller raises)."""
+  """(params, opt_state, gradient norm, update norm) after one optimizer update; where either
+  norm is not finite, the params and optimizer state passed in (the caller raises)."""
   norm = optax.global_norm(grads)
   new_updates, new_state = opt.update(grads, opt_state, params)
+  step_norm = optax.global_norm(new_updates)
   new_params = optax.apply_updates(params, new_updates)
-  keep = lambda new, old: jnp.where(jnp.isfinite(norm), new, old)
-  return jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_state, opt_state), norm
+  ok = jnp.isfinite(norm) & jnp.isfinite(step_norm)
+  keep = lambda new, old: jnp.where(ok, new, old)
+  return (jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_state, opt_state), norm,
+          step_norm)
 
 
 # One program per call, not one per leaf. Twice in full test runs (8 fake CPU devices) an
@@ -186,13 +189,14 @@ class Trainer:
       if not np.isfinite(stats.get("loss", 0.0)):
         raise FloatingPointError(f"step {self.step + 1}: loss is {stats['loss']}; the update "
                                  f"was not applied")
-      # a non-finite gradient leaves params and optimizer state as they were
-      self.params, self.opt_state, gnorm = _apply_updates(self.opt, self.params,
-                                                          self.opt_state, grads)
+      # a non-finite gradient or update leaves params and optimizer state as they were
+      self.params, self.opt_state, gnorm, unorm = _apply_updates(self.opt, self.params,
+                                                                 self.opt_state, grads)
       stats["grad_norm"] = float(gnorm)
-      if not np.isfinite(stats["grad_norm"]):
-        raise FloatingPointError(f"step {self.step + 1}: gradient norm is {stats['grad_norm']}; "
-                                 f"the update was not applied")
+      for name, value in (("gradient norm", stats["grad_norm"]), ("update norm", float(unorm))):
+        if not np.isfinite(value):
+          raise FloatingPointError(f"step {self.step + 1}: {name} is {value}; the update was "
+                                   f"not applied")
       self.pristine = False
     for k in ("ratio_max", "ratio_min"):
       stats.pop(k, None)  # share-weighted extremes mean nothing; ratio_mean stays
@@ -201,18 +205,35 @@ class Trainer:
 
 def make_judge(config: TrainConfig, mesh, out: str):
   """The judge of `config.judge` (the faithfulness-aware reward's consistency verdicts): "rule";
-  an http(s):// endpoint, its replies cached in OUT/judge_cache.jsonl (one file per process,
-  each asks for its own rollouts), so a resumed run does not ask again; or a local model
-  directory (Qwen3 in the study) loaded onto the training mesh in `config.dtype`."""
+  an http(s):// endpoint, asked by process 0 alone (every process holds the same rollouts, and
+  their rewards must agree), its replies cached in OUT/judge_cache.jsonl so a resumed run does
+  not ask again; or a local model directory (Qwen3 in the study) loaded onto the training mesh
+  in `config.dtype` (a collective program: every process runs it)."""
   from evals import judge as judge_lib
   from evals.llm_judge import local_factory
-  kw = {}
-  if config.judge.startswith(("http://", "https://")):
-    name = ("judge_cache.jsonl" if jax.process_count() == 1
-            else f"judge_cache.{jax.process_index()}.jsonl")
-    kw["cache_path"] = os.path.join(out, name)
-  return judge_lib.make_judge(config.judge, generate_fn_factory=local_factory(mesh, config.dtype),
-                              **kw)
+  if not config.judge.startswith(("http://", "https://")):
+    return judge_lib.make_judge(config.judge,
+                                generate_fn_factory=local_factory(mesh, config.dtype))
+  inner = None
+  if jax.process_index() == 0:
+    inner = judge_lib.make_judge(config.judge, cache_path=os.path.join(out, "judge_cache.jsonl"))
+  return inner if jax.process_count() == 1 else _Process0Judge(inner)
+
+
+class _Process0Judge:
+  """Process 0's verdicts on every process (`multihost.broadcast_bytes`)."""
+
+  def __init__(self, inner):
+    self.inner = inner
+
+  def judge(self, batch):
+    import dataclasses
+    from evals.judge import Verdict
+    from vlm_jax import multihost
+    blob = b""
+    if self.inner is not None:
+      blob = json.dumps([dataclasses.asdict(v) for v in self.inner.judge(batch)]).encode()
+    return [Verdict(**v) for v in json.loads(multihost.broadcast_bytes(blob).decode())]
 
 
 def aligned_mask(lengths: np.ndarray, width: int, rows: int) -> np.ndarray:
@@ -253,6 +274,10 @@ def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
           manager.save(trainer)
           print(f"non-finite step {trainer.step + 1}: checkpointed step {trainer.step}",
                 file=sys.stderr)
+        else:  # an earlier update of this step was applied: no finished step's state to save
+          print(f"non-finite step {trainer.step + 1} after some of its updates_per_batch "
+                f"updates: nothing saved; the latest checkpoint is step "
+                f"{manager.manager.latest_step()}", file=sys.stderr)
         raise
       log.write(metrics)
       if trainer.step % config.log_every == 0:

@@ -89,9 +89,9 @@ def load_training_params(run_dir: str, step: int | None = None, dtype=None):
 
 
 def training_source(run_dir: str) -> str | None:
-  """The HF checkpoint dir an `rl.train` run started from, where its model_config.json records
-  one (transformers' `_name_or_path` key) and it still exists; None otherwise (a random preset,
-  or a run dir that does not say)."""
+  """The HF checkpoint dir an `rl.train` run started from, as its model_config.json records it
+  (transformers' `_name_or_path` key; it may not exist on this machine); None where it records
+  none (a random preset, or a run from before the key was written)."""
   with open(os.path.join(run_dir, "model_config.json"), encoding="utf-8") as f:
     source = json.load(f).get("_name_or_path")
-  return source if isinstance(source, str) and os.path.isdir(source) else None
+  return source if isinstance(source, str) and source else None

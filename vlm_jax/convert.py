@@ -12,6 +12,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vlm_jax import checkpoint, hf
@@ -70,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
   extra = args.copy_files_from
   if args.direction == "train-to-hf":
     config, params = checkpoint.load_training_params(args.src, args.step, dtype=args.dtype)
-    extra = extra or checkpoint.training_source(args.src)
+    source = checkpoint.training_source(args.src)
+    if extra is None and source is not None and not os.path.isdir(source):
+      raise FileNotFoundError(f"{args.src} started from {source}, which is not on this machine: "
+                              f"pass --copy-files-from with its tokenizer/preprocessor files")
+    extra = extra or source
   else:
     config, params = checkpoint.load_params(args.src, dtype=args.dtype)
   hf.save_hf(params, config, args.dst, extra_files_from=extra,

@@ -239,8 +239,19 @@ def save_hf(params: dict, config: ModelConfig, out_dir: str, dtype=None,
   np_dtype = None if dtype is None else np.dtype(jnp.dtype(dtype))
   leaf_dtype = np.dtype(jax.tree.leaves(params)[0].dtype) if np_dtype is None else np_dtype
   writer = jax.process_index() == 0
-  if extra_files_from and writer:
-    check_extra_files(extra_files_from)  # before the weights: fail fast, not after gigabytes
+  if extra_files_from:  # before the weights: fail fast, not after gigabytes. Process 0 checks
+    # (it copies them) and every process raises, not only process 0 while the rest wait in the
+    # weights' allgather
+    from vlm_jax import multihost
+    problem = ""
+    if writer:
+      try:
+        check_extra_files(extra_files_from)
+      except FileNotFoundError as e:
+        problem = str(e)
+    problem = multihost.broadcast_bytes(problem.encode()).decode()
+    if problem:
+      raise FileNotFoundError(problem)
   plan = _shard_plan(params, config, leaf_dtype.itemsize, parse_size(max_shard_size))
   names = (["model.safetensors"] if len(plan) == 1 else
            [f"model-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))])

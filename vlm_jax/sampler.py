@@ -330,7 +330,7 @@ class Sampler:
     greedy = sampling.temperature == 0
     # max_new_tokens is bucketed like the prompt length: other counts in the bucket reuse both
     # programs (the loop stops at the count; cache and output slots past it stay unused)
-    spec = _Spec(buckets.bucket(sampling.max_new_tokens), sampling.n, greedy, top_k,
+    spec = _Spec(buckets.new_tokens_bucket(sampling.max_new_tokens), sampling.n, greedy, top_k,
                  sampling.top_p < 1, sampling.logprobs,
                  screen=greedy and not sampling.logprobs and self.greedy_screen)
     cache_len = inputs["input_ids"].shape[1] + spec.max_new

@@ -75,3 +75,14 @@ def test_training_sources_are_listed_among_the_known_data(monkeypatch, tmp_path)
   assert apply_overrides(base, ["data=sat2,synthetic"]).data == "sat2,synthetic"
   monkeypatch.chdir(tmp_path)  # the repository's configs/ from another working directory
   assert load_config("configs/smoke.py") == base
+
+
+def test_presets_are_spelled_one_way_and_sources_match_the_loaders():
+  from rl import datasets
+  from rl.config import TRAINING_SOURCES
+  base = load_config(os.path.join(ROOT, "configs", "smoke.py"))
+  assert apply_overrides(base, ["preset=R1"]).preset == "r1"
+  assert apply_overrides(base, ["eval_variants=all"]).eval_variants == "all"
+  assert sorted(TRAINING_SOURCES) == sorted(datasets.SOURCES)
+  smoke = load_config(os.path.join(ROOT, "configs", "grpo_study.py:smoke"))
+  assert smoke.eval_max_new_tokens == base.eval_max_new_tokens == 16

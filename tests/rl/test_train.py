@@ -152,3 +152,14 @@ def test_a_local_model_directory_is_the_judge_of_the_faithful_reward(tmp_path, m
   (row,) = _metrics(str(tmp_path / "run"))
   assert row["reward/consistent"] == 0.0  # random replies name no letter: never consistent
   assert row["reward/total"] == 0.0       # ... and the faithful reward multiplies by that
+
+
+def test_process_0_judge_hands_out_its_verdicts_whole():
+  """Every process gets process 0's verdicts (an http judge asked once, rewards that agree):
+  the verdicts survive the byte broadcast field for field."""
+  from evals.judge import JudgeRequest, RuleJudge
+  requests = [JudgeRequest("Which?", ["red", "blue"], ["A", "B"], "so the answer is B"),
+              JudgeRequest("Which?", ["red", "blue"], ["A", "B"], None)]
+  want = RuleJudge().judge(requests)
+  assert train._Process0Judge(RuleJudge()).judge(requests) == want
+  assert want[0].letter == "B"

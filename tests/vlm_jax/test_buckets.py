@@ -19,6 +19,11 @@ def test_bucket_sizes():
   assert buckets.bucket(5, minimum=64) == 64
 
 
+def test_new_tokens_buckets_waste_under_64_slots():
+  got = [buckets.new_tokens_bucket(n) for n in (1, 5, 48, 64, 65, 128, 1024, 1100)]
+  assert got == [1, 6, 48, 64, 128, 128, 1024, 1152]
+
+
 def test_left_align_moves_real_tokens_right():
   batch = {"input_ids": np.array([[5, 6, 0, 0], [7, 8, 9, 1]]),
            "attention_mask": np.array([[1, 1, 0, 0], [1, 1, 1, 1]])}

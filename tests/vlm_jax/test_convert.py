@@ -84,6 +84,10 @@ def test_train_to_hf_takes_files_from_the_recorded_source_or_the_flag(tmp_path):
   assert convert.main(["train-to-hf", "--src", run, "--dst", str(tmp_path / "b"),
                        "--copy-files-from", str(other)]) == 0
   assert proc_lib.ImageProcessorConfig.from_dir(tmp_path / "b").max_pixels == 100352
+  # a recorded source missing on this machine is named, not replaced by the defaults
+  source.rename(tmp_path / "moved")
+  with pytest.raises(FileNotFoundError, match=f"started from {source}, which is not on this"):
+    convert.main(["train-to-hf", "--src", run, "--dst", str(tmp_path / "c")])
 
 
 @pytest.mark.parametrize("argv, message", [
