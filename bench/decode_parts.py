@@ -77,7 +77,7 @@ def _variants():
 def decode_ablations(params, config, batch, new_tokens: int, rounds: int):
   import jax
   import jax.numpy as jnp
-  from vlm_jax import sampler as sampler_lib
+  from vlm_jax import sampler as sampler_lib, stops
   s = sampler_lib.Sampler(params, config, pad_id=0, unstack_layers=True)
   inputs, rows = s.prepare(batch)
   padded = inputs["input_ids"].shape[0]
@@ -88,8 +88,8 @@ def decode_ablations(params, config, batch, new_tokens: int, rounds: int):
   controls = {"rng": jax.random.key(0), "max_new": jnp.int32(new_tokens),
               "temperature": jnp.float32(1e-6),
               "top_p": jnp.float32(1), "pad_id": jnp.int32(0),
-              "stop_seqs": jnp.asarray(s._stop_sequences(())),
-              "stop_ids": jnp.asarray(sampler_lib._stop_ids(())),
+              "stop_seqs": jnp.asarray(stops.stop_sequences(None, ())),
+              "stop_ids": jnp.asarray(stops.stop_ids(())),
               "banned": jnp.asarray(s._banned(sampler_lib.SamplingParams()), jnp.int32),
               "row_ids": jnp.asarray(sampler_lib._row_ids(None, rows, padded, 1))}
   fresh = lambda: jax.block_until_ready(sampler_lib._init_state(

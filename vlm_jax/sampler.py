@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from vlm_jax import (buckets, derived, greedy_screen, memory_maps, model as model_lib,
-                     sharding as sharding_lib, text, token_choice, vision)
+                     sharding as sharding_lib, stops, text, token_choice, vision)
 from vlm_jax.device_memory import cache_bytes, layer_copy_bytes
 from vlm_jax.config import ModelConfig
 
@@ -168,13 +168,6 @@ def _last_logprobs(params, config: ModelConfig, inputs, token_ids):
   return jnp.take(jax.nn.log_softmax(logits, -1), token_ids, axis=-1)
 
 
-def _stop_hit(tail, stop_seqs, stop_ids, token):
-  """Did `token` end a stop sequence (right-aligned, -1 = wildcard) or is it a stop id?"""
-  seq_hit = jnp.all((tail[:, None, :] == stop_seqs[None]) | (stop_seqs[None] < 0), -1)
-  seq_hit = jnp.any(seq_hit & jnp.any(stop_seqs >= 0, -1)[None], -1)
-  return seq_hit | jnp.any(token[:, None] == stop_ids[None, :], -1)
-
-
 @functools.partial(jax.jit, static_argnums=(1, 3, 5), donate_argnums=(2,))
 def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: bool):
   TRACE_COUNTS["decode"] += 1
@@ -222,7 +215,7 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
       s = dict(s, logprobs=write(s["logprobs"], jnp.where(live, logp, 0.0)),
                entropies=write(s["entropies"], jnp.where(live, entropy, 0.0)))
     tail = jnp.concatenate([s["tail"][:, 1:], token[:, None]], 1)
-    done = s["done"] | _stop_hit(tail, controls["stop_seqs"], controls["stop_ids"], token)
+    done = s["done"] | stops.hit(tail, controls["stop_seqs"], controls["stop_ids"], token)
     step_inputs = {"input_ids": token[:, None], "token_mask": jnp.ones((rows, 1), bool),
                    "positions": jnp.broadcast_to(s["next_pos"][None, :, None], (3, rows, 1))}
     hidden, cache = model_lib.apply(params, config, step_inputs, s["cache"])
@@ -235,12 +228,6 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
         tail=tail, tokens=write(s["tokens"], token), lengths=s["lengths"] + live)
 
   return jax.lax.while_loop(cond, body, state)
-
-
-def _stop_ids(ids) -> np.ndarray:
-  """Stop token ids padded with -3 (never sampled) to a bucketed count (no recompile)."""
-  ids = [int(i) for i in ids]
-  return np.array(ids + [-3] * (buckets.bucket(len(ids), 4) - len(ids)), np.int32)
 
 
 def _row_ids(row_keys, rows: int, padded_rows: int, n: int) -> np.ndarray:
@@ -339,7 +326,7 @@ class Sampler:
     kept = self._layer_copy(vision_too=True) if per_layer and self._keeps_layer_copy() else None
     out = _prefill(self.params if kept is None else kept, self.config, inputs, sampling.n,
                    cache_len, self.mesh, per_layer)
-    stop_seqs = self._stop_sequences(sampling.stop_strings)
+    stop_seqs = stops.stop_sequences(self.processor, sampling.stop_strings)
     live = np.repeat(np.arange(inputs["input_ids"].shape[0]) < rows, sampling.n)
     state = _init_state(out, spec, stop_seqs.shape[1], self.pad_id, live)
     controls = {"rng": jax.random.key(sampling.seed),
@@ -347,7 +334,7 @@ class Sampler:
                 "temperature": jnp.float32(max(sampling.temperature, 1e-6)),
                 "top_p": jnp.float32(sampling.top_p), "pad_id": jnp.int32(self.pad_id),
                 "stop_seqs": jnp.asarray(stop_seqs),
-                "stop_ids": jnp.asarray(_stop_ids(sampling.stop_token_ids)),
+                "stop_ids": jnp.asarray(stops.stop_ids(sampling.stop_token_ids)),
                 "banned": jnp.asarray(self._banned(sampling), jnp.int32),
                 "row_ids": jnp.asarray(_row_ids(row_keys, rows, inputs["input_ids"].shape[0],
                                                 sampling.n))}
@@ -442,21 +429,6 @@ class Sampler:
       return [self.config.text.vocab_size]  # out of range: dropped (mode="drop")
     return [self.config.image_token_id, self.config.video_token_id]
 
-  def _stop_sequences(self, stop_strings) -> np.ndarray:
-    """Token sequences of the stop strings, right-aligned in [S, L] with -1 padding."""
-    seqs = []
-    if stop_strings:
-      if self.processor is None:
-        raise ValueError("stop_strings need a processor (tokenizer)")
-      for s in stop_strings:
-        seqs.append(self.processor.tokenizer.encode(s, add_special_tokens=False))
-    # bucketed counts and widths: other stop strings of similar size reuse the compiled decode
-    width = buckets.bucket(max([len(s) for s in seqs] + [1]), 4)
-    out = np.full((buckets.bucket(len(seqs), 2), width), -1, np.int32)
-    for i, s in enumerate(seqs):
-      out[i, width - len(s):] = s
-    return out
-
   def _finish(self, state: dict, rows: int, sampling: SamplingParams) -> SampleOutput:
     keys = ("tokens", "lengths") + (("logprobs", "entropies") if sampling.logprobs else ())
     host = {k: np.array(sharding_lib.to_host(state[k])[:rows]) for k in keys}
@@ -468,7 +440,8 @@ class Sampler:
     for r in range(rows):
       stopped = bool(lengths[r] < sampling.max_new_tokens) or (
           lengths[r] and tokens[r, lengths[r] - 1] in sampling.stop_token_ids)
-      lengths[r], text_r, hit = self._cut_at_stop_string(tokens[r], lengths[r], sampling)
+      lengths[r], text_r, hit = stops.cut_at_stop_string(self.processor, tokens[r], lengths[r],
+                                                          sampling)
       texts.append(text_r)
       reasons.append("stop" if stopped or hit else "length")
       tokens[r, lengths[r]:] = self.pad_id
@@ -478,25 +451,6 @@ class Sampler:
     return SampleOutput(tokens=tokens, lengths=lengths, logprobs=host.get("logprobs"),
                         entropies=host.get("entropies"), texts=texts, finish_reasons=reasons,
                         prompt_index=np.repeat(np.arange(rows // sampling.n), sampling.n))
-
-  def _cut_at_stop_string(self, row, length: int, sampling: SamplingParams):
-    """(length, text, hit): a stop string can also arrive inside other token splits."""
-    if self.processor is None:
-      return length, "", False
-    # a special stop token (eos, <|im_end|>) has no text; others (e.g. ".") keep theirs, as
-    # transformers' decode(skip_special_tokens=True) and vLLM give
-    special = set(getattr(self.processor.tokenizer, "all_special_ids", None) or ())
-    dropped = {int(t) for t in sampling.stop_token_ids if int(t) in special}
-    decode = lambda k: self.processor.decode([int(t) for t in row[:k] if int(t) not in dropped])
-    text_full = decode(length)
-    cuts = [text_full.find(s) + len(s) for s in sampling.stop_strings if s in text_full]
-    if not cuts:
-      return length, text_full, False
-    end = min(cuts)
-    # the first prefix whose text holds the cut (a prefix that ends inside a multi-byte
-    # character decodes to U+FFFD, as long as the character but not equal to it)
-    k = next((k for k in range(1, length + 1) if decode(k).startswith(text_full[:end])), length)
-    return k, text_full[:end], True
 
 
 def generate_greedy(params, config, batch: dict, max_new_tokens: int, **kw) -> SampleOutput:

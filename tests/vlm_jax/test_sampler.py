@@ -9,7 +9,7 @@ import pytest
 
 import vlm_jax
 from vlm_jax import (buckets, device_memory, logprobs, model as model_lib,
-                     processor as processor_lib, sampler, token_choice)
+                     processor as processor_lib, sampler, stops, token_choice)
 from vlm_jax.sampler import Sampler, SamplingParams
 from tests.vlm_jax import hf_models
 
@@ -369,7 +369,8 @@ def test_texts_drop_special_stop_tokens_only(real_vocab):
   assert proc.decode([dot]) == "."
   for stop, want in ((im_end, "Two cats"), (dot, "Two cats.")):  # the row ends with `stop`
     row = np.array(ids[:-1] + [stop, proc.pad_token_id], np.int32)
-    got = s._cut_at_stop_string(row, len(ids), SamplingParams(stop_token_ids=(stop,)))
+    got = stops.cut_at_stop_string(s.processor, row, len(ids),
+                                   SamplingParams(stop_token_ids=(stop,)))
     assert got == (len(ids), want, False)
 
 
@@ -381,8 +382,8 @@ def test_stop_string_cut_keeps_a_split_multibyte_character(real_vocab):
   assert proc.decode(ids[:-1]) != "a龘"[:len(proc.decode(ids[:-1]))]  # a split character
   row = np.array(ids + [proc.pad_token_id] * 3, np.int32)
   s = Sampler(params, config, proc)
-  assert s._cut_at_stop_string(row, len(ids), SamplingParams(stop_strings=("龘",))) == (
-      len(ids), "a龘", True)
+  assert stops.cut_at_stop_string(s.processor, row, len(ids),
+                                  SamplingParams(stop_strings=("龘",))) == (len(ids), "a龘", True)
 
 
 def test_bad_stop_strings_and_large_top_k(lively):
