@@ -101,30 +101,39 @@ def device_bandwidth(mbytes: int | None = None) -> float:
   return a.nbytes / best
 
 
-def decode_matmul_floor(text_params: dict, hidden_size: int, rows: int, runs: int = 20) -> float:
-  """Seconds per decode step of the step's weight matmuls alone (every decoder kernel and the
-  LM head, activations [rows, in]), best of `runs`: what the backend's matmuls need for one
-  step, with no attention, norms, sampling or loop overhead. On CPU at small batch this, not
-  the memory read, bounds a step (XLA's [8, 512] x [512, N] matmul reads ~35 GB/s)."""
+def matmul_loop(layer_list: list, head, rows: int, steps: int):
+  """A zero-argument callable running `steps` decode steps of the weight matmuls alone in one
+  jitted loop over `rows` rows: each layer's fused q/k/v, o, gate/up and down matmuls, through
+  the per-layer copy the sampler decodes with (`text.unstack_layers`), then the LM head as the
+  sampler reads it (`head`: the greedy screen's bfloat16 [V, D] table, or the float32 [D, V]
+  head). No attention, norms, cache or token choice. The weights are arguments, not constants,
+  so the loop reads the sampler's own arrays: timed in the same rounds as the sampler, it meets
+  the same VM speed and cache pressure. On CPU at small batch the step's weight matmuls, not the
+  memory read, bound a decode step (bench/RESULTS.md, sessions 11-14)."""
   import jax
   import jax.numpy as jnp
-  mats = []
-  for path, w in jax.tree_util.tree_leaves_with_path(text_params["layers"]):
-    if "kernel" in jax.tree_util.keystr(path):
-      for layer in w:  # per-layer arrays: no slicing inside the timed program
-        shape = (hidden_size, -1) if layer.shape[0] == hidden_size else (-1, hidden_size)
-        mats.append(jnp.asarray(layer.reshape(shape)))
-  head = text_params.get("lm_head", {}).get("kernel")
-  mats.append(head if head is not None else text_params["embed"]["embedding"].T)
-  xs = [jnp.ones((rows, m.shape[0]), m.dtype) for m in mats]
-  step = jax.jit(lambda xs, ms: [jnp.sum(x @ m) for x, m in zip(xs, ms)])
-  jax.block_until_ready(step(xs, mats))
-  best = float("inf")
-  for _ in range(runs):
-    start = time.perf_counter()
-    jax.block_until_ready(step(xs, mats))
-    best = min(best, time.perf_counter() - start)
-  return best
+  dim = layer_list[0]["o"]["kernel"].shape[-1]
+
+  def step(_, carry):
+    x, layer_list, head = carry
+    for p in layer_list:
+      o = p["o"]["kernel"].reshape(-1, dim)
+      x = x + (x @ p["qkv"]["kernel"])[:, :o.shape[0]] @ o
+      g = x @ p["mlp"]["gate_up"]["kernel"]
+      f = g.shape[-1] // 2
+      x = x + (jax.nn.silu(g[:, :f]) * g[:, f:]) @ p["mlp"]["down"]["kernel"]
+    if head.dtype == jnp.bfloat16:  # the screen's [V, D] table
+      s = jnp.einsum("VD,RD->VR", head, x.astype(head.dtype), preferred_element_type=jnp.float32)
+    else:
+      s = x @ head
+    x = x + 1e-3 * jnp.max(s)
+    return x / (1 + jnp.max(jnp.abs(x))), layer_list, head
+
+  loop = jax.jit(lambda x, ls, h: jax.lax.fori_loop(0, steps, step, (x, ls, h))[0])
+  weights = [{"qkv": p["qkv"], "o": p["o"], "mlp": {k: p["mlp"][k] for k in ("gate_up", "down")}}
+             for p in layer_list]
+  x = jnp.ones((rows, dim), jnp.float32)
+  return lambda: jax.block_until_ready(loop(x, weights, head))
 
 
 def machine() -> str:

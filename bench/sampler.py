@@ -10,8 +10,10 @@ calls transformers and both of ours once, in rotating order, and the speed-up is
 the per-round ratios (the shared VM's speed drifts). Ours runs twice: tokens only
 (`SamplingParams(logprobs=False)`, what `generate` computes) and with the per-token log-probs and
 entropies GRPO needs. The outputs are compared token for token. A 1-token call of ours (the
-prefill) is timed in the same rounds for the printed ceiling: that prefill plus every decode
-step at the read roofline, the most a float32-exact sampler could reach on this machine.
+prefill) and a loop of the decode step's weight matmuls alone (`bench.common.matmul_loop`,
+over the sampler's own weight copies) are timed in the same rounds for two printed ceilings:
+that prefill plus every decode step at the read roofline, and that prefill plus every decode
+step at the matmul loop's speed, what the backend's matmuls allow a float32-exact sampler.
 
 With --n G > 1 (a GRPO rollout: G samples per prompt, --batch prompts), both sample at
 temperature 1 (transformers: num_return_sequences=G, no top-k/top-p), so tokens differ and only
@@ -30,8 +32,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import (decode_matmul_floor, device_bandwidth, lively_bench_model,  # noqa: E402
-                          interleaved, machine, paired_ratio)
+from bench.common import (device_bandwidth, interleaved, lively_bench_model,  # noqa: E402
+                          machine, matmul_loop, paired_ratio)
 
 
 def prompts(batch: int):
@@ -93,11 +95,21 @@ def main():
 
   progress = lambda *a: print(*a, file=sys.stderr, flush=True)  # where a cut-off run was
   progress("models ready")
+  # the decode step's weight matmuls alone, through the sampler's own weight copies (the head as
+  # the tokens-only call reads it), timed in the same rounds: the floor of a decode step
+  rows = args.batch * args.n
+  sampler(batch, tokens_only)  # makes the kept per-layer copy and the screen tables
+  screened = sampler.greedy_screen and args.n == 1
+  head = (sampler._screen_tables()["wb"] if screened  # noqa: SLF001 (bench introspection)
+          else params["text"]["lm_head"]["kernel"])
+  matmuls = matmul_loop(sampler._layer_copy()["text"]["layers"], head, rows,  # noqa: SLF001
+                        args.new_tokens - 1)
   # interleaved rounds (one call of each per round): the VM's speed drifts by 10-30% over
   # minutes, and timing one side after the other put that drift into the speed-up
   runs = interleaved({"hf": run_hf, "ours": lambda: sampler(batch, sampling),
                       "bare": lambda: sampler(batch, tokens_only),
-                      "prefill": lambda: sampler(batch, one_token)}, args.runs)
+                      "prefill": lambda: sampler(batch, one_token), "matmuls": matmuls},
+                     args.runs)
   t_hf, t_ours, t_bare = (statistics.median(runs[k]) for k in ("hf", "ours", "bare"))
   ratio_bare, ratio_ours = (paired_ratio(runs["hf"], runs[k]) for k in ("bare", "ours"))
   progress(f"medians over {args.runs} rounds: transformers {t_hf:.3f} s, ours with log-probs "
@@ -109,9 +121,8 @@ def main():
   n = args.batch * args.n * args.new_tokens
   # Two floors for a decode step (prefill excluded): reading the decoder weights and the LM
   # head once (the embedding only B rows) at the measured read bandwidth, and the step's weight
-  # matmuls alone at this batch (on CPU the larger of the two: XLA's skinny matmuls read weights
-  # at about half the memory bandwidth).
-  rows = args.batch * args.n
+  # matmuls alone at this batch (on CPU the larger of the two: XLA's and torch's skinny matmuls
+  # stream weights from memory at about half the read bandwidth).
   layer_params = params_lib.count_params(params["text"]["layers"])
   head_params = params_lib.count_params(params["text"]["lm_head"])
   step_bytes = 4 * (layer_params + head_params)
@@ -122,10 +133,14 @@ def main():
   # every decode step at the read roofline with the head read as the sampler reads it (bfloat16
   # when greedy-screened). Where this is under 3x, the CPU target is out of reach of any
   # implementation that keeps float32 weights (bench/RESULTS.md, sessions 11-12).
-  read_bytes = 4 * layer_params + (2 if sampler.greedy_screen and args.n == 1 else 4) * head_params
+  read_bytes = 4 * layer_params + (2 if screened else 4) * head_params
   t_prefill = statistics.median(runs["prefill"])
-  t_floor = t_prefill + (args.new_tokens - 1) * read_bytes / bandwidth
-  matmul_floor = rows / decode_matmul_floor(params["text"], config.text.hidden_size, rows)
+  steps = args.new_tokens - 1
+  t_floor = t_prefill + steps * read_bytes / bandwidth
+  t_step = statistics.median(runs["matmuls"]) / steps
+  matmul_floor = rows / t_step
+  t_matmul_floor = t_prefill + steps * t_step
+  ours_step = statistics.median(b - p for b, p in zip(runs["bare"], runs["prefill"])) / steps
   mode = (f"{args.n} samples per prompt at temperature 1 (tokens differ by design)" if args.n > 1
           else "greedy")
   print(f"batch {args.batch}, {args.new_tokens} new tokens, {mode}, float32; jax on "
@@ -142,8 +157,9 @@ def main():
         f"{n / t_ours:.0f} |")
   print(f"| decode roofline ({step_bytes / 1e6:.0f} MB weights per step at the measured "
         f"{bandwidth / 1e9:.0f} GB/s read bandwidth; prefill excluded) | - | {roofline:.0f} |")
-  print(f"| decode matmul floor (the step's weight matmuls alone, [{rows}, in] x [in, out], "
-        f"measured; prefill excluded) | - | {matmul_floor:.0f} |")
+  print(f"| decode matmul floor (the step's weight matmuls alone, [{rows}, in] x [in, out], in "
+        f"one jitted loop over the sampler's weights, same rounds; prefill excluded) | - | "
+        f"{matmul_floor:.0f} |")
   print(f"speed-up (median of per-round ratios): {ratio_bare:.2f}x tokens only "
         f"({ratio_ours:.2f}x with log-probs); per-round tokens-only ratios: "
         + ", ".join(f"{a / b:.2f}" for a, b in zip(runs["hf"], runs["bare"])))
@@ -154,6 +170,9 @@ def main():
   print(f"ceiling: our 1-token call {t_prefill:.3f} s + {args.new_tokens - 1} steps reading "
         f"{read_bytes / 1e6:.0f} MB at {bandwidth / 1e9:.0f} GB/s = {t_floor:.3f} s, "
         f"{t_hf / t_floor:.2f}x this transformers run (ours takes {t_bare / t_floor:.2f}x that)")
+  print(f"matmul ceiling: that call + {steps} steps of the matmul loop ({t_step * 1e3:.2f} ms "
+        f"each; ours {ours_step * 1e3:.2f} ms per decode step) = {t_matmul_floor:.3f} s, "
+        f"{t_hf / t_matmul_floor:.2f}x this transformers run")
 
 
 if __name__ == "__main__":
