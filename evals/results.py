@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from vlm_jax.files import atomic_write
+
 
 def result_key(record: dict) -> tuple[str, str, str]:
   return record["benchmark"], str(record["item_id"]), record["variant"]
@@ -48,10 +50,8 @@ class ResultsFile:
         break  # a torn last line from a killed run
       good_bytes += len(line) + 1
     if good_bytes < len(raw):
-      tmp = self.path + ".tmp"
-      with open(tmp, "wb") as f:
+      with atomic_write(self.path, "wb") as f:
         f.write(raw[:good_bytes])
-      os.replace(tmp, self.path)
     return records
 
   def append(self, record: dict) -> None:
@@ -106,11 +106,6 @@ def check_settings(out: str, settings: dict, have_results: bool) -> str:
 
 
 def _write_json(path: str, obj) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
+  with atomic_write(path) as f:
     json.dump(obj, f, indent=1, sort_keys=True)
     f.write("\n")
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)

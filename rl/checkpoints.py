@@ -14,6 +14,8 @@ import os
 import jax
 import numpy as np
 
+from vlm_jax.files import atomic_write
+
 
 class Manager:
   def __init__(self, directory: str, keep: int = 3):
@@ -78,10 +80,8 @@ class MetricsLog:
             break
           if record.get("step", 0) <= restored_step:
             kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(path) as f:
       f.writelines(kept)
-    os.replace(tmp, path)
     if tensorboard_dir:
       from rl.tensorboard import SummaryWriter
       self.tensorboard = SummaryWriter(tensorboard_dir)

@@ -8,6 +8,7 @@ import json
 import os
 
 from evals import metrics as metrics_lib
+from vlm_jax.files import atomic_write
 
 
 def run_eval(trainer, step: int) -> dict:
@@ -30,8 +31,7 @@ def run_eval(trainer, step: int) -> dict:
   records = []
   for lo in range(0, len(jobs), config.micro_batch):
     records += engine.run_batch(jobs[lo:lo + config.micro_batch])
-  os.makedirs(os.path.join(trainer.out, "eval"), exist_ok=True)
-  with open(os.path.join(trainer.out, "eval", f"step_{step}.jsonl"), "w") as f:
+  with atomic_write(os.path.join(trainer.out, "eval", f"step_{step}.jsonl")) as f:
     for r in records:
       f.write(json.dumps(r, sort_keys=True) + "\n")
   return summarize(records)

@@ -32,6 +32,7 @@ import optax
 from rl import grpo, rollout
 from rl.config import TrainConfig, parse_cli
 from vlm_jax import buckets, logprobs as logprobs_lib, sharding
+from vlm_jax.files import atomic_write
 
 _STOP = {"requested": False}
 
@@ -244,8 +245,7 @@ def aligned_mask(lengths: np.ndarray, width: int, rows: int) -> np.ndarray:
 def _write_model_config(trainer, out: str) -> None:
   from vlm_jax import config as config_lib
   if jax.process_index() == 0:
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "model_config.json"), "w") as f:
+    with atomic_write(os.path.join(out, "model_config.json")) as f:
       hf_config = config_lib.to_hf(trainer.model_config, dtype=trainer.config.dtype)
       if trainer.config.model:  # where `convert train-to-hf` takes tokenizer/preprocessor from
         hf_config["_name_or_path"] = os.path.abspath(trainer.config.model)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from vlm_jax import config as config_lib
 from vlm_jax import params as params_lib
 from vlm_jax.config import ModelConfig
+from vlm_jax.files import atomic_write
 
 
 def _checkpointer():
@@ -31,10 +32,8 @@ def save_params(path: str, params: dict, config: ModelConfig) -> None:
   ckpt.save(os.path.join(path, "params"), params, force=True)
   ckpt.wait_until_finished()
   dtype = str(jax.tree.leaves(params)[0].dtype)
-  tmp = os.path.join(path, "config.json.tmp")
-  with open(tmp, "w") as f:
+  with atomic_write(os.path.join(path, "config.json")) as f:
     json.dump(config_lib.to_hf(config, dtype=dtype), f, indent=2)
-  os.replace(tmp, os.path.join(path, "config.json"))
 
 
 def load_params(path: str, dtype=None, shardings=None) -> tuple[ModelConfig, dict]:

@@ -17,6 +17,8 @@ import struct
 import ml_dtypes
 import numpy as np
 
+from vlm_jax.files import atomic_write
+
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
@@ -117,10 +119,8 @@ def write(path: str, tensors: dict[str, np.ndarray], metadata: dict | None = Non
   header["__metadata__"] = dict(metadata or {"format": "pt"})
   blob = json.dumps(header, separators=(",", ":")).encode()
   blob += b" " * (-len(blob) % 8)  # align the data section
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
+  with atomic_write(path, "wb") as f:
     f.write(struct.pack("<Q", len(blob)))
     f.write(blob)
     for name in sorted(arrays):
       f.write(arrays[name].tobytes())
-  os.replace(tmp, path)
