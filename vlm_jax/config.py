@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from typing import Any
 
@@ -52,22 +53,31 @@ class VisionConfig:
   spatial_merge_size: int = 2
   window_size: int = 112
   fullatt_block_indexes: tuple[int, ...] = (7, 15, 23, 31)
-  tokens_per_second: float = 2
+  tokens_per_second: int = 2  # an int in transformers' config (its loader refuses 2.0)
   hidden_act: str = "silu"
   rope_theta: float = 10000.0
   norm_eps: float = 1e-6  # hard-coded in HF's vision blocks and merger
 
   def __post_init__(self):
     object.__setattr__(self, "fullatt_block_indexes", tuple(int(i) for i in self.fullatt_block_indexes))
+    tps = self.tokens_per_second
+    _require(isinstance(tps, numbers.Real) and not isinstance(tps, bool) and tps > 0
+             and float(tps).is_integer(),
+             f"VisionConfig.tokens_per_second={self.tokens_per_second!r} must be a positive whole "
+             "number (transformers' config holds an int)")
+    object.__setattr__(self, "tokens_per_second", int(self.tokens_per_second))
     _positive(self, "depth", "hidden_size", "intermediate_size", "num_heads", "out_hidden_size",
               "in_channels", "patch_size", "temporal_patch_size", "spatial_merge_size", "window_size")
     _require(self.hidden_size % self.num_heads == 0,
              f"VisionConfig.num_heads={self.num_heads} does not divide hidden_size={self.hidden_size}")
     _require(self.head_dim % 4 == 0,
              f"VisionConfig head_dim={self.head_dim} must be a multiple of 4 (2-D rotary over h and w)")
-    _require(self.window_size % (self.patch_size * self.spatial_merge_size) == 0,
-             f"VisionConfig.window_size={self.window_size} must be a multiple of "
-             f"patch_size*spatial_merge_size={self.patch_size * self.spatial_merge_size}")
+    # windows are window_size // merge // patch merged tokens wide, rounded down as transformers
+    # does (its window_size=100 at patch 14, merge 2 gives 3)
+    _require(self.window_merged >= 1,
+             f"VisionConfig.window_size={self.window_size} must be at least "
+             f"patch_size*spatial_merge_size={self.patch_size * self.spatial_merge_size} (one "
+             "merged token)")
     bad = [i for i in self.fullatt_block_indexes if not 0 <= i < self.depth]
     _require(not bad, f"VisionConfig.fullatt_block_indexes {bad} outside [0, depth={self.depth})")
     _require(self.hidden_act in _ACTIVATIONS,
@@ -88,7 +98,7 @@ class VisionConfig:
 
   @property
   def window_merged(self) -> int:
-    """Window side in merged tokens (112 px -> 4)."""
+    """Window side in merged tokens (112 px -> 4), rounded down."""
     return self.window_size // self.spatial_merge_size // self.patch_size
 
 

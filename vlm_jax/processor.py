@@ -359,7 +359,8 @@ class Processor:
     'image' / 'image_url' / 'video' entries. video_fps: one rate or one per video.
     Returns int64 input_ids / attention_mask / mm_token_type_ids [B, T] (0 text, 1 image pad,
     2 video pad), plus pixel_values, image_grid_thw (with images) and pixel_values_videos,
-    video_grid_thw, second_per_grid_ts float64 [V] (with videos).
+    video_grid_thw, second_per_grid_ts float32 [V] (with videos; float32 as transformers'
+    processor returns it as a torch tensor, the dtype its M-RoPE index is computed in).
     """
     if padding_side not in ("left", "right"):
       raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
@@ -393,7 +394,7 @@ class Processor:
     t = self.video_config.temporal_patch_size
     return {"pixel_values_videos": np.concatenate(rows).astype(np.float32, copy=False),
             "video_grid_thw": np.asarray(grids, dtype=np.int64),
-            "second_per_grid_ts": np.asarray([t / r for r in rates], dtype=np.float64)}
+            "second_per_grid_ts": np.asarray([t / r for r in rates], dtype=np.float32)}
 
   def _token_counts(self, slots, image_grid, video_grid) -> list[list[tuple[str, int]]]:
     """Per conversation, (kind, number of pad tokens) of each placeholder in order."""

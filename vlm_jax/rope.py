@@ -83,13 +83,35 @@ def vision_position_ids(grid_thw: np.ndarray, merge: int) -> np.ndarray:
   return np.concatenate(out, 0) if out else np.zeros((0, 2), np.int64)
 
 
-def _vision_block_positions(start: int, grid_thw, merge: int, time_interval: float) -> np.ndarray:
+def _vision_block_positions(start: int, grid_thw, merge: int, time_interval) -> np.ndarray:
+  """time_interval: a numpy float scalar; the temporal positions are rounded in its dtype."""
   t, h, w = (int(x) for x in grid_thw)
-  tt = (np.arange(t) * time_interval).astype(np.int64) + start  # truncation, as torch .long()
+  tt = (np.arange(t).astype(time_interval.dtype) * time_interval).astype(np.int64) + start
+  # (truncation, as torch .long())
   hh = np.arange(h // merge) + start
   ww = np.arange(w // merge) + start
   grid = np.meshgrid(tt, hh, ww, indexing="ij")
   return np.stack(grid, 0).reshape(3, -1)
+
+
+def _seconds(second_per_grid_ts) -> list:
+  """The videos' seconds per temporal grid step as numpy scalars of the array's float dtype
+  (float64 for integers or lists)."""
+  if second_per_grid_ts is None:
+    return []
+  a = np.asarray(second_per_grid_ts).reshape(-1)
+  return list(a if np.issubdtype(a.dtype, np.floating) else a.astype(np.float64))
+
+
+def _time_interval(tokens_per_second, seconds):
+  """tokens_per_second * seconds, rounded in seconds' dtype as transformers rounds it in the
+  tensor it is given (a torch processor's float32, numpy's float64). Which whole number a
+  temporal position truncates to can depend on it: with seconds = float32(2 / 2.4) and 2 tokens
+  per second, temporal step 3 is at 5 computed in float32 and 4 in float64 (the exact product
+  of that float32 value is 4.9999999). No seconds: 1 (transformers' default)."""
+  if seconds is None:
+    return np.float64(tokens_per_second)
+  return np.asarray(tokens_per_second, seconds.dtype) * seconds
 
 
 def get_rope_index(input_ids: np.ndarray, mm_token_type_ids: np.ndarray,
@@ -120,7 +142,7 @@ def get_rope_index(input_ids: np.ndarray, mm_token_type_ids: np.ndarray,
   mask = np.ones_like(input_ids, bool) if attention_mask is None else np.asarray(attention_mask) == 1
   grids = {1: iter(np.asarray(image_grid_thw).tolist() if image_grid_thw is not None else []),
            2: iter(np.asarray(video_grid_thw).tolist() if video_grid_thw is not None else [])}
-  seconds = iter(np.asarray(second_per_grid_ts).tolist() if second_per_grid_ts is not None else [])
+  seconds = iter(_seconds(second_per_grid_ts))
   positions = np.ones((3, batch, length), np.int64)
   deltas = np.zeros((batch, 1), np.int64)
   for b in range(batch):
@@ -135,7 +157,8 @@ def get_rope_index(input_ids: np.ndarray, mm_token_type_ids: np.ndarray,
         pos += j - i
       else:
         grid = next(grids[int(kinds[i])])
-        interval = tokens_per_second * next(seconds, 1.0) if kinds[i] == 2 else 1
+        interval = (_time_interval(tokens_per_second, next(seconds, None)) if kinds[i] == 2
+                    else np.float64(1))
         block = _vision_block_positions(pos, grid, spatial_merge_size, interval)
         chunks.append(block)
         pos = (int(block.max()) + 1 if resume == "max"

@@ -63,7 +63,9 @@ def test_missing_keys_take_transformers_defaults():
     (lambda: TextConfig(hidden_act="relu6"), "hidden_act"),
     (lambda: VisionConfig(hidden_size=1280, num_heads=12), "num_heads"),
     (lambda: VisionConfig(fullatt_block_indexes=(7, 32)), "fullatt_block_indexes"),
-    (lambda: VisionConfig(window_size=100), "window_size"),
+    (lambda: VisionConfig(window_size=27), "window_size"),
+    (lambda: VisionConfig(tokens_per_second=2.5), "tokens_per_second"),
+    (lambda: VisionConfig(tokens_per_second="2"), "tokens_per_second"),
     (lambda: VisionConfig(depth=0), "depth"),
     (lambda: ModelConfig(vision=VisionConfig(out_hidden_size=100)), "out_hidden_size"),
     (lambda: ModelConfig(image_token_id=10**7), "image_token_id"),
@@ -83,6 +85,16 @@ def test_bad_config_files(tmp_path):
     config_lib.from_hf({"model_type": "llama"})
   with pytest.raises(ConfigError, match="sliding"):
     config_lib.from_hf(dict(FLAT_7B, use_sliding_window=True))
+
+
+def test_window_and_tokens_per_second_as_transformers_takes_them(tmp_path):
+  from transformers import Qwen2_5_VLConfig
+  vision = VisionConfig(window_size=100, tokens_per_second=2.0)  # transformers floors 100 to 3
+  assert vision.window_merged == 3 and vision.tokens_per_second == 2
+  hf = config_lib.to_hf(ModelConfig(vision=vision))
+  assert type(hf["vision_config"]["tokens_per_second"]) is int  # transformers refuses 2.0
+  Qwen2_5_VLConfig(**hf).save_pretrained(str(tmp_path))  # its strict config loads it
+  assert config_lib.from_hf(str(tmp_path)).vision == vision
 
 
 def test_configs_are_hashable_for_jit():

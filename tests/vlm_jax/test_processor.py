@@ -129,6 +129,8 @@ def _assert_same_arrays(ours, theirs):
   assert list(ours) == list(theirs)
   for key in theirs:
     a, b = np.asarray(ours[key]), np.asarray(theirs[key])
+    if key == "second_per_grid_ts":  # a list in HF's processor: float64 as numpy, float32 as
+      b = b.astype(np.float32)       # torch (what ours returns: the dtype HF's model then uses)
     assert a.dtype == b.dtype, key
     assert a.shape == b.shape, key
     assert np.array_equal(a, b), key

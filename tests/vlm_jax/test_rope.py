@@ -42,6 +42,30 @@ def test_get_rope_index_matches_transformers(case):
       assert got_delta[b, 0] == want_delta.numpy()[b, 0]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fractional_video_seconds_round_in_their_dtype(dtype):
+  """transformers multiplies in the dtype of the second_per_grid_ts tensor it is given; for
+  float32(2 / 2.4) s the third temporal step's exact product is 4.99999988: 5 in float32, 4 in
+  float64. Ours follows the array's dtype."""
+  if hf_models.hf_truncates_video_seconds():
+    pytest.skip("this transformers truncates fractional second_per_grid_ts to an int")
+  model = hf_models.hf_model("base")
+  batch = hf_models.build_batch([[2, ("video", (6, 4, 4), 2 / 2.4), 3],
+                                 [1, ("video", (4, 4, 6), 0.7), 2]], 1176, "left")
+  seconds = np.asarray(batch["second_per_grid_ts"], np.float32).astype(dtype)
+  ids, types, mask = batch["input_ids"], batch["mm_token_type_ids"], batch["attention_mask"]
+  grid = batch["video_grid_thw"]
+  want, _ = model.model.get_rope_index(torch.tensor(ids), torch.tensor(types),
+                                       video_grid_thw=torch.tensor(grid),
+                                       second_per_grid_ts=torch.tensor(seconds),
+                                       attention_mask=torch.tensor(mask))
+  got, _ = rope.get_rope_index(ids, types, video_grid_thw=grid, second_per_grid_ts=seconds,
+                               attention_mask=mask, spatial_merge_size=2, tokens_per_second=2)
+  np.testing.assert_array_equal(got[:, mask == 1], want.numpy()[:, mask == 1])
+  temporal = sorted(set(got[0, 0, types[0] == 2].tolist()))
+  assert temporal[3] - temporal[0] == (5 if dtype == "float32" else 4)
+
+
 def test_rope_index_hand_values():
   # text(2) image(1x4x6 -> 2x3 merged) text(2); left padded by 1.
   ids = np.array([[0, 5, 5, 9, 9, 9, 9, 9, 9, 5, 5]])
@@ -73,7 +97,7 @@ def test_rope_index_resume_modes_differ_only_for_long_videos():
 GRIDS = [[[1, 8, 8]], [[1, 12, 20]], [[1, 6, 34], [2, 16, 4]], [[3, 10, 14]], [[1, 2, 2]]]
 
 
-@pytest.mark.parametrize("window_size", [112, 56])
+@pytest.mark.parametrize("window_size", [112, 56, 100])  # 100: floored to 3 merged tokens
 @pytest.mark.parametrize("grid", GRIDS)
 def test_window_index_matches_transformers(grid, window_size):
   from transformers.vision_utils import get_vision_window_index
