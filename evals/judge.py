@@ -25,10 +25,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import unicodedata
 from typing import Callable, Sequence
 
 JUDGE_PROMPT_VERSION = "v1"
-RULE_VERSION = "rule-v1"
+RULE_VERSION = "rule-v2"  # v2: "actually" cue, clause-wide negation, "the right answer" idiom
+# the answer parsing rules (`parse_letter`): v2 reads hedges ("C or D") and lists of options as
+# no answer, and "(b)", "C (left)", full-width and \text{} letters as letters
+PARSE_VERSION = "parse-v2"
 NO_THINK = "no think text"
 
 
@@ -104,6 +108,7 @@ def _tag(name: str, closing: bool = False) -> re.Pattern:
 
 
 _THINK_OPEN, _THINK_CLOSE = _tag("think"), _tag("think", closing=True)
+THINK_CLOSE = _THINK_CLOSE  # `</think>` in any case and spacing (presets.answer_text)
 _ANSWER_OPEN, _ANSWER_CLOSE = _tag("answer"), _tag("answer", closing=True)
 
 
@@ -249,7 +254,7 @@ _CUES = (
                 r"appears\s+to\s+be)\b\s*[:\-]?|[:=])\s*" + _ADVERB, re.I), True),
     (re.compile(r"\b(?:I(?:'ll|\s+will|'d|\s+would|\s+shall)?\s+(?:go\s+with|choose|pick|select|"
                 r"opt\s+for|settle\s+on)|going\s+with)\b", re.I), True),
-    (re.compile(r"\b(?:so|thus|therefore|hence|consequently)\b\s*,?\s*"
+    (re.compile(r"\b(?:so|thus|therefore|hence|consequently|actually)\b\s*,?\s*"
                 r"(?:it(?:'s|\s+is|\s+must\s+be)\s+)?", re.I), False),
     (re.compile(r"\bI\s+(?:think|believe|guess)\b\s*(?:it(?:'s|\s+is)\b)?", re.I), False),
     (re.compile(r"\\boxed\{"), False),
@@ -285,11 +290,14 @@ def _exact_options(text: str, letters: Sequence[str], options: Sequence[str]) ->
 # Parsing an answer or a judge reply
 
 _DECORATION = re.compile(r"^[\s*_`\"'>#]+|[\s*_`\"']+$")
+_LATEX_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 # A letter label, optionally followed by text: "B", "(B)", "Option B", "B) the red one",
-# "(B) the red one". An unbracketed letter needs a delimiter before text ("A red car" is prose).
+# "(B) the red one", "C (left)", "C, the left one". An unbracketed letter needs a delimiter
+# before text ("A red car" is prose). Lower case counts in brackets, before ")" or after a
+# prefix ("(b)", "b)", "option b"), where it cannot be the article "a".
 _LABEL = re.compile(
-    r"^(?:(?i:option|choice|answer|letter)\s*[:\-]?\s*)?"
-    r"(?:[(\[]\s*(?P<b>[A-Z])\s*[)\]]\s*[.:\-]?|(?P<u>[A-Z])\s*(?P<delim>[.:)\-])?)"
+    r"^(?P<prefix>(?i:option|choice|answer|letter)\s*[:\-]?\s*)?"
+    r"(?:[(\[]\s*(?P<b>[A-Za-z])\s*[)\]]\s*[.:\-]?|(?P<u>[A-Za-z])\s*(?P<delim>[.:,)\-]|(?=\())?)"
     r"(?:\s*(?P<rest>\S.*))?$", re.S)
 
 
@@ -297,24 +305,43 @@ def _label_letters(body: str, letters, options) -> set[str]:
   """The label's letter, plus the option its trailing text names (so a contradiction shows)."""
   m = _LABEL.match(body)
   letter = m and (m["b"] or m["u"])
-  if not letter or letter not in letters or (m["u"] and m["rest"] and not m["delim"]):
+  if not letter or (m["u"] and m["u"].islower() and not m["prefix"] and m["delim"] != ")"):
+    return set()
+  letter = letter.upper()
+  if letter not in letters or (m["u"] and m["rest"] and m["delim"] is None):
     return set()
   return {letter} | (_exact_options(m["rest"], letters, options) if m["rest"] else set())
+
+
+def _letter_mentions(body: str, letters, options) -> set[str]:
+  """Every option letter the text names as a letter token ("C", "(D)", "option B"), not negated,
+  not the word "A"/"I" and not inside an option's own text ("B) point A" names B only): a hedge
+  ("(C) and (D)", "C or D") or a list of options names more than one."""
+  spans = [m.span() for option in options if (pattern := _option_regex(option))
+           for m in pattern.finditer(body)]
+  return {m["letter"] for m in _LETTER_MENTION.finditer(body)
+          if m["letter"] in letters and not _is_word_not_letter(m, body)
+          and not any(s <= m.start("letter") < e for s, e in spans)
+          and not _negated(body, m.start(), m.end())}
 
 
 def parse_letter(text: str | None, letters: Sequence[str], options: Sequence[str]) -> str | None:
   """The option letter a short answer names, or None if none or more than one.
 
-  Accepted: a letter label ("B", "(B)", "B.", "**B**", "Option B"), a label followed by its
-  option text ("B) the red one"), an option's exact text (case/space/punctuation-insensitive,
-  leading article ignored: ViGoRL answers with option text), and conclusion phrases ("Answer:
-  B", "the answer is B", "the correct option is the red one"). Every rule that fires adds a
-  candidate; two different letters (a label contradicting its text, "answer: A ... answer: B",
-  two options with the same text) give None.
+  Accepted: a letter label ("B", "(B)", "(b)", "B.", "**B**", "Option B", "\\boxed{\\text{B}}"),
+  a label followed by its option text ("B) the red one", "C (left)"), an option's exact text
+  (case/space/punctuation-insensitive, leading article ignored: ViGoRL answers with option
+  text), and conclusion phrases ("Answer: B", "the answer is B", "the correct option is the red
+  one"). Full-width characters are read as their ASCII forms. Every rule that fires adds a
+  candidate, and so does every other letter the answer names (`_letter_mentions`); two different
+  letters (a hedge such as "(C) and (D)" or "C or D", a list of options, a label contradicting
+  its text, "answer: A ... answer: B", two options with the same text) give None. A letter
+  named as ruled out ("C, not D") is not a candidate.
   """
   if text is None:
     return None
-  body = _DECORATION.sub("", _ANSWER_CLOSE.sub("", _ANSWER_OPEN.sub("", text))).rstrip(".")
+  body = _LATEX_TEXT.sub(r"\1", unicodedata.normalize("NFKC", text))
+  body = _DECORATION.sub("", _ANSWER_CLOSE.sub("", _ANSWER_OPEN.sub("", body))).rstrip(".")
   if not body:
     return None
   found = _exact_options(body, letters, options)
@@ -322,6 +349,8 @@ def parse_letter(text: str | None, letters: Sequence[str], options: Sequence[str
     found.add(body.upper())
   found |= _label_letters(body, letters, options)
   found |= {letter for _, letter in cue_letters(body, letters, options)}
+  if found:
+    found |= _letter_mentions(body, letters, options)
   return found.pop() if len(found) == 1 else None
 
 
@@ -338,7 +367,8 @@ class RuleJudge:
     1. Split the think into sentences (at . ! ? followed by space, and at newlines).
     2. Walk the last `window` sentences from the end. In each, find conclusion cues:
        "(so) the (correct/final) answer/option/choice is|:|would be X", "I'll go with X",
-       "I choose/pick/select X", "so/thus/therefore/hence (,) X", "I think/believe X",
+       "I choose/pick/select X", "so/thus/therefore/hence/actually (,) (it's) X",
+       "I think/believe X",
        "\\boxed{X}", "X is correct", "X is the best/right answer". X is a letter ("B", "(B)",
        "option B"); after answer/option/choice and go-with/choose cues it may also be an
        option's text ("the correct option is the red circle"; the longest matching option
@@ -346,7 +376,9 @@ class RuleJudge:
        The first sentence (from the end) with a cue decides, by the cue nearest its end, so a
        change of mind ("... so B. But I think the answer is A.") yields the later conclusion.
     3. Otherwise, the option letter or option text mentioned last in the final sentence (not
-       negated, not the word "A"/"I"); options overlapping at the same end: the longest.
+       negated next to it or earlier in its clause, not the word "A"/"I", not an option word
+       describing "answer"/"choice"/"option"); options overlapping at the same end: the
+       longest.
     4. Otherwise None (error None: the reasoning concludes nothing).
   """
 
@@ -374,17 +406,32 @@ class RuleJudge:
     return last_mention(final, letters, options), final
 
 
+_CLAUSE_START = re.compile(r".*(?:[,;:()]|\bbut\b|\bwhile\b|\bwhereas\b)", re.I | re.S)
+_CLAUSE_NEGATION = re.compile(r"\b(?:not|no|never|neither|nor)\b|n't\b", re.I)
+_AS_ADJECTIVE = re.compile(r"\s+(?:answer|choice|option)\b", re.I)  # "the right answer"
+
+
+def _negated_in_clause(text: str, start: int) -> bool:
+  """A negation earlier in the mention's clause: "the cup isn't on the right"."""
+  head = text[:start]
+  clause = head[_CLAUSE_START.match(head).end():] if _CLAUSE_START.match(head) else head
+  return bool(_CLAUSE_NEGATION.search(clause))
+
+
 def last_mention(text: str, letters: Sequence[str], options: Sequence[str]) -> str | None:
-  """The letter of the option (by letter or text) mentioned last in `text`, not negated."""
+  """The letter of the option (by letter or text) mentioned last in `text`, not negated (next to
+  it, or earlier in its clause); an option word used as an adjective of "answer"/"choice"/
+  "option" ("that's the right answer") is not a mention."""
   mentions = []  # (end, -start, letter): later end first, then longer
   for m in _LETTER_MENTION.finditer(text):
     if m["letter"] in letters and not _is_word_not_letter(m, text) and \
-        not _negated(text, m.start(), m.end()):
+        not _negated(text, m.start(), m.end()) and not _negated_in_clause(text, m.start()):
       mentions.append((m.end(), -m.start(), m["letter"]))
   for letter, option in zip(letters, options):
     pattern = _option_regex(option)
     for m in pattern.finditer(text) if pattern else ():
-      if not _negated(text, m.start(), m.end()):
+      if not (_negated(text, m.start(), m.end()) or _negated_in_clause(text, m.start())
+              or _AS_ADJECTIVE.match(text, m.end())):
         mentions.append((m.end(), -m.start(), letter))
   return max(mentions)[2] if mentions else None
 
@@ -451,7 +498,8 @@ def make_judge(spec: str, generate_fn_factory: Callable[[str], GenerateFn] | Non
 
     "rule"                          -> RuleJudge
     "http(s)://host/v1[#model]"     -> HTTPJudge; model from "#model", else env JUDGE_MODEL;
-                                       api key from env OPENAI_API_KEY if set
+                                       api key from env OPENAI_API_KEY if set; a Qwen3 model
+                                       is asked with thinking off
     a local directory               -> LLMJudge(generate_fn_factory(path))
   """
   if spec == "rule":
@@ -476,6 +524,10 @@ def _make_http_judge(spec: str, **kwargs):
   if not model:
     raise ValueError(f"HTTP judge {url!r} needs a model name: append '#model' or set JUDGE_MODEL")
   kwargs.setdefault("api_key", os.environ.get("OPENAI_API_KEY") or None)
+  if "qwen3" in model.lower():  # the study's judge: thinking on (its template's default) would
+    # spend the reply's few tokens inside <think> and leave no verdict (vLLM and SGLang read
+    # chat_template_kwargs)
+    kwargs.setdefault("extra_body", {"chat_template_kwargs": {"enable_thinking": False}})
   return HTTPJudge(url, model, **kwargs)
 
 

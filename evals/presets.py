@@ -75,10 +75,11 @@ def get_preset(name: str) -> Preset:
 def answer_text(output: str, preset: Preset) -> str | None:
   """The text the model gives as its answer: inside <answer>, or (when the preset allows) what
   follows </think>; None when there is none."""
-  from evals.judge import split_output  # noqa: PLC0415 (judge imports nothing of ours)
+  from evals.judge import THINK_CLOSE, split_output  # noqa: PLC0415 (imports nothing of ours)
   _, answer = split_output(output)
-  if answer is None and preset.answer_tags_optional and "</think>" in output:
-    answer = output.rsplit("</think>", 1)[1].strip() or None
+  closings = list(THINK_CLOSE.finditer(output)) if answer is None else []
+  if closings and preset.answer_tags_optional:  # "</think>", "</THINK>", "</ think >" alike
+    answer = output[closings[-1].end():].strip() or None
   return answer
 
 

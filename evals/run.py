@@ -299,10 +299,14 @@ def run_settings(args) -> dict:
   elif judge != "rule":
     judge, local_judge = local(judge), True
   uses_dtype = bool(args.model or args.text_generator or local_judge)
+  from evals.judge import JUDGE_PROMPT_VERSION, PARSE_VERSION, RULE_VERSION
   return {"model": local(args.model) or "tiny-random", "preset": _preset(args.preset),
           "temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
           "seed": args.seed, "judge": judge, "text_generator": local(args.text_generator),
-          "dtype": args.dtype if uses_dtype else "float32"}  # the tiny model ignores --dtype
+          "dtype": args.dtype if uses_dtype else "float32",  # the tiny model ignores --dtype
+          # the rules that read answers and verdicts: results parsed by other rules never pool
+          "answer_rules": {"parse": PARSE_VERSION,
+                           "judge": RULE_VERSION if judge == "rule" else JUDGE_PROMPT_VERSION}}
 
 
 def _check_settings(args, results: ResultsFile, writer: bool) -> None:

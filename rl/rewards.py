@@ -2,9 +2,11 @@
 
   total = w_format * format + w_accuracy * accuracy            (defaults 0.1 and 1.0)
   faithful total = total * consistent                          (consistent in {0, 1})
-format = 1 iff the response is exactly `<think>...</think><answer>...</answer>` (whitespace
+format = 1 iff the response is exactly `<think>...</think><answer>...</answer>`: one think block
+then one answer block, each with some non-blank text and no think/answer tag inside (whitespace
 around the blocks allowed). accuracy = 1 iff the `<answer>` matches the key: an option letter or
-text for multiple choice, a numeric match for counting data. consistent = 1 iff the judge's
+text for multiple choice, the one number it gives for counting data (a hedge such as "2 or 3",
+or a range "3-4", matches nothing). consistent = 1 iff the judge's
 reading of the `<think>` conclusion equals the parsed answer (for numbers: the last number in
 the think). Every component is returned separately so it can be logged.
 """
@@ -18,8 +20,10 @@ import numpy as np
 
 from evals.judge import JudgeRequest, parse_letter, split_output
 
-_FORMAT = re.compile(r"^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$", re.S)
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_FORMAT = re.compile(r"^\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*$", re.S)
+_TAG = re.compile(r"</?(?:think|answer)>")
+# a minus sign only where no digit or word precedes it: "3-4" is a range, not 3 and -4
+_NUMBER = re.compile(r"(?:(?<![\w.])-)?\d+(?:\.\d+)?")
 _WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten "
                                      "eleven twelve".split())}
 
@@ -45,18 +49,22 @@ class RewardConfig:
 
 
 def format_reward(text: str) -> float:
-  return float(bool(_FORMAT.match(text)))
+  m = _FORMAT.match(text)
+  return float(bool(m) and all(part.strip() and not _TAG.search(part) for part in m.groups()))
 
 
-def parse_number(text: str | None) -> float | None:
-  """The last number in `text` (digits or a number word up to twelve), else None."""
+def parse_number(text: str | None, single: bool = False) -> float | None:
+  """The last number in `text` (digits or a number word up to twelve), else None. single (an
+  answer, not reasoning): None unless the text gives exactly one number, so a hedge ("2 or 3")
+  or a range ("3-4") is not read as its last number, as two option letters give no letter."""
   if not text:
     return None
-  found = _NUMBER.findall(text.replace(",", ""))
-  if found:
-    return float(found[-1])
-  words = [w for w in re.findall(r"[a-z]+", text.lower()) if w in _WORDS]
-  return float(_WORDS[words[-1]]) if words else None
+  found = [float(x) for x in _NUMBER.findall(text.replace(",", ""))]
+  if not found:
+    found = [float(_WORDS[w]) for w in re.findall(r"[a-z]+", text.lower()) if w in _WORDS]
+  if not found or (single and len(set(found)) > 1):
+    return None
+  return found[-1]
 
 
 def parsed_answer(text: str, target: Target):
@@ -65,7 +73,7 @@ def parsed_answer(text: str, target: Target):
   if answer is None:
     return None
   if target.kind == "number":
-    return parse_number(answer)
+    return parse_number(answer, single=True)
   return parse_letter(answer, target.letters, list(target.options))
 
 
@@ -74,7 +82,7 @@ def accuracy_reward(text: str, target: Target) -> float:
   if got is None:
     return 0.0
   if target.kind == "number":
-    want = parse_number(target.answer)
+    want = parse_number(target.answer, single=True)
     return float(want is not None and abs(got - want) < 1e-6)
   return float(got == target.answer)
 

@@ -69,6 +69,16 @@ def test_split_output(text, think, answer):
     # ambiguous: two letters or a label contradicting its text
     ("A or B", None), ("A, B", None), ("B) the red circle", None),
     ("Answer: A. Answer: B", None), ("A and C are both plausible", None),
+    # hedges and lists of options name two letters (each parsed as its first letter before)
+    ("(C) and (D)", None), ("(C) (D)", None), ("(C) left (D) left side", None),
+    ("The answer is C or D", None), ("A. the red circle B. blue square C. left D. left side", None),
+    # another letter that is ruled out, or the article "A", is no second letter
+    ("C, not D", "C"), ("The answer is C because A is wrong", "C"),
+    ("B) blue square, not A", "B"),
+    # lower case where it cannot be the article, decorated and full-width letters
+    ("(b)", "B"), ("b)", "B"), ("option b", "B"), ("answer: b", "B"), ("answer: a red car", None),
+    ("C (left)", "C"), ("C (blue square)", None), ("C, left", "C"), ("\\boxed{\\text{C}}", "C"),
+    ("\uff23", "C"), ("\uff08\uff22\uff09", "B"),
     # nothing
     ("", None), ("NONE", None), ("E", None), ("Blue", None), ("green triangle", None),
     ("I cannot tell", None), (None, None),
@@ -119,6 +129,13 @@ RULE_CASES = [
     ("The answer is not A.", None),
     ("Therefore, option A is wrong.", None),
     ("So the answer is B. Then I looked again. Hmm. It is hard. Nothing is clear.", None),
+    # rules v2: a change of mind with "actually", a negation earlier in the clause, and an
+    # option word used as an adjective of "answer" (not a mention of option C)
+    ("The answer should be C. Let me double check. Actually, it's D.", "D"),
+    ("The shape is not on the left.", None),
+    ("It isn't on the left side; it is the blue square.", "B"),
+    ("There is no doubt: it is on the left.", "C"),
+    ("The square is blue. That's the left answer.", None),
 ]
 
 
@@ -400,6 +417,9 @@ def test_make_judge(tmp_path, monkeypatch):
   assert isinstance(judge, HTTPJudge) and judge_lib.HTTPJudge is HTTPJudge
   assert (judge.url, judge.model, judge.api_key, judge.timeout) == (
       "http://127.0.0.1:8000/v1/chat/completions", "Qwen3-32B", None, 2.0)
+  # Qwen3 (the study's judge) thinks by default: its few reply tokens would end inside <think>
+  assert judge.extra_body == {"chat_template_kwargs": {"enable_thinking": False}}
+  assert make_judge("http://h/v1#Qwen3-32B", extra_body={}).extra_body == {}
   with pytest.raises(ValueError, match="JUDGE_MODEL"):
     make_judge("https://example.invalid/v1")
   monkeypatch.setenv("JUDGE_MODEL", "gpt-oss-120b")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from evals import run
+from evals import judge as judge_lib, run
 from evals.results import SETTINGS_FILE
 
 SMALL = ["--synthetic-n", "2", "--max-new-tokens", "2", "--benchmarks", "synthetic",
@@ -58,7 +58,9 @@ def test_settings_hold_what_changes_records_only(monkeypatch):
   base = run.run_settings(_parse("--max-new-tokens", "4"))
   assert base == {"model": "tiny-random", "preset": "qwen2_5_vl_instruct", "temperature": 0.0,
                   "max_new_tokens": 4, "seed": 0, "judge": "rule", "text_generator": None,
-                  "dtype": "float32"}  # the tiny model is float32 whatever --dtype says
+                  "dtype": "float32",  # the tiny model is float32 whatever --dtype says
+                  "answer_rules": {"parse": judge_lib.PARSE_VERSION,
+                                   "judge": judge_lib.RULE_VERSION}}
   same = _parse("--max-new-tokens", "4", "--batch-size", "3", "--mesh", "2x2", "--limit", "5",
                 "--benchmarks", "cv_bench", "--variants", "base", "--synthetic-n", "7",
                 "--scanned-decode", "--out", "elsewhere", "--data-dir", "d", "--data-cache",
@@ -68,6 +70,7 @@ def test_settings_hold_what_changes_records_only(monkeypatch):
                                   "http://host/v1", "--dtype", "float16"))
   assert other["model"] == os.path.expanduser("~/ckpt") and other["dtype"] == "float16"
   assert other["judge"] == "http://host/v1#m"
+  assert other["answer_rules"]["judge"] == judge_lib.JUDGE_PROMPT_VERSION
 
 
 def test_rerun_with_other_settings_fails_before_the_model_loads(tmp_path, monkeypatch, capsys):

@@ -20,6 +20,13 @@ COUNT = Target("How many dogs?", "3", kind="number")
     ("<answer>B</answer>", 0.0),
     ("<think>x</think><answer>B</answer> extra", 0.0),
     ("<think></think><answer>B</answer>", 0.0),
+    # one think then one answer, each with text: no second block, no blank block
+    ("<think>x</think><answer>B</answer><think>y</think><answer>C</answer>", 0.0),
+    ("<think>a</think><think>b</think><answer>B</answer>", 0.0),
+    ("<think> \n </think><answer>B</answer>", 0.0),
+    ("<think>x</think><answer> </answer>", 0.0),
+    ("<think>x</think><answer>B</answer></answer>", 0.0),
+    ("<think>a < b, so B</think><answer>B</answer>", 1.0),
 ])
 def test_format(text, want):
   assert rewards.format_reward(text) == want
@@ -33,6 +40,19 @@ def test_accuracy_letters_text_and_numbers():
   assert rewards.accuracy_reward("<think>.</think><answer>3</answer>", COUNT) == 1.0
   assert rewards.accuracy_reward("<think>.</think><answer>three dogs</answer>", COUNT) == 1.0
   assert rewards.accuracy_reward("<think>.</think><answer>3.5</answer>", COUNT) == 0.0
+  # a hedge or a range is not an answer (as "(A) and (B)" is none for a choice)
+  assert rewards.accuracy_reward("<think>.</think><answer>2 or 3</answer>", COUNT) == 0.0
+  assert rewards.accuracy_reward("<think>.</think><answer>3-4</answer>", COUNT) == 0.0
+  assert rewards.accuracy_reward("<think>.</think><answer>(A) and (B)</answer>", CHOICE) == 0.0
+
+
+@pytest.mark.parametrize("text, single, want", [
+    ("3", True, 3.0), ("-2", True, -2.0), ("1,000", True, 1000.0), ("three", True, 3.0),
+    ("3 cats and 3 dogs", True, 3.0), ("3-4", True, None), ("2 or 3", True, None),
+    ("3-4", False, 4.0), ("I see 2, then 3", False, 3.0), ("x-3", False, 3.0), ("none", True, None),
+])
+def test_parse_number(text, single, want):
+  assert rewards.parse_number(text, single) == want
 
 
 def test_faithfulness_reward_zeroes_inconsistent_rollouts():
