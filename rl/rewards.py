@@ -8,7 +8,10 @@ around the blocks allowed). accuracy = 1 iff the `<answer>` matches the key: an 
 text for multiple choice, the one number it gives for counting data (a hedge such as "2 or 3",
 or a range "3-4", matches nothing). consistent = 1 iff the judge's
 reading of the `<think>` conclusion equals the parsed answer (for numbers: the last number in
-the think). Every component is returned separately so it can be logged.
+the think). Every component is returned separately so it can be logged, and so is judge_error:
+1 where the judge gave no verdict (a transport failure after its retries, an unparseable
+reply), which counts as inconsistent; training logs its mean (`reward/judge_error`), so a
+judge outage shows instead of silently zeroing faithful rewards.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import re
 
 import numpy as np
 
-from evals.judge import JudgeRequest, parse_letter, split_output
+from evals.judge import NO_THINK, JudgeRequest, parse_letter, split_output
 
 _FORMAT = re.compile(r"^\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*$", re.S)
 _TAG = re.compile(r"</?(?:think|answer)>")
@@ -99,16 +102,19 @@ def _consistent(text: str, target: Target, verdict_letter) -> float:
 
 def compute_rewards(texts: list[str], targets: list[Target], config: RewardConfig,
                     judge=None) -> dict[str, np.ndarray]:
-  """Reward components per rollout: format, accuracy, consistent, total (float32 [R])."""
+  """Reward components per rollout: format, accuracy, consistent, judge_error, total (float32
+  [R])."""
   fmt = np.array([format_reward(t) for t in texts], np.float32)
   acc = np.array([accuracy_reward(t, g) for t, g in zip(texts, targets)], np.float32)
   letters = [None] * len(texts)
+  judge_error = np.zeros(len(texts), np.float32)
   choice = [i for i, g in enumerate(targets) if g.kind == "choice"]
   if judge is not None and choice:
     requests = [JudgeRequest(targets[i].question, list(targets[i].options), targets[i].letters,
                              split_output(texts[i])[0] or "") for i in choice]
     for i, verdict in zip(choice, judge.judge(requests)):
       letters[i] = verdict.letter
+      judge_error[i] = verdict.error not in (None, NO_THINK)  # no think: nothing to judge
   consistent = np.array([_consistent(t, g, l) for t, g, l in zip(texts, targets, letters)],
                         np.float32)
   total = config.format_weight * fmt + config.accuracy_weight * acc
@@ -116,5 +122,5 @@ def compute_rewards(texts: list[str], targets: list[Target], config: RewardConfi
     if judge is None:
       raise ValueError("the faithfulness-aware reward needs a judge")
     total = total * consistent
-  return {"format": fmt, "accuracy": acc, "consistent": consistent,
+  return {"format": fmt, "accuracy": acc, "consistent": consistent, "judge_error": judge_error,
           "total": total.astype(np.float32)}

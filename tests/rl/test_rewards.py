@@ -5,7 +5,7 @@ import collections
 import numpy as np
 import pytest
 
-from evals.judge import RuleJudge
+from evals.judge import NO_THINK, RuleJudge, Verdict
 from evals.schema import Item
 from rl import augment, rewards
 from rl.rewards import RewardConfig, Target
@@ -69,8 +69,20 @@ def test_faithfulness_reward_zeroes_inconsistent_rollouts():
   np.testing.assert_allclose(plain["total"], [1.1, 1.1, 0.1, 1.1, 1.1])
   np.testing.assert_array_equal(plain["consistent"], [1, 0, 1, 1, 0])
   np.testing.assert_allclose(faithful["total"], [1.1, 0.0, 0.1, 1.1, 0.0])
+  np.testing.assert_array_equal(plain["judge_error"], 0)
   with pytest.raises(ValueError, match="needs a judge"):
     rewards.compute_rewards(texts, targets, RewardConfig(faithful=True))
+
+
+def test_judge_failures_are_counted_apart_from_missing_thinks():
+  class Failing:  # an LLM judge whose server is down for the second request
+    def judge(self, batch):
+      return [Verdict("B", "B", "http:m", "v1"), Verdict(None, "", "http:m", "v1", "HTTP 503"),
+              Verdict(None, "", "http:m", "v1", NO_THINK)]
+  texts = ["<think>so B</think><answer>B</answer>"] * 2 + ["<answer>B</answer>"]
+  out = rewards.compute_rewards(texts, [CHOICE] * 3, RewardConfig(faithful=True), Failing())
+  np.testing.assert_array_equal(out["judge_error"], [0, 1, 0])
+  np.testing.assert_array_equal(out["consistent"], [1, 0, 0])
 
 
 def test_augmentation_rates_and_reproducibility():
