@@ -3,8 +3,9 @@ sharded by process.
 
 `stage(name, ...)` runs the benchmark's loader once, reports bad rows, keeps the first `limit`
 good items and writes them with `tfds_builder.build_tfds` to
-`cache_dir/<name>-<key>/<name>/1.0.0/` (key: a hash of the loader arguments and data folder), plus
-`bad_items.jsonl`. It is written to a temporary folder and renamed into place, so a killed run
+`cache_dir/<name>-<key>/<name>/1.0.0/` (key: a hash of the loader arguments, the data folder and
+the path, size and modification time of every file in it, so a fixed image or annotation file
+is staged anew), plus `bad_items.jsonl`. A benchmark with no usable item is not staged. It is written to a temporary folder and renamed into place, so a killed run
 never leaves half a dataset and concurrent processes on a shared disk cannot clash; later runs
 (a resume, another variant list) reuse it. `Staged.shard(p, P)` is a grain MapDataset of process
 p's contiguous block of items (`pipeline.shard_bounds`): each process reads only its records.
@@ -27,7 +28,7 @@ from pathlib import Path
 from evals.benchmarks.pipeline import shard_bounds
 from evals.schema import BadItem, Item
 
-FORMAT = "tfds-1"  # bump when the staged layout changes (invalidates old caches)
+FORMAT = "tfds-2"  # bump when the staged layout or the key changes (invalidates old caches)
 
 
 @dataclasses.dataclass
@@ -58,8 +59,25 @@ def _have_tfds() -> bool:
 
 def cache_key(name: str, data_dir, loader_kwargs: dict, limit: int | None) -> str:
   spec = {"format": FORMAT, "name": name, "limit": limit, "kwargs": loader_kwargs,
-          "data_dir": None if data_dir is None else os.path.abspath(data_dir)}
+          "data_dir": None if data_dir is None else os.path.abspath(data_dir),
+          "files": None if data_dir is None else folder_fingerprint(Path(data_dir) / name)}
   return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def folder_fingerprint(folder: Path) -> str:
+  """A hash of every file's relative path, size and modification time under `folder` (one stat
+  per file: a changed, added or removed image or annotation file changes it)."""
+  h = hashlib.sha256()
+  for root, dirs, files in os.walk(folder):
+    dirs.sort()
+    for f in sorted(files):
+      path = os.path.join(root, f)
+      try:
+        st = os.stat(path)
+      except OSError:  # a dangling link: the loader reports it
+        continue
+      h.update(f"{os.path.relpath(path, folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+  return h.hexdigest()
 
 
 def _load(name: str, data_dir, loader_kwargs: dict, limit: int | None):
@@ -95,6 +113,8 @@ def stage(name: str, data_dir=None, loader_kwargs: dict | None = None, limit: in
     from evals.benchmarks import tfds_builder
     tfds.disable_progress_bar()
     items, bad = _load(name, data_dir, loader_kwargs, limit)
+    if not items:  # nothing to stage (tfds refuses an empty split); the bad rows are reported
+      return Staged(name, bad, items=[])
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=cache_dir))
     try:

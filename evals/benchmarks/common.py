@@ -174,7 +174,9 @@ def make_item(benchmark: str, item_id: str, question: str, options: Sequence[str
 
 def convert_rows(benchmark: str, rows: Iterable[tuple[str, dict]],
                  convert: Callable[[str, dict], Item]) -> Iterator[Item | BadItem]:
-  """Apply `convert(id, row)` to each row; ItemErrors and repeated ids become BadItems."""
+  """Apply `convert(id, row)` to each row; ItemErrors, rows whose fields have the wrong type
+  or shape (a string or null where a record belongs, a number for the options, a per-item file
+  that is not valid UTF-8 JSON) and repeated ids become BadItems."""
   seen = set()
   for item_id, row in rows:
     if item_id in seen:
@@ -185,3 +187,16 @@ def convert_rows(benchmark: str, rows: Iterable[tuple[str, dict]],
       yield convert(item_id, row)
     except ItemError as e:
       yield BadItem(benchmark, item_id, str(e))
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:
+      yield BadItem(benchmark, item_id, f"malformed row ({type(e).__name__}: {e})")
+
+
+def row_id(row, make_id: Callable[[dict], str], fallback: str) -> str:
+  """make_id(row) for a record, else `fallback`: a row that is no JSON object, or whose id
+  fields have the wrong type, still gets an id, and `convert_rows` reports it as bad."""
+  if isinstance(row, dict):
+    try:
+      return make_id(row) or fallback
+    except (TypeError, AttributeError, ValueError):
+      pass
+  return fallback

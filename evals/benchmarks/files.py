@@ -46,8 +46,11 @@ def read_table_rows(path: Path) -> list[dict]:
   """Rows of a .tsv/.csv file as dicts of strings (header row gives the keys)."""
   _allow_huge_fields()
   delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-  with path.open(newline="", encoding="utf-8-sig") as f:
-    return [dict(row) for row in csv.DictReader(f, delimiter=delimiter)]
+  try:
+    with path.open(newline="", encoding="utf-8-sig") as f:
+      return [dict(row) for row in csv.DictReader(f, delimiter=delimiter)]
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not UTF-8 text ({e})") from e
 
 
 def iter_parquet_rows(path: Path, batch_size: int = 64) -> Iterator[dict]:
@@ -63,13 +66,19 @@ def read_json(path: Path):
       return json.load(f)
   except json.JSONDecodeError as e:
     raise ValueError(f"{path}: not valid JSON ({e})") from e
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not UTF-8 text ({e})") from e
 
 
 def iter_jsonl(path: Path) -> Iterator[dict]:
   """Objects of a JSON-lines file; blank lines skipped; bad JSON raises naming the line."""
-  with path.open(encoding="utf-8") as f:
+  with path.open(encoding="utf-8", errors="surrogateescape") as f:
     for lineno, line in enumerate(f, 1):
       if line.strip():
+        try:
+          line.encode("utf-8")
+        except UnicodeEncodeError as e:
+          raise ValueError(f"{path}:{lineno}: not UTF-8 text ({e})") from e
         try:
           yield json.loads(line)
         except json.JSONDecodeError as e:

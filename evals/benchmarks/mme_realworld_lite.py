@@ -26,7 +26,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from evals.benchmarks.common import ItemError, convert_rows, is_missing, make_item, text
+from evals.benchmarks.common import (ItemError, convert_rows, is_missing, make_item, row_id,
+                                     text)
 from evals.benchmarks.files import first_key, iter_parquet_rows, read_rows, require_dir
 from evals.benchmarks.images import ImageIndex, decode_base64, image_from_cell
 
@@ -64,7 +65,7 @@ def load(root):
     for path in files:
       reader = iter_parquet_rows if path.suffix == ".parquet" else read_rows
       for i, row in enumerate(reader(path)):
-        yield text(first_key(row, ID_KEYS)) or f"{path.stem}:{i}", (path, row)
+        yield row_id(row, lambda r: text(first_key(r, ID_KEYS)), f"{path.stem}:{i}"), (path, row)
 
   def convert(item_id: str, path_row):
     path, row = path_row

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.benchmarks.common import (ItemError, convert_rows, is_missing, make_item,
+from evals.benchmarks.common import (ItemError, convert_rows, is_missing, make_item, row_id,
                                      parse_embedded_options, shuffle_options, text)
 from evals.benchmarks.files import find_first, first_key, read_rows, require_dir
 from evals.benchmarks.images import ImageIndex, read_image_file
@@ -79,8 +79,8 @@ def _load(name: str, root: Path, subsets, fields):
   def rows():
     for subset, path in subsets:
       for i, row in enumerate(read_rows(path)):
-        own = text(first_key(row, ("id", "question_id")))
-        yield own or f"{subset}/{i}", (subset, row)
+        own = row_id(row, lambda r: text(first_key(r, ("id", "question_id"))), f"{subset}/{i}")
+        yield own, (subset, row)
 
   def convert(item_id: str, subset_row):
     subset, row = subset_row

@@ -22,7 +22,8 @@ import string
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from evals.benchmarks.common import ItemError, convert_rows, is_missing, make_item, text
+from evals.benchmarks.common import (ItemError, convert_rows, is_missing, make_item, row_id,
+                                     text)
 from evals.benchmarks.files import read_rows
 from evals.benchmarks.images import ImageIndex, decode_base64, image_from_cell
 from evals.schema import BadItem, Item
@@ -43,7 +44,7 @@ def load_table(benchmark: str, path: Path, root: Path,
     return make_item(benchmark, item_id, _question(row), _options(row), row.get("answer"),
                      images, text(row.get("category")), meta)
 
-  ids = ((text(r.get("index")) or f"row{i}", r) for i, r in enumerate(rows))
+  ids = ((row_id(r, lambda r: text(r.get("index")), f"row{i}"), r) for i, r in enumerate(rows))
   return convert_rows(benchmark, ids, convert)
 
 

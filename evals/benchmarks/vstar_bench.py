@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.benchmarks.common import (ItemError, convert_rows, is_missing, make_item,
+from evals.benchmarks.common import (ItemError, convert_rows, is_missing, make_item, row_id,
                                      normalize_answer, parse_embedded_options, shuffle_options,
                                      strip_prefixes, text)
 from evals.benchmarks.files import iter_jsonl, read_json, require_dir
@@ -46,7 +46,8 @@ def load(root, shuffle: bool = True, seed: int = 0):
   if jsons:
     rows = ((f"{p.parent.name}/{p.stem}", ("json", p)) for p in jsons)
   elif (root / "test_questions.jsonl").is_file():
-    rows = ((_jsonl_id(r), ("jsonl", r)) for r in iter_jsonl(root / "test_questions.jsonl"))
+    rows = ((row_id(r, _jsonl_id, f"row{i}"), ("jsonl", r))
+            for i, r in enumerate(iter_jsonl(root / "test_questions.jsonl")))
   else:
     raise FileNotFoundError(f"{NAME}: neither {CATEGORIES[0]}/*.json nor test_questions.jsonl "
                             f"under {root}. {HOW}")

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.benchmarks.common import ItemError, convert_rows, make_item, shuffle_options, text
+from evals.benchmarks.common import (ItemError, convert_rows, make_item, row_id,
+                                     shuffle_options, text)
 from evals.benchmarks.files import read_json, require_dir
 from evals.benchmarks.images import ImageIndex, read_image_file
 
@@ -50,7 +51,7 @@ def load(root, subsets=SUBSETS, shuffle: bool = True, seed: int = 0):
   def rows():
     for subset, path in files:
       for i, entry in enumerate(read_json(path)):
-        stem = Path(text(entry.get("image_path"))).stem or f"row{i}"
+        stem = row_id(entry, lambda e: Path(text(e.get("image_path"))).stem, f"row{i}")
         yield f"{subset}/{stem}", (subset, entry)
 
   def convert(item_id: str, subset_entry):
@@ -58,8 +59,11 @@ def load(root, subsets=SUBSETS, shuffle: bool = True, seed: int = 0):
     ref = text(entry.get("image_path"))
     if not ref:
       raise ItemError("no image_path")
+    captions = entry.get("caption_options") or []
+    if not isinstance(captions, list):
+      raise ItemError(f"caption_options is a {type(captions).__name__}, not a list")
+    captions = [text(c) for c in captions]
     image = read_image_file(index.resolve(ref))
-    captions = [text(c) for c in entry.get("caption_options") or []]
     options, answer = captions, "A"
     if shuffle and captions:
       options, answer = shuffle_options(captions, 0, item_id, seed)

@@ -2,6 +2,7 @@
 array_record / tfds + grain pipeline. Fixtures: tests/evals/make_fixtures.py (colour = image)."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -367,3 +368,37 @@ def test_tfds_builder_round_trip_without_tensorflow(tmp_path):
   assert sum(shares, []) == items and json.loads((directory / "dataset_info.json").read_text())
   with pytest.raises(FileExistsError):
     tfds_builder.build_tfds(items, tmp_path)
+
+
+def test_malformed_records_are_bad_items_not_crashes(tmp_path):
+  """Records of the wrong type or shape, and per-item files that are not UTF-8 JSON, become
+  BadItems naming the problem; the other rows still load."""
+  root = tmp_path / "whatsup"
+  shutil.copytree(FIXTURES / "whatsup", root)
+  path = root / "controlled_clevr_dataset.json"
+  entries = json.loads(path.read_text())
+  good = len(entries)
+  entries += ["a string", None, {"image_path": "elsewhere/new.jpg", "caption_options": "left of"}]
+  path.write_text(json.dumps(entries))
+  items, bad = benchmarks.split_bad(benchmarks.load("whatsup", tmp_path, subsets=("controlled_clevr",)))
+  assert len(items) + len(bad) == good + 3
+  reasons = [b.reason for b in bad[-3:]]
+  assert reasons[0].startswith("malformed row (AttributeError") and "malformed row" in reasons[1]
+  assert reasons[2] == "caption_options is a str, not a list"  # not split into letters
+
+  root = tmp_path / "vstar_bench"
+  shutil.copytree(FIXTURES / "vstar_bench", root)
+  (root / "direct_attributes" / "sa_1.json").write_bytes(b'{"question": "caf\xe9?"}')
+  (root / "direct_attributes" / "sa_3.json").write_text("[1, 2]")
+  bad = benchmarks.split_bad(benchmarks.load("vstar_bench", tmp_path))[1]
+  by_id = {b.id: b.reason for b in bad}
+  assert "sa_1.json: not UTF-8 text" in by_id["direct_attributes/sa_1"]
+  assert "malformed row" in by_id["direct_attributes/sa_3"]
+
+
+def test_non_utf8_tables_name_the_file(tmp_path):
+  root = tmp_path / "mmbench"
+  root.mkdir()
+  (root / "MMBench_DEV_EN.tsv").write_bytes(b"index\tquestion\n1\tcaf\xe9\n")
+  with pytest.raises(ValueError, match="MMBench_DEV_EN.tsv: not UTF-8"):
+    list(benchmarks.load("mmbench", tmp_path))
