@@ -14,6 +14,7 @@ import zlib
 import numpy as np
 
 from evals import presets as presets_lib
+from evals.judge import PARSE_VERSION
 from evals.schema import Item
 from evals.variants import PromptSpec
 from vlm_jax.processor import pad_rows
@@ -114,7 +115,7 @@ class Engine:
         "num_tokens": int(out.lengths[r]), "parsed": parsed, "unparsed": parsed is None,
         "correct": parsed == spec.answer, "judge_letter": verdict.letter,
         "judge_raw": verdict.raw, "judge": verdict.judge, "judge_error": verdict.error,
-        "judge_prompt_version": verdict.prompt_version,
+        "judge_prompt_version": verdict.prompt_version, "parse_version": PARSE_VERSION,
         "consistent": None if verdict.letter is None or parsed is None
         else verdict.letter == parsed,
         "letter_probs": None if probs is None else [float(p) for p in probs],

@@ -29,6 +29,7 @@ import unicodedata
 from typing import Callable, Sequence
 
 JUDGE_PROMPT_VERSION = "v1"
+UNPARSEABLE = "unparseable judge reply"
 RULE_VERSION = "rule-v2"  # v2: "actually" cue, clause-wide negation, "the right answer" idiom
 # the answer parsing rules (`parse_letter`): v2 reads hedges ("C or D") and lists of options as
 # no answer, and "(b)", "C (left)", full-width and \text{} letters as letters
@@ -66,6 +67,13 @@ def consistency(verdict_letter: str | None, answer_letter: str | None) -> bool |
 
 def has_think(request: JudgeRequest) -> bool:
   return bool(request.think and request.think.strip())
+
+
+def retryable(error: str | None) -> bool:
+  """Whether a verdict's error means the judge could not be asked or did not answer (a
+  transport failure, an HTTP error, an empty reply), which a rerun may fix; not the judge's own
+  reply being unparseable, nor a missing think."""
+  return error is not None and error not in (NO_THINK, UNPARSEABLE)
 
 
 def no_think_verdict(judge: str, prompt_version: str) -> Verdict:
@@ -455,7 +463,7 @@ def verdict_from_reply(reply: str, request: JudgeRequest, judge: str,
   if _normalize(text) == "none":  # the judge's "no conclusion", even if an option reads "None"
     return Verdict(None, reply, judge, prompt_version)
   letter = parse_letter(text, request.letters, request.options)
-  error = None if letter else "unparseable judge reply"
+  error = None if letter else UNPARSEABLE
   return Verdict(letter, reply, judge, prompt_version, error)
 
 
@@ -502,6 +510,7 @@ def make_judge(spec: str, generate_fn_factory: Callable[[str], GenerateFn] | Non
                                        is asked with thinking off
     a local directory               -> LLMJudge(generate_fn_factory(path))
   """
+  check_spec(spec)
   if spec == "rule":
     return RuleJudge(**kwargs)
   if spec.startswith(("http://", "https://")):
@@ -515,6 +524,27 @@ def make_judge(spec: str, generate_fn_factory: Callable[[str], GenerateFn] | Non
     return LLMJudge(generate_fn_factory(path), **kwargs)
   raise ValueError(f"unknown judge spec {spec!r}: expected 'rule', an http(s):// URL (optionally "
                    f"ending in '#model'), or an existing local model directory")
+
+
+def check_spec(spec: str) -> None:
+  """A clear ValueError for a judge spec that cannot work (checked before any model loads): a
+  URL without a host or with a bad port, or a path that is not a directory."""
+  if spec == "rule":
+    return
+  if spec.startswith(("http://", "https://")):
+    import urllib.parse
+    url = spec.partition("#")[0]
+    parts = urllib.parse.urlsplit(url)
+    try:
+      parts.port
+    except ValueError:
+      raise ValueError(f"judge URL {url!r}: the port is not a number") from None
+    if not parts.hostname:
+      raise ValueError(f"judge URL {url!r} has no host")
+    return
+  if not os.path.isdir(os.path.expanduser(spec)):
+    raise ValueError(f"unknown judge spec {spec!r}: expected 'rule', an http(s):// URL "
+                     f"(optionally ending in '#model'), or an existing local model directory")
 
 
 def _make_http_judge(spec: str, **kwargs):

@@ -71,14 +71,17 @@ class ResultsFile:
 SETTINGS_FILE = "run_settings.json"
 
 
-def check_settings(out: str, settings: dict, have_results: bool) -> str:
+def check_settings(out: str, settings: dict, have_results: bool,
+                   legacy: dict | None = None) -> str:
   """Ties OUT to the settings that change a result record, since the resume key (benchmark,
   item, variant) does not hold them: a rerun with another model or temperature would otherwise
   count the old records as its own. Called by the writer process only, before the model loads.
 
   Writes OUT/run_settings.json (atomically) when it is missing (a first run, or an OUT from a
   version that did not write it: warned), or when OUT holds no results yet (nothing to mix).
-  Returns '' when this run may go on, else an error naming each differing setting."""
+  legacy: for settings that older versions did not record, the value those versions implied
+  (the answer-parsing rules they had); results recorded without the setting are compared with
+  it. Returns '' when this run may go on, else an error naming each differing setting."""
   path = os.path.join(out, SETTINGS_FILE)
   old = None
   if os.path.exists(path):
@@ -91,16 +94,17 @@ def check_settings(out: str, settings: dict, have_results: bool) -> str:
     print(f"warning: {path} is missing (OUT written by an older version); resuming, and recording "
           f"this run's settings there: make sure they are the ones its results were made with",
           file=sys.stderr)
-  if old is not None and have_results:
-    diffs = [f"  {k}: {old[k]!r} before, {settings[k]!r} now"
-             for k in sorted(settings) if k in old and old[k] != settings[k]]
+  if have_results:
+    before = {**(legacy or {}), **(old or {})}
+    diffs = [f"  {k}: {before[k]!r} before, {settings[k]!r} now"
+             for k in sorted(settings) if k in before and before[k] != settings[k]]
     if diffs:
       return (f"{out} holds results made with other settings ({path}), which this run would "
               f"resume as its own:\n" + "\n".join(diffs) +
               "\nPick a new --out for these settings (or rerun with the old ones to resume).")
-    if all(k in old for k in settings):
+    if old is not None and all(k in old for k in settings):
       return ""
-    settings = {**settings, **old}  # a setting this version adds: recorded from now on
+    settings = {**settings, **(old or {})}  # a setting this version adds: recorded from now on
   _write_json(path, settings)
   return ""
 

@@ -27,6 +27,7 @@ from evals import variants as variants_lib
 from evals.engine import Engine, Job
 from evals.results import ResultsFile, check_settings, result_key
 from evals.schema import BadItem
+from vlm_jax.files import atomic_write
 
 DTYPES = ("bfloat16", "float32", "float16")  # parameter dtypes of --model and a local judge
 
@@ -223,8 +224,14 @@ def _progress(done: int, start: float) -> None:
 
 
 def _check_names(args) -> None:
-  """Unknown benchmark or variant names, before anything loads."""
+  """Unknown benchmark or variant names, or a judge spec that cannot work, before anything
+  loads; a name given twice counts once."""
   from evals import benchmarks
+  from evals.judge import check_spec
+  args.benchmarks = ",".join(dict.fromkeys(args.benchmarks.split(",")))
+  if args.variants != "all":
+    args.variants = ",".join(dict.fromkeys(args.variants.split(",")))
+  check_spec(args.judge)
   for name in args.benchmarks.split(","):
     if name not in benchmarks.BENCHMARKS:
       raise ValueError(f"--benchmarks: unknown benchmark {name!r}; known: "
@@ -268,19 +275,27 @@ def main(argv=None) -> int:
     texts = variants_lib.LLMTexts(_local_generate_factory(args, mesh)(args.text_generator))
   done = _shared_done(results.done)
   bad, new, start = [], 0, time.perf_counter()
+  unjudged, judge_error = 0, ""
   jobs = _jobs(args, done, bad, texts, processor.image_config)
   for batch in _batches(jobs, args.batch_size):
     for record in engine.run_batch(batch):
+      if judge_lib.retryable(record["judge_error"]):  # not written: a rerun judges it again
+        unjudged, judge_error = unjudged + 1, record["judge_error"]
+        continue
       if writer and result_key(record) not in results.done:
         results.append(record)
       new += 1
     _progress(new, start)
   print(file=sys.stderr)
   if writer:
-    _write_bad(args.out, bad)
+    bad = _write_bad(args.out, bad, args.benchmarks.split(","))
     files = report.write_summary(results.records, args.out, bad_items=len(bad))
     print(f"{len(results.records)} results ({new} new), {len(bad)} bad items; wrote "
           f"{', '.join(os.path.relpath(f, args.out) for f in files)} in {args.out}")
+  if unjudged:
+    print(f"{unjudged} results not written: the judge gave no verdict (last error: "
+          f"{judge_error}); run the same command again to judge them", file=sys.stderr)
+    return 1
   return 0
 
 
@@ -314,10 +329,23 @@ def _check_settings(args, results: ResultsFile, writer: bool) -> None:
   settings. Process 0 alone reads and writes OUT (as for results); the others take its verdict,
   so none is left waiting in a collective."""
   from vlm_jax import multihost
-  error = check_settings(args.out, run_settings(args), bool(results.records)) if writer else ""
+  settings = run_settings(args)
+  legacy = {"answer_rules": _records_answer_rules(results.records)} if results.records else {}
+  error = check_settings(args.out, settings, bool(results.records), legacy) if writer else ""
   error = multihost.broadcast_bytes(error.encode()).decode()
   if error:
     raise ValueError(error)
+
+
+def _records_answer_rules(records: list[dict]):
+  """The answer rules OUT's records were made with, for an OUT whose run_settings.json does not
+  say (written before it recorded them, or deleted): records carry their parse and judge
+  versions (those without a parse version predate it: parse-v1). Mixed: "mixed", never equal."""
+  parse = {r.get("parse_version", "parse-v1") for r in records}
+  judge = {r.get("judge_prompt_version") for r in records} - {None}
+  if len(parse) > 1 or len(judge) > 1:
+    return "mixed"
+  return {"parse": parse.pop(), "judge": judge.pop() if judge else None}
 
 
 def _shared_done(done: set) -> set:
@@ -333,10 +361,25 @@ def _is_writer() -> bool:
   return jax.process_index() == 0  # every process runs every global batch (SPMD); one writes
 
 
-def _write_bad(out: str, bad: list) -> None:
-  with open(os.path.join(out, "bad_items.jsonl"), "w") as f:
-    for b in bad:
-      f.write(json.dumps({"benchmark": b.benchmark, "id": b.id, "reason": b.reason}) + "\n")
+def _write_bad(out: str, bad: list, benchmarks: list[str]) -> list[dict]:
+  """OUT/bad_items.jsonl: this run's bad items, plus those an earlier run into OUT recorded for
+  benchmarks this run did not load (a rerun on a subset keeps the rest). Returns all of them."""
+  path = os.path.join(out, "bad_items.jsonl")
+  kept = []
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        try:
+          entry = json.loads(line)
+        except json.JSONDecodeError:
+          continue  # a torn line: this file is rewritten whole below
+        if isinstance(entry, dict) and entry.get("benchmark") not in benchmarks:
+          kept.append(entry)
+  rows = kept + [{"benchmark": b.benchmark, "id": b.id, "reason": b.reason} for b in bad]
+  with atomic_write(path) as f:
+    for row in rows:
+      f.write(json.dumps(row) + "\n")
+  return rows
 
 
 def _local_generate_factory(args, mesh):

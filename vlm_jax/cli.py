@@ -17,7 +17,8 @@ import sys
 import traceback
 from typing import Callable
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, KeyError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+               IsADirectoryError, PermissionError, KeyError)
 
 
 def run(main: Callable[[], int | None], prog: str) -> int:

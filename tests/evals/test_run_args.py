@@ -102,6 +102,18 @@ def test_rerun_with_other_settings_fails_before_the_model_loads(tmp_path, monkey
   assert "older version" in capsys.readouterr().err
   with open(os.path.join(out, SETTINGS_FILE)) as f:
     assert json.load(f)["temperature"] == 1.0
+  # ... unless its records were parsed by other answer rules (records before parse_version:
+  # parse-v1), which would mix with this run's
+  os.remove(os.path.join(out, SETTINGS_FILE))
+  path = os.path.join(out, "results.jsonl")
+  with open(path) as f:
+    records = [json.loads(line) for line in f]
+  with open(path, "w") as f:
+    for r in records:
+      r.pop("parse_version")
+      f.write(json.dumps(r) + "\n")
+  with pytest.raises(ValueError, match="answer_rules: .*parse-v1.* before"):
+    run.main(SMALL + ["--out", out])
 
 
 def test_only_the_writer_touches_out(tmp_path):
@@ -122,3 +134,49 @@ def test_unknown_names_fail_before_anything_loads(tmp_path, monkeypatch, flag, v
   with pytest.raises(ValueError, match=message):
     run.main(["--out", str(tmp_path / "out"), flag, value])
   assert not os.path.exists(tmp_path / "out")
+
+
+def test_results_the_judge_could_not_judge_are_not_written(tmp_path, monkeypatch, capsys):
+  """A judge that could not be asked (server down after its retries) leaves the result out,
+  exits 1, and a rerun judges it; a judge reply that names no option is a verdict (kept)."""
+  from evals.engine import Engine
+  out = str(tmp_path / "out")
+  real = Engine.run_batch
+
+  def outage(self, jobs):
+    records = real(self, jobs)
+    records[0] = dict(records[0], judge_letter=None, judge_error="gave up after 4 attempts")
+    records[1] = dict(records[1], judge_letter=None, judge_error=judge_lib.UNPARSEABLE)
+    return records
+
+  monkeypatch.setattr(Engine, "run_batch", outage)
+  assert run.main(SMALL + ["--out", out]) == 1
+  assert "1 results not written" in capsys.readouterr().err
+  with open(os.path.join(out, "results.jsonl")) as f:
+    assert [json.loads(line)["judge_error"] for line in f] == [judge_lib.UNPARSEABLE]
+  monkeypatch.setattr(Engine, "run_batch", real)
+  assert run.main(SMALL + ["--out", out]) == 0
+  with open(os.path.join(out, "results.jsonl")) as f:
+    assert len(f.readlines()) == 2
+
+
+def test_bad_items_of_benchmarks_a_rerun_did_not_load_are_kept(tmp_path):
+  from evals.schema import BadItem
+  out = str(tmp_path)
+  run._write_bad(out, [BadItem("cv_bench", "1", "x"), BadItem("mmbench", "2", "y")],
+                 ["cv_bench", "mmbench"])
+  rows = run._write_bad(out, [BadItem("mmbench", "3", "z")], ["mmbench"])
+  assert [(r["benchmark"], r["id"]) for r in rows] == [("cv_bench", "1"), ("mmbench", "3")]
+  with open(os.path.join(out, "bad_items.jsonl")) as f:
+    assert [json.loads(line) for line in f] == rows
+
+
+def test_names_given_twice_count_once_and_bad_judges_fail_first():
+  args = _parse("--benchmarks", "synthetic,synthetic", "--variants", "base,abstain,base")
+  run._check_names(args)
+  assert (args.benchmarks, args.variants) == ("synthetic", "base,abstain")
+  for judge, message in (("http://:8000/v1#m", "has no host"),
+                         ("http://host:abc/v1#m", "port is not a number"),
+                         ("/no/such/dir", "unknown judge spec")):
+    with pytest.raises(ValueError, match=message):
+      run._check_names(_parse("--judge", judge))
