@@ -26,10 +26,20 @@ class ResultsFile:
   def __init__(self, path: str):
     self.path = path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    self.records = self._read_and_repair()
-    self.done = {result_key(r) for r in self.records}
+    numbered = self._read_and_repair()
+    self.records = [r for _, r in numbered]
+    self.done = set()
+    for lineno, r in numbered:
+      if not isinstance(r, dict) or any(k not in r for k in ("benchmark", "item_id", "variant")):
+        raise ValueError(f"{self.path}: line {lineno} is not a result record (a JSON object "
+                         f"with benchmark, item_id and variant)")
+      if result_key(r) in self.done:
+        raise ValueError(f"{self.path}: line {lineno} repeats result {result_key(r)} of an "
+                         f"earlier line; remove one of them")
+      self.done.add(result_key(r))
 
-  def _read_and_repair(self) -> list[dict]:
+  def _read_and_repair(self) -> list[tuple[int, dict]]:
+    """(line number, record) of every complete line; a torn last line is cut off the file."""
     if not os.path.exists(self.path):
       return []
     with open(self.path, "rb") as f:
@@ -43,7 +53,7 @@ class ResultsFile:
         good_bytes += len(line) + (1 if i < len(lines) - 1 else 0)
         continue
       try:
-        records.append(json.loads(line))
+        records.append((i + 1, json.loads(line)))
       except json.JSONDecodeError:
         if i != len(lines) - 1 and any(l.strip() for l in lines[i + 1:]):
           raise ValueError(f"{self.path}: line {i + 1} is corrupt (not the last line)") from None

@@ -97,3 +97,15 @@ def test_a_setting_the_file_lacks_is_added_not_refused(tmp_path):
 def test_unreadable_settings_file_is_an_error_message(tmp_path):
   (tmp_path / SETTINGS_FILE).write_text("{torn")
   assert "cannot read" in check_settings(str(tmp_path), SETTINGS, have_results=True)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("null", "line 2 is not a result record"),
+    ('{"benchmark": "b", "item_id": "9"}', "line 2 is not a result record"),
+    ('{"benchmark": "b", "item_id": 1, "variant": "base"}', "line 2 repeats result"),
+])
+def test_bad_records_are_named_by_line_when_the_file_is_opened(tmp_path, line, message):
+  path = tmp_path / "results.jsonl"
+  path.write_text('{"benchmark": "b", "item_id": "1", "variant": "base"}\n' + line + "\n")
+  with pytest.raises(ValueError, match=message):
+    ResultsFile(str(path))
