@@ -60,8 +60,9 @@ class Manager:
 
 class MetricsLog:
   """metrics.jsonl, one line per step (on resume, lines past the restored step are dropped), and
-  the same scalars as TensorBoard events in `tensorboard_dir` (a new event file per run; on a
-  resume TensorBoard itself discards the orphaned steps past the restart). Only the process
+  the same scalars as TensorBoard events in `tensorboard_dir` (a new event file per run, which
+  starts with a SessionLog START at the run's first step: on a resume TensorBoard then discards
+  the orphaned steps a killed run logged past its last checkpoint). Only the process
   given `write=True` (process 0 in a multi-host run) touches the files."""
 
   def __init__(self, path: str, restored_step: int, tensorboard_dir: str | None = None,
@@ -85,6 +86,9 @@ class MetricsLog:
     if tensorboard_dir:
       from rl.tensorboard import SummaryWriter
       self.tensorboard = SummaryWriter(tensorboard_dir)
+      # every run starts with one (TensorBoard treats a run's first START as its start and each
+      # later one as a restart, which drops the earlier events at or past its step)
+      self.tensorboard.session_start(restored_step + 1)
 
   def write(self, metrics: dict) -> None:
     if not self.enabled:

@@ -86,9 +86,11 @@ class TrainConfig:
       if getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
     for name in ("steps", "eval_every", "warmup_steps", "lr", "temperature", "weight_decay",
-                 "kl_coef", "grad_clip", "clip_low", "clip_high"):
+                 "kl_coef", "grad_clip", "clip_low", "clip_high", "seed"):
       if not getattr(self, name) >= 0:  # (NaN too)
         raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
+    if not self.clip_low < 1:  # the ratio is clipped below at 1 - clip_low
+      raise ValueError(f"clip_low={self.clip_low}: must be < 1")
     if not 0 <= self.augment_prob <= 0.25:  # four kinds of augmentation at this rate each
       raise ValueError(f"augment_prob={self.augment_prob}: must be in [0, 0.25]")
     judge = self.judge

@@ -93,6 +93,9 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
   from vlm_jax.sampler import Sampler
   model_config, params, processor = data.load_policy(config, mesh)
   examples = [e for e in data.load_items(config) if e.kind == "choice"]
+  if not examples:
+    raise ValueError(f"data={config.data!r} holds no multiple-choice items: the SFT warm-up "
+                     f"teaches the answer format on them (counting data has none)")
   from rl.train import make_optimizer
   opt = make_optimizer(config, params)
   opt_state = opt.init(params)

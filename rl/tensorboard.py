@@ -4,10 +4,15 @@ An event file is a sequence of TFRecords, each framed as
   uint64 len (little-endian) | uint32 masked_crc32c(len bytes) | data | uint32 masked_crc32c(data)
 where masked(crc) = ((crc >> 15) | (crc << 17)) + 0xa282ead8 (mod 2^32) and crc32c is CRC-32C
 (Castagnoli, reflected polynomial 0x82F63B78). Each record's data is a hand-encoded protobuf
-  Event{double wall_time=1; int64 step=2; string file_version=3; Summary summary=5}
-  Summary{repeated Value value=1}, Summary.Value{string tag=1; float simple_value=2}.
+  Event{double wall_time=1; int64 step=2; string file_version=3; Summary summary=5;
+        SessionLog session_log=7}
+  Summary{repeated Value value=1}, Summary.Value{string tag=1; float simple_value=2},
+  SessionLog{Status status=1} (START = 1).
 The first record is the Event with file_version "brain.Event:2"; each scalar is then one Event
-with one Summary.Value (values not finite in float32, or not real numbers, are skipped). Files
+with one Summary.Value (values not finite in float32, or not real numbers, are skipped).
+`session_start` writes a SessionLog START: TensorBoard takes a run's first one as its start and
+each later one as a restart, dropping the events at or past that step that it read before it
+(steps a killed run logged past its last checkpoint), as for TensorFlow's own writers. Files
 are named like TensorFlow's, events.out.tfevents.{time}.{host}.{pid}.{counter}{suffix}.
 """
 
@@ -61,13 +66,16 @@ def _bytes_field(field: int, payload: bytes) -> bytes:  # wire type 2: length-de
   return _varint(field << 3 | 2) + _varint(len(payload)) + payload
 
 
-def _event(step: int, file_version: str | None = None, summary: bytes | None = None) -> bytes:
+def _event(step: int, file_version: str | None = None, summary: bytes | None = None,
+           session_log: bytes | None = None) -> bytes:
   msg = _varint(1 << 3 | 1) + struct.pack("<d", time.time())  # wall_time: fixed64 double
   msg += _varint(2 << 3 | 0) + _varint(step)                   # step: varint int64
   if file_version is not None:
     msg += _bytes_field(3, file_version.encode())
   if summary is not None:
     msg += _bytes_field(5, summary)
+  if session_log is not None:
+    msg += _bytes_field(7, session_log)
   return msg
 
 
@@ -98,6 +106,10 @@ class SummaryWriter:
     header = struct.pack("<Q", len(data))
     self._file.write(header + struct.pack("<I", masked_crc32c(header)) + data
                      + struct.pack("<I", masked_crc32c(data)))
+
+  def session_start(self, step: int):
+    """SessionLog START at `step`: TensorBoard discards every earlier event at a step >= it."""
+    self._write(_event(int(step), session_log=_varint(1 << 3 | 0) + _varint(1)))
 
   def scalars(self, step: int, values: dict[str, float]):
     for tag, value in values.items():

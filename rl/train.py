@@ -17,6 +17,7 @@ needed: `tensorboard --logdir OUT/tensorboard`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -42,7 +43,13 @@ def _on_sigterm(signum, frame):
 
 
 def make_optimizer(config: TrainConfig, params: dict) -> optax.GradientTransformation:
-  schedule = optax.linear_schedule(0.0, config.lr, max(config.warmup_steps, 1))
+  """AdamW after global-norm clipping. The learning rate rises linearly from 0 over the first
+  `warmup_steps` training steps (each `updates_per_batch` optimizer updates) and is `lr` from
+  then on (as transformers' linear warmup: the first update has 0); warmup_steps=0: `lr` from
+  the first update."""
+  warmup = config.warmup_steps * config.updates_per_batch
+  schedule = (optax.linear_schedule(0.0, config.lr, warmup) if warmup
+              else optax.constant_schedule(config.lr))
   opt = optax.chain(optax.clip_by_global_norm(config.grad_clip),
                     optax.adamw(schedule, weight_decay=config.weight_decay))
   if not config.freeze_vision or "vision" not in params:
@@ -242,23 +249,72 @@ def aligned_mask(lengths: np.ndarray, width: int, rows: int) -> np.ndarray:
                          lengths, width, rows)
 
 
-def _write_model_config(trainer, out: str) -> None:
+def _model_config_json(trainer) -> dict:
   from vlm_jax import config as config_lib
+  hf_config = config_lib.to_hf(trainer.model_config, dtype=trainer.config.dtype)
+  if trainer.config.model:  # where `convert train-to-hf` takes tokenizer/preprocessor from
+    hf_config["_name_or_path"] = os.path.abspath(trainer.config.model)
+  return hf_config
+
+
+def _write_model_config(trainer, out: str) -> None:
   if jax.process_index() == 0:
     with atomic_write(os.path.join(out, "model_config.json")) as f:
-      hf_config = config_lib.to_hf(trainer.model_config, dtype=trainer.config.dtype)
-      if trainer.config.model:  # where `convert train-to-hf` takes tokenizer/preprocessor from
-        hf_config["_name_or_path"] = os.path.abspath(trainer.config.model)
-      json.dump(hf_config, f, indent=2)
+      json.dump(_model_config_json(trainer), f, indent=2)
+
+
+def _check_resume(trainer, out: str) -> None:
+  """Before a resume restores anything: OUT's checkpoints must be of this model and dtype (the
+  model config they were saved with, OUT/model_config.json, would otherwise be overwritten and
+  the checkpoints no longer export), and a changed TrainConfig is reported field by field."""
+  path = os.path.join(out, "model_config.json")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      old = json.load(f)
+    new = _model_config_json(trainer)
+    diffs = [f"  {k}: {old.get(k)!r} before, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
+             if k != "_name_or_path" and old.get(k) != new.get(k)]
+    if diffs:
+      raise ValueError(f"{out} holds checkpoints of another model or dtype ({path}):\n"
+                       + "\n".join(diffs) + "\nPick a new output folder, or resume with the "
+                       "model, preset and dtype it was started with.")
+  path = os.path.join(out, "train_config.json")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      old = json.load(f)
+    new = dataclasses.asdict(trainer.config)
+    changed = [f"{k} {old[k]!r} -> {new[k]!r}" for k in sorted(new)
+               if k in old and old[k] != new[k]]
+    if changed:
+      print(f"resuming {out} with changed settings: {', '.join(changed)}", file=sys.stderr)
+
+
+def _write_train_config(config: TrainConfig, out: str) -> None:
+  if jax.process_index() == 0:
+    with atomic_write(os.path.join(out, "train_config.json")) as f:
+      json.dump(dataclasses.asdict(config), f, indent=1, sort_keys=True)
 
 
 def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
   """Run (or resume) training in `out`; returns the trainer at its final step."""
   from rl import checkpoints
+  if config.group_size == 1:
+    print("warning: group_size=1: every GRPO advantage is 0 (one sample per prompt, nothing to "
+          "compare it with), so only the KL term moves the policy", file=sys.stderr)
   trainer = Trainer(config, mesh, out)
-  _write_model_config(trainer, out)
   manager = checkpoints.Manager(os.path.join(out, "checkpoints"), config.keep_checkpoints)
-  trainer.step = manager.restore(trainer)
+  try:
+    if manager.manager.latest_step() is not None:
+      _check_resume(trainer, out)
+    trainer.step = manager.restore(trainer)
+  except BaseException:
+    manager.close()  # (an open manager left behind prints orbax tracebacks at exit)
+    raise
+  _write_model_config(trainer, out)  # after the restore: a refused resume leaves OUT as it was
+  _write_train_config(config, out)
+  if trainer.step >= config.steps:
+    print(f"{out} is at step {trainer.step}, steps={config.steps}: nothing to train (raise "
+          f"steps to continue)", file=sys.stderr)
   log = checkpoints.MetricsLog(os.path.join(out, "metrics.jsonl"), trainer.step,
                                tensorboard_dir=os.path.join(out, "tensorboard"),
                                write=jax.process_index() == 0)

@@ -66,7 +66,10 @@ def load_training_params(run_dir: str, step: int | None = None, dtype=None):
   config = config_lib.from_hf(config_path)
   root = os.path.join(run_dir, "checkpoints")
   steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
-  if not steps or (step is not None and step not in steps):
+  if not steps:
+    raise FileNotFoundError(f"{root}: the run has no checkpoint yet (rl.train saves one every "
+                            f"checkpoint_every steps, on SIGTERM and at the end)")
+  if step is not None and step not in steps:
     raise FileNotFoundError(f"{root}: no checkpoint for step {step} (have {steps})")
   path = os.path.join(root, str(step if step is not None else steps[-1]), "state")
   # The item's handler, not `StandardCheckpointer().metadata`: the checkpointer also looks for

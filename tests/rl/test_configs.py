@@ -61,6 +61,7 @@ def test_smoke_mode_keeps_the_runs_settings_at_the_smoke_runs_scale():
     ("eval_benchmarks=bogus", "eval_benchmarks='bogus'"), ("eval_variants=base,nope", "nope"),
     ("preset=bogus", "preset='bogus'"), ("judge=/no/such/dir", "judge='/no/such/dir'"),
     ("lr=-1", "lr=-1.0: must be >= 0"), ("augment_prob=0.5", "augment_prob=0.5"),
+    ("seed=-1", "seed=-1: must be >= 0"), ("clip_low=1", "clip_low=1.0: must be < 1"),
 ])
 def test_bad_values_name_the_field_when_the_config_is_built(override, message):
   base = load_config(os.path.join(ROOT, "configs", "smoke.py"))
@@ -86,3 +87,16 @@ def test_presets_are_spelled_one_way_and_sources_match_the_loaders():
   assert sorted(TRAINING_SOURCES) == sorted(datasets.SOURCES)
   smoke = load_config(os.path.join(ROOT, "configs", "grpo_study.py:smoke"))
   assert smoke.eval_max_new_tokens == base.eval_max_new_tokens == 16
+
+
+@pytest.mark.parametrize("warmup, first_lr", [(0, 0.5), (2, 0.0)])
+def test_warmup_steps_0_trains_from_the_first_update(warmup, first_lr):
+  import jax.numpy as jnp
+  from rl.train import make_optimizer
+  config = apply_overrides(load_config(os.path.join(ROOT, "configs", "smoke.py")), [
+      f"warmup_steps={warmup}", "lr=0.5", "weight_decay=0", "grad_clip=100"])
+  params = {"text": {"w": jnp.zeros(3)}}
+  opt = make_optimizer(config, params)
+  updates, _ = opt.update({"text": {"w": jnp.ones(3)}}, opt.init(params), params)
+  # Adam's first step moves each weight by lr (the normalised gradient is 1)
+  assert float(jnp.abs(updates["text"]["w"]).max()) == pytest.approx(first_lr, rel=1e-3)

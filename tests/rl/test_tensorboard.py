@@ -2,6 +2,7 @@
 independent reader (and by TensorBoard's own EventAccumulator when it is installed)."""
 
 import glob
+import json
 import os
 import struct
 
@@ -85,6 +86,9 @@ def decode_event(data: bytes) -> dict:
     elif field == 3:
       assert wire == 2
       event["file_version"] = value.decode()
+    elif field == 7:  # (6 is the deprecated log_message)
+      assert wire == 2 and parse_proto(value) == [(1, 0, 1)]  # SessionLog{status: START}
+      event["session_start"] = True
     elif field == 5:
       assert wire == 2
       for sfield, swire, svalue in parse_proto(value):
@@ -199,3 +203,46 @@ def test_tensorboard_event_accumulator_reads_file(tmp_path):
     got = [(e.step, e.value) for e in acc.Scalars(tag)]
     assert got == [(step, pytest.approx(f32(vals[tag]), rel=1e-7))
                    for step, vals in expected.items()]
+
+
+def test_a_resumed_metrics_log_starts_its_event_file_with_a_session_start(tmp_path):
+  """A killed run logged step 3 past its last checkpoint (2); the resumed run's file begins with
+  SessionLog START at step 3, which makes TensorBoard drop the first file's step 3 (a restart:
+  the first run's file began with the run's first START)."""
+  from rl.checkpoints import MetricsLog
+  tb, path = str(tmp_path / "tb"), str(tmp_path / "metrics.jsonl")
+  first = MetricsLog(path, 0, tensorboard_dir=tb)
+  for step in (1, 2, 3):
+    first.write({"step": step, "loss": float(step)})
+  first.close()
+  files_before = set(os.listdir(tb))
+  resumed = MetricsLog(path, 2, tensorboard_dir=tb)
+  resumed.write({"step": 3, "loss": 30.0})
+  resumed.close()
+  (new,) = set(os.listdir(tb)) - files_before
+  events = read_events(os.path.join(tb, new))
+  assert events[1] == {**events[1], "step": 3, "session_start": True}
+  (old,) = files_before
+  assert read_events(os.path.join(tb, old))[1] == {
+      **read_events(os.path.join(tb, old))[1], "step": 1, "session_start": True}
+  with open(path) as f:
+    assert [json.loads(line)["loss"] for line in f] == [1.0, 2.0, 30.0]
+
+
+def test_tensorboard_drops_the_steps_a_resumed_run_logs_again(tmp_path):
+  pytest.importorskip("tensorboard")
+  from tensorboard.backend.event_processing import event_accumulator
+  from rl.checkpoints import MetricsLog
+  tb, path = str(tmp_path / "tb"), str(tmp_path / "metrics.jsonl")
+  first = MetricsLog(path, 0, tensorboard_dir=tb)
+  for step in (1, 2, 3):
+    first.write({"step": step, "loss": float(step)})
+  first.close()
+  resumed = MetricsLog(path, 2, tensorboard_dir=tb)  # killed after logging 3, checkpoint 2
+  for step in (3, 4):
+    resumed.write({"step": step, "loss": 10.0 * step})
+  resumed.close()
+  acc = event_accumulator.EventAccumulator(tb, size_guidance={"scalars": 0})
+  acc.Reload()
+  assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(1, 1.0), (2, 2.0), (3, 30.0),
+                                                               (4, 40.0)]

@@ -77,6 +77,23 @@ def test_sigterm_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
   assert max(jax.tree.leaves(moved)) > 0  # the test is not vacuous: params did change
 
 
+def test_resume_refuses_another_model_and_reports_changed_settings(tmp_path, capsys):
+  config = apply_overrides(load_config(SMOKE), ["steps=1"])
+  out = str(tmp_path / "run")
+  train.train(config, out=out)
+  with open(os.path.join(out, "model_config.json")) as f:
+    saved = f.read()
+  for change, field in (("dtype=bfloat16", "dtype"), ("model_preset=small", "text_config")):
+    with pytest.raises(ValueError, match=f"another model or dtype(.|\n)*{field}"):
+      train.train(apply_overrides(config, [change]), out=out)
+  with open(os.path.join(out, "model_config.json")) as f:
+    assert f.read() == saved  # the checkpoints still export
+  capsys.readouterr()
+  assert train.train(apply_overrides(config, ["lr=0.5"]), out=out).step == 1
+  err = capsys.readouterr().err
+  assert "changed settings: lr 0.0001 -> 0.5" in err and "nothing to train" in err
+
+
 @pytest.mark.parametrize("poison,at_step", [("gradient", 1), ("loss", 0)])
 def test_a_non_finite_step_raises_and_keeps_the_last_good_state(tmp_path, monkeypatch, poison,
                                                                  at_step):
