@@ -52,6 +52,13 @@ def augment_config(config):
   return augment_lib.AugmentConfig(probs=(config.augment_prob,) * 4, seed=config.seed)
 
 
+def policy_config(config):
+  """The policy's model config alone (no params): what `load_policy` will load."""
+  from vlm_jax import config as config_lib
+  return (config_lib.from_hf(config.model) if config.model
+          else config_lib.get_config(config.model_preset))
+
+
 def load_policy(config, mesh):
   """(model config, params on the mesh, processor): an HF checkpoint or a random preset."""
   import jax

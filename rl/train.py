@@ -249,21 +249,21 @@ def aligned_mask(lengths: np.ndarray, width: int, rows: int) -> np.ndarray:
                          lengths, width, rows)
 
 
-def _model_config_json(trainer) -> dict:
+def _model_config_json(config: TrainConfig, model_config) -> dict:
   from vlm_jax import config as config_lib
-  hf_config = config_lib.to_hf(trainer.model_config, dtype=trainer.config.dtype)
-  if trainer.config.model:  # where `convert train-to-hf` takes tokenizer/preprocessor from
-    hf_config["_name_or_path"] = os.path.abspath(trainer.config.model)
+  hf_config = config_lib.to_hf(model_config, dtype=config.dtype)
+  if config.model:  # where `convert train-to-hf` takes tokenizer/preprocessor from
+    hf_config["_name_or_path"] = os.path.abspath(config.model)
   return hf_config
 
 
 def _write_model_config(trainer, out: str) -> None:
   if jax.process_index() == 0:
     with atomic_write(os.path.join(out, "model_config.json")) as f:
-      json.dump(_model_config_json(trainer), f, indent=2)
+      json.dump(_model_config_json(trainer.config, trainer.model_config), f, indent=2)
 
 
-def _check_resume(trainer, out: str) -> None:
+def _check_resume(config: TrainConfig, out: str) -> None:
   """Before a resume restores anything: OUT's checkpoints must be of this model and dtype (the
   model config they were saved with, OUT/model_config.json, would otherwise be overwritten and
   the checkpoints no longer export), and a changed TrainConfig is reported field by field."""
@@ -271,10 +271,17 @@ def _check_resume(trainer, out: str) -> None:
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       old = json.load(f)
-    new = _model_config_json(trainer)
+    from rl.data import policy_config
+    from vlm_jax import config as config_lib
+    model_config = policy_config(config)
+    new = _model_config_json(config, model_config)
+    # the same model (parsed, so a config file from another version of to_hf still matches) and
+    # the same dtype; the message lists the differing keys
+    same = (config_lib.from_hf(dict(old)) == model_config
+            and old.get("dtype") == new.get("dtype"))
     diffs = [f"  {k}: {old.get(k)!r} before, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
              if k != "_name_or_path" and old.get(k) != new.get(k)]
-    if diffs:
+    if not same:
       raise ValueError(f"{out} holds checkpoints of another model or dtype ({path}):\n"
                        + "\n".join(diffs) + "\nPick a new output folder, or resume with the "
                        "model, preset and dtype it was started with.")
@@ -282,7 +289,7 @@ def _check_resume(trainer, out: str) -> None:
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       old = json.load(f)
-    new = dataclasses.asdict(trainer.config)
+    new = dataclasses.asdict(config)
     changed = [f"{k} {old[k]!r} -> {new[k]!r}" for k in sorted(new)
                if k in old and old[k] != new[k]]
     if changed:
@@ -301,11 +308,11 @@ def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
   if config.group_size == 1:
     print("warning: group_size=1: every GRPO advantage is 0 (one sample per prompt, nothing to "
           "compare it with), so only the KL term moves the policy", file=sys.stderr)
-  trainer = Trainer(config, mesh, out)
   manager = checkpoints.Manager(os.path.join(out, "checkpoints"), config.keep_checkpoints)
   try:
     if manager.manager.latest_step() is not None:
-      _check_resume(trainer, out)
+      _check_resume(config, out)  # before the model loads
+    trainer = Trainer(config, mesh, out)
     trainer.step = manager.restore(trainer)
   except BaseException:
     manager.close()  # (an open manager left behind prints orbax tracebacks at exit)

@@ -74,8 +74,27 @@ def test_settings_hold_what_changes_records_only(monkeypatch):
 
 
 def test_rerun_with_other_settings_fails_before_the_model_loads(tmp_path, monkeypatch, capsys):
+  from evals.engine import Engine
   out = str(tmp_path / "out")
-  assert run.main(SMALL + ["--out", out]) == 0
+  # first a judge outage: a result the judge could not judge (server down after its retries)
+  # is left out and the run exits 1; a reply naming no option is a verdict, kept
+  real = Engine.run_batch
+
+  def outage(self, jobs):
+    records = real(self, jobs)
+    records[0] = dict(records[0], judge_letter=None, judge_error="gave up after 4 attempts")
+    records[1] = dict(records[1], judge_letter=None, judge_error=judge_lib.UNPARSEABLE)
+    return records
+
+  monkeypatch.setattr(Engine, "run_batch", outage)
+  assert run.main(SMALL + ["--out", out]) == 1
+  assert "1 results not written" in capsys.readouterr().err
+  with open(os.path.join(out, "results.jsonl")) as f:
+    assert [json.loads(line)["judge_error"] for line in f] == [judge_lib.UNPARSEABLE]
+  monkeypatch.setattr(Engine, "run_batch", real)
+  assert run.main(SMALL + ["--out", out]) == 0  # the rerun judges it
+  with open(os.path.join(out, "results.jsonl")) as f:
+    assert len(f.readlines()) == 2
   with open(os.path.join(out, SETTINGS_FILE)) as f:
     assert json.load(f)["max_new_tokens"] == 2
 
@@ -134,30 +153,6 @@ def test_unknown_names_fail_before_anything_loads(tmp_path, monkeypatch, flag, v
   with pytest.raises(ValueError, match=message):
     run.main(["--out", str(tmp_path / "out"), flag, value])
   assert not os.path.exists(tmp_path / "out")
-
-
-def test_results_the_judge_could_not_judge_are_not_written(tmp_path, monkeypatch, capsys):
-  """A judge that could not be asked (server down after its retries) leaves the result out,
-  exits 1, and a rerun judges it; a judge reply that names no option is a verdict (kept)."""
-  from evals.engine import Engine
-  out = str(tmp_path / "out")
-  real = Engine.run_batch
-
-  def outage(self, jobs):
-    records = real(self, jobs)
-    records[0] = dict(records[0], judge_letter=None, judge_error="gave up after 4 attempts")
-    records[1] = dict(records[1], judge_letter=None, judge_error=judge_lib.UNPARSEABLE)
-    return records
-
-  monkeypatch.setattr(Engine, "run_batch", outage)
-  assert run.main(SMALL + ["--out", out]) == 1
-  assert "1 results not written" in capsys.readouterr().err
-  with open(os.path.join(out, "results.jsonl")) as f:
-    assert [json.loads(line)["judge_error"] for line in f] == [judge_lib.UNPARSEABLE]
-  monkeypatch.setattr(Engine, "run_batch", real)
-  assert run.main(SMALL + ["--out", out]) == 0
-  with open(os.path.join(out, "results.jsonl")) as f:
-    assert len(f.readlines()) == 2
 
 
 def test_bad_items_of_benchmarks_a_rerun_did_not_load_are_kept(tmp_path):

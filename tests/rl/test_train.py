@@ -52,7 +52,7 @@ def test_smoke_on_a_mesh(tmp_path):
         assert scalars[key][step] == pytest.approx(row[key], rel=1e-6), key
 
 
-def test_sigterm_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
+def test_sigterm_then_resume_equals_uninterrupted(tmp_path, monkeypatch, capsys):
   config = apply_overrides(load_config(SMOKE), ["steps=3", "checkpoint_every=100", "lr=1e-2",
                                                 "kl_coef=0.1"])
   full = train.train(config, out=str(tmp_path / "full"))
@@ -75,12 +75,9 @@ def test_sigterm_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
   moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
                        full.params, full.ref_params)
   assert max(jax.tree.leaves(moved)) > 0  # the test is not vacuous: params did change
-
-
-def test_resume_refuses_another_model_and_reports_changed_settings(tmp_path, capsys):
-  config = apply_overrides(load_config(SMOKE), ["steps=1"])
-  out = str(tmp_path / "run")
-  train.train(config, out=out)
+  # another model or dtype is refused before anything is restored or overwritten; other
+  # changed settings are listed (here with nothing left to train)
+  out = str(tmp_path / "resumed")
   with open(os.path.join(out, "model_config.json")) as f:
     saved = f.read()
   for change, field in (("dtype=bfloat16", "dtype"), ("model_preset=small", "text_config")):
@@ -89,9 +86,9 @@ def test_resume_refuses_another_model_and_reports_changed_settings(tmp_path, cap
   with open(os.path.join(out, "model_config.json")) as f:
     assert f.read() == saved  # the checkpoints still export
   capsys.readouterr()
-  assert train.train(apply_overrides(config, ["lr=0.5"]), out=out).step == 1
+  assert train.train(apply_overrides(config, ["lr=0.5"]), out=out).step == 3
   err = capsys.readouterr().err
-  assert "changed settings: lr 0.0001 -> 0.5" in err and "nothing to train" in err
+  assert "changed settings: lr 0.01 -> 0.5" in err and "nothing to train" in err
 
 
 @pytest.mark.parametrize("poison,at_step", [("gradient", 1), ("loss", 0)])
