@@ -5,9 +5,10 @@ sharded by process.
 good items and writes them with `tfds_builder.build_tfds` to
 `cache_dir/<name>-<key>/<name>/1.0.0/` (key: a hash of the loader arguments, the data folder and
 the path, size and modification time of every file in it, so a fixed image or annotation file
-is staged anew), plus `bad_items.jsonl`. A benchmark with no usable item is not staged. It is written to a temporary folder and renamed into place, so a killed run
-never leaves half a dataset and concurrent processes on a shared disk cannot clash; later runs
-(a resume, another variant list) reuse it. `Staged.shard(p, P)` is a grain MapDataset of process
+is staged anew), plus `bad_items.jsonl`. A benchmark with no usable item is not staged. It is
+written to a temporary folder and renamed into place, so a killed run never leaves half a
+dataset and concurrent processes on a shared disk cannot clash; later runs (a resume, another
+variant list) reuse it. `Staged.shard(p, P)` is a grain MapDataset of process
 p's contiguous block of items (`pipeline.shard_bounds`): each process reads only its records.
 
 Without tensorflow_datasets or grain (the accelerator image has neither) the same items are kept

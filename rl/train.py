@@ -279,7 +279,8 @@ def _check_resume(config: TrainConfig, out: str) -> None:
     # the same dtype; the message lists the differing keys
     same = (config_lib.from_hf(dict(old)) == model_config
             and old.get("dtype") == new.get("dtype"))
-    diffs = [f"  {k}: {old.get(k)!r} before, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
+    diffs = [f"  {k}: {old.get(k)!r} before, {new.get(k)!r} now"
+             for k in sorted(set(old) | set(new))
              if k != "_name_or_path" and old.get(k) != new.get(k)]
     if not same:
       raise ValueError(f"{out} holds checkpoints of another model or dtype ({path}):\n"

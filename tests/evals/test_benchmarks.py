@@ -380,7 +380,8 @@ def test_malformed_records_are_bad_items_not_crashes(tmp_path):
   good = len(entries)
   entries += ["a string", None, {"image_path": "elsewhere/new.jpg", "caption_options": "left of"}]
   path.write_text(json.dumps(entries))
-  items, bad = benchmarks.split_bad(benchmarks.load("whatsup", tmp_path, subsets=("controlled_clevr",)))
+  items, bad = benchmarks.split_bad(benchmarks.load("whatsup", tmp_path,
+                                                    subsets=("controlled_clevr",)))
   assert len(items) + len(bad) == good + 3
   reasons = [b.reason for b in bad[-3:]]
   assert reasons[0].startswith("malformed row (AttributeError") and "malformed row" in reasons[1]
