@@ -93,11 +93,11 @@ class TrainConfig:
       raise ValueError(f"clip_low={self.clip_low}: must be < 1")
     if not 0 <= self.augment_prob <= 0.25:  # four kinds of augmentation at this rate each
       raise ValueError(f"augment_prob={self.augment_prob}: must be in [0, 0.25]")
-    judge = self.judge
-    if judge != "rule" and not judge.startswith(("http://", "https://")) and not os.path.isdir(
-        os.path.expanduser(judge)):
-      raise ValueError(f"judge={judge!r}: want 'rule', an http(s):// URL or an existing model "
-                       f"directory")
+    from evals.judge import check_spec  # the spec check evals.run makes too
+    try:
+      check_spec(self.judge)
+    except ValueError as e:
+      raise ValueError(f"judge={self.judge!r}: {e}") from None
 
 
 TRAINING_SOURCES = ("sat2", "pixmo_count", "geometry3k")  # rl/datasets (the rest: evals loaders)
