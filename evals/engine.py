@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 
 from evals import presets as presets_lib
-from evals.judge import PARSE_VERSION
+from evals.answers import PARSE_VERSION
 from evals.schema import Item
 from evals.variants import PromptSpec
 from vlm_jax.processor import pad_rows
@@ -125,7 +125,8 @@ class Engine:
 
 
 def _judge_request(job: Job, full: str):
-  from evals.judge import JudgeRequest, split_output  # noqa: PLC0415
+  from evals.answers import split_output  # noqa: PLC0415
+  from evals.judge import JudgeRequest  # noqa: PLC0415
   think, _ = split_output(full)
   return JudgeRequest(question=job.spec.question, options=list(job.spec.options),
                       letters=list(job.spec.letters), think=think or "")

@@ -75,7 +75,7 @@ def get_preset(name: str) -> Preset:
 def answer_text(output: str, preset: Preset) -> str | None:
   """The text the model gives as its answer: inside <answer>, or (when the preset allows) what
   follows </think>; None when there is none."""
-  from evals.judge import THINK_CLOSE, split_output  # noqa: PLC0415 (imports nothing of ours)
+  from evals.answers import THINK_CLOSE, split_output  # noqa: PLC0415 (imports nothing of ours)
   _, answer = split_output(output)
   closings = list(THINK_CLOSE.finditer(output)) if answer is None else []
   if closings and preset.answer_tags_optional:  # "</think>", "</THINK>", "</ think >" alike
@@ -85,7 +85,7 @@ def answer_text(output: str, preset: Preset) -> str | None:
 
 def parse_answer(output: str, spec: PromptSpec, preset: Preset) -> str | None:
   """Option letter of the model's answer, or None ("unparsed": never guessed)."""
-  from evals.judge import parse_letter  # noqa: PLC0415
+  from evals.answers import parse_letter  # noqa: PLC0415
   answer = answer_text(output, preset)
   if answer is None:
     return None

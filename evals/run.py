@@ -314,7 +314,8 @@ def run_settings(args) -> dict:
   elif judge != "rule":
     judge, local_judge = local(judge), True
   uses_dtype = bool(args.model or args.text_generator or local_judge)
-  from evals.judge import JUDGE_PROMPT_VERSION, PARSE_VERSION, RULE_VERSION
+  from evals.answers import PARSE_VERSION
+  from evals.judge import JUDGE_PROMPT_VERSION, RULE_VERSION
   return {"model": local(args.model) or "tiny-random", "preset": _preset(args.preset),
           "temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
           "seed": args.seed, "judge": judge, "text_generator": local(args.text_generator),

@@ -21,7 +21,8 @@ import re
 
 import numpy as np
 
-from evals.judge import NO_THINK, JudgeRequest, parse_letter, split_output
+from evals.answers import parse_letter, split_output
+from evals.judge import NO_THINK, JudgeRequest
 
 _FORMAT = re.compile(r"^\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*$", re.S)
 _TAG = re.compile(r"</?(?:think|answer)>")

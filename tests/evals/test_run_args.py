@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from evals import judge as judge_lib, run
+from evals import answers, judge as judge_lib, run
 from evals.results import SETTINGS_FILE
 
 SMALL = ["--synthetic-n", "2", "--max-new-tokens", "2", "--benchmarks", "synthetic",
@@ -59,7 +59,7 @@ def test_settings_hold_what_changes_records_only(monkeypatch):
   assert base == {"model": "tiny-random", "preset": "qwen2_5_vl_instruct", "temperature": 0.0,
                   "max_new_tokens": 4, "seed": 0, "judge": "rule", "text_generator": None,
                   "dtype": "float32",  # the tiny model is float32 whatever --dtype says
-                  "answer_rules": {"parse": judge_lib.PARSE_VERSION,
+                  "answer_rules": {"parse": answers.PARSE_VERSION,
                                    "judge": judge_lib.RULE_VERSION}}
   same = _parse("--max-new-tokens", "4", "--batch-size", "3", "--mesh", "2x2", "--limit", "5",
                 "--benchmarks", "cv_bench", "--variants", "base", "--synthetic-n", "7",
