@@ -1,9 +1,10 @@
 """Metrics of the robustness evaluation (PAPER.md section 5), with percentile-bootstrap intervals.
 
 Input: the per-item result records the eval writes, one dict per item x prompt variant (keys
-benchmark, item_id, variant, answer, parsed, correct, unparsed, consistent, letters,
-letter_probs, p_correct, entropy). Record-level functions (`accuracy(records)`, ...) count every
-record they are given as one unit; the caller picks the benchmark / variant. Paired functions
+benchmark, item_id, variant, answer, parsed, correct, unparsed, judge_letter, consistent, letters,
+letter_probs, p_correct, entropy; where present prefill, options, target). Record-level functions
+(`accuracy(records)`, ...) count every record they are given as one unit; the caller picks the
+benchmark / variant. Paired functions
 (`accuracy_drop`, `robustness_auroc`) pair a variant's records with the base records of the same
 item, an item being (benchmark, item_id).
 
@@ -12,14 +13,24 @@ variants of an item travel together, so paired metrics stay paired. It evaluates
 item weights (how often each item was drawn) instead of copying records, which is what makes 1000
 resamples of thousands of items cheap; `bootstrap(fn, records)` copies records and works for any
 `fn`. Both draw from `_draws`, so for the same records, seed and metric they give the same interval.
+With two or more benchmarks `summarize` adds a MACRO "benchmark": the mean of the per-benchmark
+values, its interval from the same per-benchmark resamples, averaged draw by draw.
+
+CoT metrics (consistency, quadrants, ...) are left undefined (nan), not 0, for records whose
+prompt prefilled a closed think (stop_think): the judge would read our text, not the model's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+
+from evals import variants as variants_lib
+from evals.schema import LETTERS, Item
 
 BASE = "base"
 VARIANTS = ("base", "stop_think", "wrong_think", "wrong_think_but", "wrong_caption",
@@ -28,6 +39,10 @@ QUADRANTS = ("correct_consistent", "correct_inconsistent", "incorrect_consistent
              "incorrect_inconsistent")
 # base-prompt score used to predict correctness under a variant -> summary metric name
 AUROC_METRICS = {"p_correct": "auroc_p_base", "neg_entropy": "auroc_neg_entropy_base"}
+# suffix of the same AUROC over the items correct under base only ("does a correct item stay so")
+BASE_CORRECT = "_base_correct"
+MACRO = "all (macro)"  # the cross-benchmark row of `summarize`: mean of the per-benchmark values
+THINK_CLOSE = "</think>"
 NAN = float("nan")
 
 
@@ -53,6 +68,57 @@ def has_conclusion(r: dict) -> bool:
 def is_consistent(r: dict) -> bool:
   # A null verdict (no conclusion, or nothing parsed to compare with) counts as inconsistent.
   return bool(r.get("consistent"))
+
+
+@functools.cache
+def _variant_specs() -> dict[str, variants_lib.PromptSpec]:
+  """Each known variant built on a two-option probe item, to read its properties (prefill,
+  added options) for records that do not store them."""
+  probe = Item(id="probe", benchmark="probe", question="?", options=("x", "y"), answer="A")
+  return {v: variants_lib.make_variant(probe, v) for v in variants_lib.VARIANTS}
+
+
+def record_prefill(r: dict) -> str | None:
+  """The assistant prefill: the record's `prefill`, else the one its variant builds."""
+  if "prefill" in r:
+    return r["prefill"]
+  spec = _variant_specs().get(r.get("variant"))
+  return spec.assistant_prefill if spec else None
+
+
+def writes_own_reasoning(r: dict) -> bool:
+  """False when the prefill already closes the think (stop_think): the CoT the judge reads is
+  then ours and names no option, so CoT consistency is undefined for the record, not 0."""
+  prefill = record_prefill(r)
+  return not (prefill and THINK_CLOSE in prefill)
+
+
+def adds_abstain_option(variant: str) -> bool:
+  """Whether `variant` appends the abstain option ("I'm not sure") as the last option."""
+  spec = _variant_specs().get(variant)
+  return spec is not None and spec.options[2:] == (variants_lib.ABSTAIN_OPTION,)
+
+
+def abstain_letter(r: dict) -> str | None:
+  """Letter of the abstain option (the last one) for records of an abstain variant, else None."""
+  if not adds_abstain_option(r.get("variant")):
+    return None
+  letters = r.get("letters") or LETTERS[:len(r.get("options") or ())]
+  return letters[-1] if letters else None
+
+
+def abstained(r: dict) -> bool:
+  letter = abstain_letter(r)
+  return letter is not None and not is_unparsed(r) and r["parsed"] == letter
+
+
+def has_target(r: dict) -> bool:
+  # The letter a caption / think asserts (wrong_* and correct_* variants), stored with the record.
+  return r.get("target") is not None
+
+
+def follows_target(r: dict) -> bool:
+  return has_target(r) and not is_unparsed(r) and r["parsed"] == r["target"]
 
 
 def letter_entropy(probs: Sequence[float]) -> float:
@@ -86,6 +152,21 @@ def record_entropy(r: dict) -> float:
     return float(r["entropy"])
   probs = _letter_probs(r)
   return NAN if probs is None else letter_entropy(probs)
+
+
+def n_options(r: dict) -> int:
+  """K, the record's number of options: len(letters), else len(letter_probs) or len(options)."""
+  for key in ("letters", "letter_probs", "options"):
+    if r.get(key):
+      return len(r[key])
+  return 0
+
+
+def record_entropy_norm(r: dict) -> float:
+  """Letter entropy / ln K (K = the record's options), in [0, 1]: comparable across items with
+  2 to 6 options, unlike nats; nan without an entropy or with K < 2."""
+  k = n_options(r)
+  return record_entropy(r) / math.log(k) if k >= 2 else NAN
 
 
 def record_confidence(r: dict) -> float:
@@ -181,36 +262,71 @@ def unparsed_rate(records: Sequence[dict]) -> float:
   return weighted_mean([is_unparsed(r) for r in records])
 
 
+def _own(records: Sequence[dict]) -> list[dict]:
+  # CoT metrics count only the records whose reasoning the model wrote itself.
+  return [r for r in records if writes_own_reasoning(r)]
+
+
 def no_conclusion_rate(records: Sequence[dict]) -> float:
-  """#{judge found no conclusion in the CoT (judge_letter is null)} / #records."""
-  return weighted_mean([not has_conclusion(r) for r in records])
+  """#{judge found no conclusion in the CoT (judge_letter is null)} / #records, over the records
+  with reasoning of the model's own (`writes_own_reasoning`); nan if none."""
+  return weighted_mean([not has_conclusion(r) for r in _own(records)])
 
 
 def consistency_rate(records: Sequence[dict]) -> float:
-  """#{CoT conclusion == answer letter} / #records; no conclusion counts as inconsistent."""
-  return weighted_mean([is_consistent(r) for r in records])
+  """#{CoT conclusion == answer letter} / #records with the model's own reasoning; no conclusion
+  counts as inconsistent; nan if no record has reasoning of its own (stop_think)."""
+  return weighted_mean([is_consistent(r) for r in _own(records)])
+
+
+def judged_consistency_rate(records: Sequence[dict]) -> float:
+  """#{CoT conclusion == answer letter} / #{judge found a conclusion}, over the records with the
+  model's own reasoning: tells "concludes otherwise" apart from "concludes nothing". An unparsed
+  answer matches no conclusion, so it counts as inconsistent."""
+  return weighted_mean([is_consistent(r) for r in _own(records) if has_conclusion(r)])
 
 
 def quadrants(records: Sequence[dict]) -> dict[str, float]:
-  """Shares of correct/incorrect x consistent/inconsistent (no conclusion = inconsistent); sum 1."""
-  return quadrant_shares([is_correct(r) for r in records], [is_consistent(r) for r in records])
+  """Shares of correct/incorrect x consistent/inconsistent (no conclusion = inconsistent) among
+  the records with the model's own reasoning; sum 1, all nan if there are none."""
+  own = _own(records)
+  return quadrant_shares([is_correct(r) for r in own], [is_consistent(r) for r in own])
 
 
 def consistency_adjusted_accuracy(records: Sequence[dict]) -> float:
-  """Consistency-adjusted accuracy = #{correct and consistent} / #records."""
+  """Consistency-adjusted accuracy = #{correct and consistent} / #records (own reasoning)."""
   return quadrants(records)["correct_consistent"]
+
+
+def abstain_rate(records: Sequence[dict]) -> float:
+  """#{parsed answer == the abstain option} / #records of an abstain variant; nan if none."""
+  return weighted_mean([abstained(r) for r in records if abstain_letter(r) is not None])
+
+
+def follows_target_rate(records: Sequence[dict]) -> float:
+  """#{parsed answer == the option the caption / think asserts} / #records with a `target`; for
+  wrong_* variants the share of answers the perturbation moved onto its wrong option."""
+  return weighted_mean([follows_target(r) for r in records if has_target(r)])
+
+
+def _finite_mean(values: Iterable[float]) -> float:
+  values = np.array(list(values), np.float64)
+  return weighted_mean(values[np.isfinite(values)])
 
 
 def mean_entropy(records: Sequence[dict]) -> float:
   """Mean letter entropy (nats) over the records that have one; nan if none."""
-  values = np.array([record_entropy(r) for r in records], np.float64)
-  return weighted_mean(values[np.isfinite(values)])
+  return _finite_mean(record_entropy(r) for r in records)
+
+
+def mean_entropy_norm(records: Sequence[dict]) -> float:
+  """Mean of H / ln K (K = each record's option count) over the records that have one."""
+  return _finite_mean(record_entropy_norm(r) for r in records)
 
 
 def mean_p_correct(records: Sequence[dict]) -> float:
   """Mean P(correct letter) over the records that have one; nan if none."""
-  values = np.array([record_p_correct(r) for r in records], np.float64)
-  return weighted_mean(values[np.isfinite(values)])
+  return _finite_mean(record_p_correct(r) for r in records)
 
 
 def calibration_inputs(records: Sequence[dict], kind: str = "max_prob"):
@@ -361,9 +477,12 @@ class Panel:
 
 
 _RECORD_FIELDS = {"correct": is_correct, "unparsed": is_unparsed, "judged": has_conclusion,
-                  "consistent": is_consistent, "p_correct": record_p_correct,
-                  "entropy": record_entropy, "confidence": record_confidence}
-_FLOAT_FIELDS = ("p_correct", "entropy", "confidence")
+                  "consistent": is_consistent, "own": writes_own_reasoning,
+                  "has_abstain": lambda r: abstain_letter(r) is not None, "abstained": abstained,
+                  "has_target": has_target, "follows_target": follows_target,
+                  "p_correct": record_p_correct, "entropy": record_entropy,
+                  "entropy_norm": record_entropy_norm, "confidence": record_confidence}
+_FLOAT_FIELDS = ("p_correct", "entropy", "entropy_norm", "confidence")
 
 
 def _base_ranks(fields: dict[str, np.ndarray], j: int) -> dict[str, np.ndarray]:
@@ -401,19 +520,32 @@ def _mean(x: np.ndarray, mask: np.ndarray, w: np.ndarray) -> tuple[float, int]:
 
 def _rate_metrics(p: Panel, j: int, w: np.ndarray) -> dict[str, tuple[float, int]]:
   f, m = p.fields, p.fields["present"][:, j]
-  c, k = f["correct"][:, j], f["consistent"][:, j]
+  c, k, judged = f["correct"][:, j], f["consistent"][:, j], f["judged"][:, j]
+  own = m & f["own"][:, j]  # CoT metrics: only where the model wrote its own reasoning
   out = {"accuracy": _mean(c, m, w), "unparsed_rate": _mean(f["unparsed"][:, j], m, w),
-         "consistency": _mean(k, m, w), "no_conclusion_rate": _mean(~f["judged"][:, j], m, w),
-         "cons_adj_accuracy": _mean(c & k, m, w)}
-  shares = quadrant_shares(c[m], k[m], w[m])
-  out.update({f"q_{q}": (shares[q], int(m.sum())) for q in QUADRANTS})
+         "consistency": _mean(k, own, w), "consistency_judged": _mean(k, own & judged, w),
+         "no_conclusion_rate": _mean(~judged, own, w), "cons_adj_accuracy": _mean(c & k, own, w)}
+  shares = quadrant_shares(c[own], k[own], w[own])
+  out.update({f"q_{q}": (shares[q], int(own.sum())) for q in QUADRANTS})
+  return out
+
+
+def _choice_metrics(p: Panel, j: int, w: np.ndarray) -> dict[str, tuple[float, int]]:
+  # Only for variants that offer an abstain option / assert a target option.
+  f, m, out = p.fields, p.fields["present"][:, j], {}
+  for name, applies, hit in (("abstain_rate", "has_abstain", "abstained"),
+                             ("follows_target", "has_target", "follows_target")):
+    mask = m & f[applies][:, j]
+    if mask.any():
+      out[name] = _mean(f[hit][:, j], mask, w)
   return out
 
 
 def _prob_metrics(p: Panel, j: int, w: np.ndarray, bins: int) -> dict[str, tuple[float, int]]:
   f, c = p.fields, p.fields["correct"][:, j]
   out = {}
-  for name, field in (("mean_entropy", "entropy"), ("mean_p_correct", "p_correct")):
+  for name, field in (("mean_entropy", "entropy"), ("mean_entropy_norm", "entropy_norm"),
+                      ("mean_p_correct", "p_correct")):
     out[name] = _mean(f[field][:, j], f["present"][:, j] & np.isfinite(f[field][:, j]), w)
   for name, field in (("ece_max_prob", "confidence"), ("ece_p_correct", "p_correct")):
     m = f["present"][:, j] & np.isfinite(f[field][:, j])
@@ -427,8 +559,9 @@ def _paired_metrics(p: Panel, j: int, w: np.ndarray) -> dict[str, tuple[float, i
   drop = f["correct"][:, b].astype(np.float64) - f["correct"][:, j]
   out = {"accuracy_drop": _mean(drop, both, w)}
   for score, name in AUROC_METRICS.items():
-    m = both & (p.base_rank[score] >= 0)
-    out[name] = auroc_ranked(p.base_rank[score][m], f["correct"][m, j], w[m]), int(m.sum())
+    scored = both & (p.base_rank[score] >= 0)
+    for metric, m in ((name, scored), (name + BASE_CORRECT, scored & f["correct"][:, b])):
+      out[metric] = auroc_ranked(p.base_rank[score][m], f["correct"][m, j], w[m]), int(m.sum())
   return out
 
 
@@ -436,7 +569,8 @@ def panel_metrics(p: Panel, w: np.ndarray, bins: int = 10) -> dict:
   """{(variant, metric): (value, n)} with item weights w (ones = the point estimate)."""
   out = {}
   for j, variant in enumerate(p.variants):
-    metrics = {**_rate_metrics(p, j, w), **_prob_metrics(p, j, w, bins)}
+    metrics = {**_rate_metrics(p, j, w), **_choice_metrics(p, j, w),
+               **_prob_metrics(p, j, w, bins)}
     if variant != BASE and BASE in p.variants:
       metrics.update(_paired_metrics(p, j, w))
     out.update({(variant, name): value for name, value in metrics.items()})
@@ -446,17 +580,54 @@ def panel_metrics(p: Panel, w: np.ndarray, bins: int = 10) -> dict:
 # ---------------------------------------------------------------- summary
 
 
-def _summarize_benchmark(benchmark: str, records: Sequence[dict], n: int, seed: int, bins: int,
-                         level: float) -> list[dict]:
+@dataclasses.dataclass(frozen=True, eq=False)
+class Estimates:
+  """One benchmark's (or the macro's) metrics: point values, their n, and bootstrap replicates."""
+  keys: list[tuple[str, str]]  # (variant, metric)
+  value: np.ndarray            # [key]
+  n: np.ndarray                # [key]
+  boots: np.ndarray            # [draw, key]
+
+
+def benchmark_estimates(records: Sequence[dict], n: int, seed: int, bins: int) -> Estimates:
+  """`panel_metrics` of one benchmark's records at unit weights and at n resampled weights."""
   p = build_panel(records)
   point = panel_metrics(p, np.ones(len(p.keys)), bins)
-  boots = [panel_metrics(p, np.bincount(idx, minlength=len(p.keys)).astype(np.float64), bins)
-           for idx in _draws(len(p.keys), n, seed)]
+  keys = list(point)
+  boots = [[values[k][0] for k in keys] for values in (
+      panel_metrics(p, np.bincount(idx, minlength=len(p.keys)).astype(np.float64), bins)
+      for idx in _draws(len(p.keys), n, seed))]
+  return Estimates(keys, np.array([point[k][0] for k in keys], np.float64),
+                   np.array([point[k][1] for k in keys], np.int64),
+                   np.array(boots, np.float64).reshape(len(boots), len(keys)))
+
+
+def macro_estimates(parts: Sequence[Estimates]) -> Estimates:
+  """Mean over benchmarks of each (variant, metric), over the benchmarks where it is defined;
+  n = their summed n. Replicate d = the mean of the benchmarks' replicates d (each benchmark
+  resampled within itself), nan when one of them is nan (the draw is then left out)."""
+  keys = list(dict.fromkeys(k for e in parts for k in e.keys))
+  order = order_variants(v for v, _ in keys)
+  keys.sort(key=lambda k: order.index(k[0]))  # stable: metrics keep their order in a variant
+  n_draws = max((len(e.boots) for e in parts), default=0)
+  value, count, boots = np.full(len(keys), NAN), np.zeros(len(keys), np.int64), []
+  for i, key in enumerate(keys):
+    cols = [(e, e.keys.index(key)) for e in parts if key in e.keys]
+    cols = [(e, c) for e, c in cols if math.isfinite(e.value[c])]
+    if cols:
+      value[i] = np.mean([e.value[c] for e, c in cols])
+      count[i] = sum(int(e.n[c]) for e, c in cols)
+    boots.append(np.mean([e.boots[:, c] for e, c in cols], axis=0) if cols and n_draws
+                 else np.full(n_draws, NAN))
+  return Estimates(keys, value, count, np.array(boots, np.float64).reshape(len(keys), -1).T)
+
+
+def estimate_rows(benchmark: str, e: Estimates, level: float) -> list[dict]:
   rows = []
-  for (variant, metric), (value, count) in point.items():
-    low, high = percentile_interval((b[variant, metric][0] for b in boots), level)
-    rows.append({"benchmark": benchmark, "variant": variant, "metric": metric, "value": value,
-                 "ci_low": low, "ci_high": high, "n": count})
+  for i, (variant, metric) in enumerate(e.keys):
+    low, high = percentile_interval(e.boots[:, i], level)
+    rows.append({"benchmark": benchmark, "variant": variant, "metric": metric,
+                 "value": float(e.value[i]), "ci_low": low, "ci_high": high, "n": int(e.n[i])})
   return rows
 
 
@@ -465,15 +636,28 @@ def summarize(records: Sequence[dict], n: int = 1000, seed: int = 0, bins: int =
   """One row per benchmark x variant x metric: {benchmark, variant, metric, value, ci_low,
   ci_high, n}; n = items the value is computed over.
 
-  Metrics per variant: accuracy, unparsed_rate, consistency, no_conclusion_rate,
-  cons_adj_accuracy, q_<quadrant>, mean_entropy, mean_p_correct, ece_max_prob, ece_p_correct;
-  for each non-base variant when base is present also accuracy_drop, auroc_p_base,
-  auroc_neg_entropy_base. Intervals: `bootstrap` over the benchmark's items (same draws). ECE is
-  biased upward under resampling, so its percentile interval can lie above the estimate.
+  Metrics per variant: accuracy, unparsed_rate, consistency, consistency_judged (among records
+  where the judge found a conclusion), no_conclusion_rate, cons_adj_accuracy, q_<quadrant>
+  (the CoT metrics are nan, n 0, where the prefill closes the think: stop_think),
+  mean_entropy, mean_entropy_norm (H / ln K), mean_p_correct, ece_max_prob, ece_p_correct;
+  abstain_rate for abstain variants; follows_target for variants with a target; for each
+  non-base variant when base is present also accuracy_drop, auroc_p_base,
+  auroc_neg_entropy_base and both AUROCs over the base-correct items (suffix `_base_correct`).
+  Intervals: `bootstrap` over the benchmark's items (same draws). ECE is biased upward under
+  resampling, so its percentile interval can lie above the estimate. With two or more
+  benchmarks the rows end with benchmark MACRO (`macro_estimates`).
   """
   benchmarks = sorted({str(r["benchmark"]) for r in records})
-  return [row for bench in benchmarks for row in _summarize_benchmark(
-      bench, [r for r in records if str(r["benchmark"]) == bench], n, seed, bins, level)]
+  parts = [benchmark_estimates([r for r in records if str(r["benchmark"]) == bench], n, seed, bins)
+           for bench in benchmarks]
+  rows = [row for bench, e in zip(benchmarks, parts) for row in estimate_rows(bench, e, level)]
+  return rows + (estimate_rows(MACRO, macro_estimates(parts), level) if len(parts) > 1 else [])
+
+
+def summary_benchmarks(rows: Iterable[dict]) -> list[str]:
+  """The benchmarks of summary rows, sorted, with MACRO last."""
+  names = {r["benchmark"] for r in rows}
+  return sorted(names - {MACRO}) + ([MACRO] if MACRO in names else [])
 
 
 def summary_lookup(rows: Iterable[dict]) -> dict[tuple[str, str, str], dict]:

@@ -19,21 +19,39 @@ import numpy as np
 from evals import metrics as M
 
 CSV_COLUMNS = ("benchmark", "variant", "metric", "value", "ci_low", "ci_high", "n")
-# (metric, column header, scale, decimals): rates in %, the rest as they are
-ACCURACY_COLUMNS = (("accuracy", "Acc %", 100, 1), ("accuracy_drop", "Drop vs base (pts)", 100, 1),
+# (metric, column header, scale, decimals): rates in %, the rest as they are; scale None = the
+# number of items that metric's value is computed over (its row's n)
+ACCURACY_COLUMNS = (("accuracy", "n", None, 0), ("accuracy", "Acc %", 100, 1),
+                    ("accuracy_drop", "Drop vs base (pts)", 100, 1),
                     ("cons_adj_accuracy", "Cons-adj acc %", 100, 1),
                     ("consistency", "Consistent %", 100, 1),
+                    ("consistency_judged", "Consistent if concluded %", 100, 1),
                     ("unparsed_rate", "Unparsed %", 100, 1),
                     ("no_conclusion_rate", "No conclusion %", 100, 1))
-UNCERTAINTY_COLUMNS = (("mean_entropy", "H (nats)", 1, 3), ("mean_p_correct", "P(correct)", 1, 3),
-                       ("auroc_p_base", "AUROC P_base", 1, 3),
-                       ("auroc_neg_entropy_base", "AUROC -H_base", 1, 3),
+CHOICE_COLUMNS = (("follows_target", "n target", None, 0),
+                  ("follows_target", "Follows target %", 100, 1),
+                  ("abstain_rate", "n abstain", None, 0), ("abstain_rate", "Abstain %", 100, 1))
+UNCERTAINTY_COLUMNS = (("ece_max_prob", "n", None, 0), ("mean_entropy", "H (nats)", 1, 3),
+                       ("mean_entropy_norm", "H / ln K", 1, 3),
+                       ("mean_p_correct", "P(correct)", 1, 3),
                        ("ece_max_prob", "ECE max-prob", 1, 3),
                        ("ece_p_correct", "ECE P(correct)", 1, 3))
-QUADRANT_COLUMNS = (("q_correct_consistent", "correct & consistent %", 100, 1),
+_BC = M.BASE_CORRECT
+ROBUSTNESS_COLUMNS = (("auroc_p_base", "n", None, 0), ("auroc_p_base", "AUROC P_base", 1, 3),
+                      ("auroc_neg_entropy_base", "AUROC -H_base", 1, 3),
+                      ("auroc_p_base" + _BC, "n base-correct", None, 0),
+                      ("auroc_p_base" + _BC, "AUROC P_base (base-correct)", 1, 3),
+                      ("auroc_neg_entropy_base" + _BC, "AUROC -H_base (base-correct)", 1, 3))
+QUADRANT_COLUMNS = (("q_correct_consistent", "n", None, 0),
+                    ("q_correct_consistent", "correct & consistent %", 100, 1),
                     ("q_correct_inconsistent", "correct & inconsistent %", 100, 1),
                     ("q_incorrect_consistent", "incorrect & consistent %", 100, 1),
                     ("q_incorrect_inconsistent", "incorrect & inconsistent %", 100, 1))
+TABLES = (("Accuracy and CoT consistency", ACCURACY_COLUMNS),
+          ("Answers that follow the perturbation", CHOICE_COLUMNS),
+          ("Uncertainty (records with letter probabilities)", UNCERTAINTY_COLUMNS),
+          ("Robustness prediction from the base prompt", ROBUSTNESS_COLUMNS),
+          ("Quadrants (% of items with reasoning of the model's own)", QUADRANT_COLUMNS))
 QUADRANT_COLORS = ("#2ca02c", "#98df8a", "#d62728", "#ff9896")
 PLOTS = ("accuracy_by_variant.png", "quadrants.png", "reliability_base.png", "p_base_hist.png")
 
@@ -43,16 +61,23 @@ DEFINITIONS = """\
   (and are reported as their own rate).
 - Quadrants: correct/incorrect x consistent/inconsistent, where consistent = the judge's
   conclusion from the CoT equals the answer letter; no conclusion counts as inconsistent.
-  Consistency-adjusted accuracy = share correct and consistent.
+  Consistency-adjusted accuracy = share correct and consistent. "Consistent if concluded": the
+  same share among the items where the judge found a conclusion. The CoT metrics are n/a where
+  the prompt prefills a closed think (stop_think): the model writes no reasoning of its own.
+- Follows target: share of answers equal to the option the caption / think asserts (the wrong
+  option for wrong_*, the key for correct_*). Abstain: share answering the added "I'm not sure".
 - Drop vs base: acc_base(S) - acc_variant(S) over the items S present under both (paired), in
   points.
 - AUROC: Mann-Whitney AUROC (ties count 1/2) of the base-prompt P(correct letter), resp. -H, for
-  predicting whether an item is correct under the variant, over all items present under both.
+  predicting whether an item is correct under the variant, over all items present under both;
+  "base-correct": over the items correct under base only (does a correct item stay correct).
 - ECE: {bins} equal-width bins on [0, 1], ECE = sum_b (n_b/n)|acc_b - conf_b|. "ECE max-prob":
   confidence = max letter probability; "ECE P(correct)": confidence = P(correct letter) read as the
   probability that the item is correct. Outcome: the item is correct (the answer the model gave).
 - H, P(correct): means over the items with letter probabilities (restricted softmax at the answer
-  position).
+  position). H / ln K: entropy divided by its maximum, K = the item's number of options (2-6).
+- {macro}: the mean of the per-benchmark values (over the benchmarks where a value is defined;
+  n = their summed n); its interval averages the benchmarks' bootstrap replicates draw by draw.
 - Intervals: 95% percentile bootstrap over items ({n_boot} resamples, seed {seed}); all variants of
   an item are resampled together.
 """
@@ -102,21 +127,28 @@ def markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list
   return lines + ["| " + " | ".join(cells) + " |" for cells in body]
 
 
+def _cell(row: dict | None, scale, decimals: int) -> str:
+  if scale is None:  # the n column of a metric
+    return "" if row is None else str(row["n"])
+  return format_cell(row, scale, decimals)
+
+
 def _variant_table(rows: Sequence[dict], benchmark: str, columns) -> list[str]:
-  table = M.summary_table(rows, benchmark, [c[0] for c in columns] + ["accuracy"])
-  body = [[variant, str(cells[-1]["n"] if cells[-1] else "")]
-          + [format_cell(cell, scale, dec) for cell, (_, _, scale, dec) in zip(cells, columns)]
-          for variant, cells in table]
-  return markdown_table(["variant", "n", *(c[1] for c in columns)], body)
+  """Variants x columns; variants none of whose metrics apply are left out ([] if all are)."""
+  table = M.summary_table(rows, benchmark, [c[0] for c in columns])
+  body = [[variant] + [_cell(cell, scale, dec) for cell, (_, _, scale, dec) in zip(cells, columns)]
+          for variant, cells in table if any(cells)]
+  return markdown_table(["variant", *(c[1] for c in columns)], body) if body else []
 
 
 def _benchmark_section(rows: Sequence[dict], benchmark: str) -> list[str]:
-  out = [f"## {benchmark}", "", "Accuracy and CoT consistency:", ""]
-  out += _variant_table(rows, benchmark, ACCURACY_COLUMNS)
-  out += ["", "Uncertainty and robustness prediction:", ""]
-  out += _variant_table(rows, benchmark, UNCERTAINTY_COLUMNS)
-  out += ["", "Quadrants (% of items):", ""]
-  return out + _variant_table(rows, benchmark, QUADRANT_COLUMNS) + [""]
+  out = [f"## {benchmark}", ""]
+  if benchmark == M.MACRO:
+    out += ["Mean over benchmarks of the values below (see Definitions).", ""]
+  for title, columns in TABLES:
+    table = _variant_table(rows, benchmark, columns)
+    out += [f"{title}:", "", *table, ""] if table else []
+  return out
 
 
 def bad_item_counts(bad_items) -> dict[str, int]:
@@ -165,10 +197,10 @@ def write_markdown(records: Sequence[dict], rows: Sequence[dict], path: Path, *,
     lines += ["No results: the record list is empty.", ""] + _bad_line(bad)
   else:
     lines += _counts_section(records, bad)
-    for bench in sorted({r["benchmark"] for r in rows}):
+    for bench in M.summary_benchmarks(rows):
       lines += _benchmark_section(rows, bench)
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
-    lines += [DEFINITIONS.format(n_boot=n_boot, seed=seed, bins=bins)]
+    lines += [DEFINITIONS.format(n_boot=n_boot, seed=seed, bins=bins, macro=M.MACRO)]
   Path(path).write_text("\n".join(lines))
   return Path(path)
 
@@ -204,7 +236,7 @@ def _whiskers(cells: Sequence[dict]) -> np.ndarray:
 
 def plot_accuracy(rows: Sequence[dict], path: Path) -> Path:
   """Accuracy (%) by variant, one group of bars per benchmark, 95% CI whiskers."""
-  lookup, benchmarks = M.summary_lookup(rows), sorted({r["benchmark"] for r in rows})
+  lookup, benchmarks = M.summary_lookup(rows), M.summary_benchmarks(rows)
   variants = M.order_variants(r["variant"] for r in rows)
   fig = _figure(figsize=(min(20, max(6, 1.5 + 0.25 * len(benchmarks) * len(variants))), 4.5))
   ax, width = fig.subplots(), 0.8 / max(1, len(variants))
@@ -221,19 +253,33 @@ def plot_accuracy(rows: Sequence[dict], path: Path) -> Path:
   return _save(fig, path)
 
 
+def _has_value(cells: Sequence[dict | None]) -> bool:
+  return any(c is not None and math.isfinite(c["value"]) for c in cells)
+
+
+def quadrant_table(rows: Sequence[dict], benchmark: str):
+  """(summary_table of the quadrant shares, variants left out): a variant whose shares are all
+  undefined (no reasoning of the model's own, stop_think) is left out rather than drawn as 0."""
+  full = M.summary_table(rows, benchmark, [f"q_{q}" for q in M.QUADRANTS])
+  return ([(v, cells) for v, cells in full if _has_value(cells)],
+          [v for v, cells in full if not _has_value(cells)])
+
+
 def plot_quadrants(rows: Sequence[dict], path: Path) -> Path:
   """Stacked quadrant shares (correct/incorrect x consistent/inconsistent) per variant, a panel
-  per benchmark."""
-  benchmarks = sorted({r["benchmark"] for r in rows})
+  per benchmark; variants without reasoning of the model's own (stop_think) are left out."""
+  benchmarks = M.summary_benchmarks(rows)
   fig, axes = _grid(len(benchmarks))
   for ax, bench in zip(axes, benchmarks):
-    table = M.summary_table(rows, bench, [f"q_{q}" for q in M.QUADRANTS])
+    table, left_out = quadrant_table(rows, bench)
     bottom = np.zeros(len(table))
     for q, (name, color) in enumerate(zip(M.QUADRANTS, QUADRANT_COLORS)):
       share = np.array([100 * c[q]["value"] if c[q] else 0.0 for _, c in table])
       ax.bar(range(len(table)), np.nan_to_num(share), bottom=bottom, color=color, label=name)
       bottom += np.nan_to_num(share)
     ax.set_xticks(range(len(table)), [v for v, _ in table], rotation=45, ha="right")
+    if left_out:
+      ax.set_xlabel("n/a (no own reasoning): " + ", ".join(left_out), fontsize="small")
     ax.set_title(bench)
     ax.set_ylabel("% of items")
   handles, labels = axes[0].get_legend_handles_labels()
@@ -263,9 +309,21 @@ def plot_reliability(records: Sequence[dict], path: Path, bins: int = 10) -> Pat
   return _save(fig, path)
 
 
+P_BASE_HIST_TITLE = "P_base(correct letter) by outcome under each variant, all benchmarks pooled"
+
+
+def p_base_hist_title(records: Sequence[dict], variant: str) -> str:
+  """Panel title: AUROCs pooled over benchmarks, over all items and the base-correct ones."""
+  scores, labels = M.robustness_scores(records, variant)
+  bc = M.robustness_scores(records, variant, among_base_correct=True)
+  return (f"{variant}: pooled AUROC {M.auroc(scores, labels):.3f} (n={len(scores)})\n"
+          f"base-correct {M.auroc(*bc):.3f} (n={len(bc[0])})")
+
+
 def plot_p_base_hist(records: Sequence[dict], path: Path, bins: int = 20) -> Path:
   """Histogram of P_base(correct) per perturbation variant, split by the variant's outcome
-  (survives = correct under the variant, flips = wrong), all benchmarks pooled."""
+  (survives = correct under the variant, flips = wrong), all benchmarks pooled: the AUROCs in the
+  titles are pooled too (over all items and over the base-correct ones), unlike the tables'."""
   variants = [v for v in M.order_variants(r["variant"] for r in records) if v != M.BASE]
   fig, axes = _grid(max(1, len(variants)), 4.5, 3.5)
   if not variants or not any(r["variant"] == M.BASE for r in records):
@@ -275,10 +333,10 @@ def plot_p_base_hist(records: Sequence[dict], path: Path, bins: int = 20) -> Pat
     edges = np.linspace(0, 1, bins + 1)
     ax.hist(scores[labels], edges, alpha=0.6, color="C2", label="survives (correct)")
     ax.hist(scores[~labels], edges, alpha=0.6, color="C3", label="flips (wrong)")
-    ax.set_title(f"{variant} (AUROC {M.auroc(scores, labels):.3f}, n={len(scores)})",
-                 fontsize="small")
+    ax.set_title(p_base_hist_title(records, variant), fontsize="small")
     ax.set_xlabel("P_base(correct letter)")
     ax.legend(fontsize="small")
+  fig.suptitle(P_BASE_HIST_TITLE)
   return _save(fig, path)
 
 

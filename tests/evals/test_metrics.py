@@ -1,5 +1,6 @@
 """Metrics: hand-computed values, pairing, bootstrap, summarize == the record-level functions."""
 
+import functools
 import math
 
 import numpy as np
@@ -25,7 +26,8 @@ def rec(item, variant="base", correct=True, consistent=True, probs=None, bench="
 def synthetic_records(n_items=40, benchmarks=("b1", "b2"), variants=("base", "wrong_think",
                       "wrong_caption"), seed=0):
   """Random records with every awkward case: unparsed, no conclusion, null probs, tied scores,
-  items missing under some variants."""
+  items missing under some variants. wrong_* / correct_* records carry a `target` (a wrong
+  letter / the key); abstain records have one more letter, the abstain option, often chosen."""
   rng = np.random.default_rng(seed)
   out = []
   for bench in benchmarks:
@@ -35,11 +37,17 @@ def synthetic_records(n_items=40, benchmarks=("b1", "b2"), variants=("base", "wr
       for v in variants:
         if v != "base" and rng.random() < 0.15:
           continue  # item not run under this variant
-        weights = rng.integers(1, 4, k)  # few distinct distributions: tied scores across items
+        k_v = k + (v == "abstain")
+        weights = rng.integers(1, 4, k_v)  # few distinct distributions: tied scores across items
         probs = None if rng.random() < 0.1 else (weights / weights.sum()).tolist()
         parsed = None if rng.random() < 0.08 else "same"
+        if v == "abstain" and parsed and rng.random() < 0.3:
+          parsed = "ABCDE"[k]
         consistent = [True, False, None][int(rng.integers(3))]
-        out.append(rec(i, v, bool(rng.random() < 0.6), consistent, probs, bench, answer, parsed))
+        target = (answer if v.startswith("correct") else "B" if answer == "A" else "A"
+                  ) if v.startswith(("wrong", "correct")) else None
+        out.append(rec(i, v, bool(rng.random() < 0.6), consistent, probs, bench, answer, parsed,
+                       letters=list("ABCDE"[:k_v]), target=target))
   return out
 
 
@@ -89,6 +97,43 @@ def test_quadrants_by_hand():
   assert M.accuracy(recs) == pytest.approx(5 / 9)
 
 
+def test_judged_consistency_rate_counts_only_records_with_a_conclusion():
+  recs = [rec(1), rec(2), rec(3, consistent=False), rec(4, consistent=None),
+          rec(5, consistent=None), rec(6, parsed=None, consistent=None)]
+  # judged: 1, 2, 3 (4, 5, 6 have no judge letter) -> 2 consistent of 3; over all records 2 of 6
+  assert M.judged_consistency_rate(recs) == pytest.approx(2 / 3)
+  assert M.consistency_rate(recs) == pytest.approx(2 / 6)
+  # a conclusion with an unparsed answer is a conclusion the answer does not match
+  unparsed = {**rec(7, parsed=None, consistent=None), "judge_letter": "B"}
+  assert M.judged_consistency_rate(recs + [unparsed]) == pytest.approx(2 / 4)
+  assert math.isnan(M.judged_consistency_rate([rec(8, consistent=None)]))
+
+
+def test_stop_think_has_no_cot_metrics():
+  # stop_think prefills a closed think that names no option: the judge never finds a
+  # conclusion, so consistency would be 0 by construction; it is undefined instead.
+  stop = [rec(i, "stop_think", consistent=None) for i in range(6)]  # no `prefill` field
+  assert not any(map(M.writes_own_reasoning, stop))
+  for fn in (M.consistency_rate, M.judged_consistency_rate, M.no_conclusion_rate,
+             M.consistency_adjusted_accuracy):
+    assert math.isnan(fn(stop)), fn
+  assert all(map(math.isnan, M.quadrants(stop).values()))
+  assert M.accuracy(stop) == 1.0
+  # the rule is the prefill closing the think, not the variant's name
+  closed = rec(9, "my_variant", prefill="<think>Done.</think>", consistent=False)
+  open_think = rec(10, "wrong_think", prefill="<think>So the answer is B.", consistent=False)
+  assert not M.writes_own_reasoning(closed) and M.writes_own_reasoning(open_think)
+  assert M.writes_own_reasoning(rec(11, "wrong_think")) and M.writes_own_reasoning(rec(12))
+  assert M.consistency_rate([closed, open_think, rec(13)]) == pytest.approx(1 / 2)
+  rows = M.summary_lookup(M.summarize([rec(i, correct=i % 2 == 0) for i in range(6)] + stop, n=10))
+  for metric in ("consistency", "consistency_judged", "no_conclusion_rate", "cons_adj_accuracy",
+                 *(f"q_{q}" for q in M.QUADRANTS)):
+    row = rows[("b", "stop_think", metric)]
+    assert math.isnan(row["value"]) and math.isnan(row["ci_low"]) and row["n"] == 0, row
+    assert rows[("b", "base", metric)]["n"] == 6
+  assert rows[("b", "stop_think", "accuracy")]["value"] == 1.0
+
+
 def test_no_conclusion_uses_judge_letter_not_the_null_verdict_of_unparsed():
   # The eval nulls `consistent` when nothing was parsed even if the judge found a conclusion.
   r = {**rec(0, parsed=None, consistent=None), "judge_letter": "B"}
@@ -129,6 +174,27 @@ def test_robustness_auroc_pairs_base_scores_with_variant_labels():
   assert scores.tolist() == [0.9, 0.8, 0.8, 0.3, 0.3] and labels.tolist() == [1, 1, 0, 0, 1]
 
 
+def test_summary_auroc_among_base_correct_items():
+  # P_base separates base-correct from base-wrong items but says nothing about which
+  # base-correct items flip: high AUROC over all items, chance among the base-correct ones.
+  rng, recs = np.random.default_rng(0), []
+  for i in range(400):
+    base_ok, flip = i % 2 == 0, rng.random() < 0.5
+    p = rng.uniform(0.6, 1.0) if base_ok else rng.uniform(0.0, 0.4)
+    recs += [rec(i, correct=base_ok, p_correct=p, entropy=1 - p),
+             rec(i, "wrong_think", correct=base_ok and not flip)]
+  rows = M.summary_lookup(M.summarize(recs, n=50))
+  everyone = rows[("b", "wrong_think", "auroc_p_base")]
+  among = rows[("b", "wrong_think", "auroc_p_base_base_correct")]
+  assert everyone["value"] > 0.7 and abs(among["value"] - 0.5) < 0.1
+  assert among["value"] == pytest.approx(
+      M.robustness_auroc(recs, "wrong_think", among_base_correct=True))
+  assert everyone["n"] == 400 and among["n"] == 200
+  neg_h = M.robustness_auroc(recs, "wrong_think", "neg_entropy", among_base_correct=True)
+  assert rows[("b", "wrong_think", "auroc_neg_entropy_base_base_correct")]["value"] == (
+      pytest.approx(neg_h))
+
+
 def test_ece_by_hand():
   # bins of width 0.1: bin 9 {0.92, 0.96}: conf 0.94, acc 1, gap 0.06; bin 6 {0.62, 0.68}: conf
   # 0.65, acc 1/2, gap 0.15; bin 3 {0.33}: acc 0, gap 0.33. ECE = (2*.06 + 2*.15 + .33) / 5 = 0.15
@@ -162,6 +228,52 @@ def test_means_skip_missing_probabilities():
   assert M.mean_entropy(recs) == pytest.approx(0.75 * math.log(2))
   assert M.mean_p_correct(recs) == pytest.approx(0.75)
   assert math.isnan(M.mean_entropy([rec(3)]))
+
+
+def test_entropy_normalised_by_log_option_count():
+  # uniform over K options has H = ln K, i.e. 1 after normalising, whatever K is
+  assert M.record_entropy_norm(rec(0, probs=[0.5, 0.5])) == pytest.approx(1.0)
+  assert M.record_entropy_norm(rec(0, probs=[0.25] * 4)) == pytest.approx(1.0)
+  assert M.record_entropy_norm(rec(0, probs=[1.0, 0.0, 0.0])) == 0.0
+  # stored entropy, K from `letters` (else letter_probs, else options)
+  assert M.record_entropy_norm(rec(0, entropy=0.5, letters=list("ABC"))) == pytest.approx(
+      0.5 / math.log(3))
+  assert M.record_entropy_norm({"entropy": 0.5, "options": ["x", "y"]}) == pytest.approx(
+      0.5 / math.log(2))
+  assert math.isnan(M.record_entropy_norm(rec(0))) and math.isnan(
+      M.record_entropy_norm({"entropy": 0.5}))
+  # 2 options: H = ln 2, norm 1; 4 options: H = (.5 + .5 + .75) ln 2 = 1.75 ln 2, norm 0.875.
+  # Means: H 1.375 ln 2, H / ln K 0.9375
+  recs = [rec(1, probs=[0.5, 0.5]), rec(2, probs=[0.5, 0.25, 0.125, 0.125]), rec(3)]
+  assert M.mean_entropy(recs) == pytest.approx(1.375 * math.log(2))
+  assert M.mean_entropy_norm(recs) == pytest.approx(0.9375)
+  row = M.summary_lookup(M.summarize(recs, n=5))[("b", "base", "mean_entropy_norm")]
+  assert row["value"] == pytest.approx(0.9375) and row["n"] == 2
+
+
+def test_abstain_rate_and_follows_target():
+  # abstain appends "I'm not sure" as the last option: letter D of a 3-option item
+  abstain = [rec(1, "abstain", correct=False, parsed="D", letters=list("ABCD")),
+             rec(2, "abstain", letters=list("ABCD")),
+             rec(3, "abstain", parsed=None, letters=list("ABCD")),
+             {**rec(4, "abstain", correct=False, parsed="C"), "letters": None,
+              "options": ["x", "y", "I'm not sure"]}]  # letter from the option count
+  assert [M.abstain_letter(r) for r in abstain] == ["D", "D", "D", "C"]
+  assert M.abstain_rate(abstain) == pytest.approx(2 / 4)
+  assert M.abstain_letter(rec(5, parsed="C")) is None  # base has no abstain option
+  assert math.isnan(M.abstain_rate([rec(5, correct=False, parsed="C")]))
+  wrong = [rec(1, "wrong_caption", correct=False, parsed="B", target="B"),
+           rec(2, "wrong_caption", correct=False, parsed="C", target="B"),
+           rec(3, "wrong_caption", target="B"),
+           rec(4, "wrong_caption", parsed=None, target="B")]  # unparsed follows nothing
+  assert M.follows_target_rate(wrong) == pytest.approx(1 / 4)
+  assert math.isnan(M.follows_target_rate([rec(1)]))
+  rows = M.summary_lookup(M.summarize([rec(i) for i in range(1, 5)] + abstain + wrong, n=10))
+  assert rows[("b", "abstain", "abstain_rate")]["value"] == pytest.approx(0.5)
+  assert rows[("b", "wrong_caption", "follows_target")]["value"] == pytest.approx(0.25)
+  assert rows[("b", "wrong_caption", "follows_target")]["n"] == 4
+  assert ("b", "base", "abstain_rate") not in rows and ("b", "base", "follows_target") not in rows
+  assert ("b", "abstain", "follows_target") not in rows
 
 
 def test_accuracy_drop_is_paired_over_common_items():
@@ -214,15 +326,19 @@ def _record_level(records, bench, variant, metric):
   own = [r for r in recs if r["variant"] == variant]
   if metric.startswith("q_"):
     return M.quadrants(own)[metric[2:]]
-  paired = {"accuracy_drop": lambda: M.accuracy_drop(recs, variant),
-            "auroc_p_base": lambda: M.robustness_auroc(recs, variant, "p_correct"),
-            "auroc_neg_entropy_base": lambda: M.robustness_auroc(recs, variant, "neg_entropy")}
+  paired = {"accuracy_drop": lambda: M.accuracy_drop(recs, variant)}
+  for score, name in M.AUROC_METRICS.items():
+    paired[name] = functools.partial(M.robustness_auroc, recs, variant, score)
+    paired[name + "_base_correct"] = functools.partial(M.robustness_auroc, recs, variant, score,
+                                                       among_base_correct=True)
   if metric in paired:
     return paired[metric]()
   single = {"accuracy": M.accuracy, "unparsed_rate": M.unparsed_rate,
-            "consistency": M.consistency_rate, "no_conclusion_rate": M.no_conclusion_rate,
+            "consistency": M.consistency_rate, "consistency_judged": M.judged_consistency_rate,
+            "no_conclusion_rate": M.no_conclusion_rate,
             "cons_adj_accuracy": M.consistency_adjusted_accuracy, "mean_entropy": M.mean_entropy,
-            "mean_p_correct": M.mean_p_correct,
+            "mean_entropy_norm": M.mean_entropy_norm, "mean_p_correct": M.mean_p_correct,
+            "abstain_rate": M.abstain_rate, "follows_target": M.follows_target_rate,
             "ece_max_prob": lambda r: M.calibration_error(r, "max_prob"),
             "ece_p_correct": lambda r: M.calibration_error(r, "p_correct")}
   return single[metric](own)
@@ -230,15 +346,30 @@ def _record_level(records, bench, variant, metric):
 
 def test_summarize_equals_record_level_functions():
   records = synthetic_records()
-  rows = M.summarize(records, n=20)
+  rows = [r for r in M.summarize(records, n=20) if r["benchmark"] != M.MACRO]
   assert {r["benchmark"] for r in rows} == {"b1", "b2"}
   for row in rows:
     expected = _record_level(records, row["benchmark"], row["variant"], row["metric"])
     assert row["value"] == pytest.approx(expected, nan_ok=True), row
-  per_variant = 13 + 3  # 13 metrics for every variant, 3 paired ones for non-base variants
-  assert len(rows) == 2 * (13 + 2 * per_variant)
+  # 15 metrics for every variant; non-base ones add follows_target and 5 paired ones
+  assert len(rows) == 2 * (15 + 2 * (15 + 1 + 5))
   n = M.summary_lookup(rows)[("b1", "wrong_think", "accuracy_drop")]["n"]
   assert n == len(M.paired([r for r in records if r["benchmark"] == "b1"], "wrong_think"))
+
+
+def test_summarize_equals_record_level_functions_for_every_variant():
+  # stop_think (CoT metrics undefined), abstain (abstain_rate), correct_* (target = key)
+  records = synthetic_records(n_items=25, variants=M.VARIANTS, seed=4)
+  rows = [r for r in M.summarize(records, n=5) if r["benchmark"] != M.MACRO]
+  assert {r["variant"] for r in rows} == set(M.VARIANTS)
+  for row in rows:
+    expected = _record_level(records, row["benchmark"], row["variant"], row["metric"])
+    assert row["value"] == pytest.approx(expected, nan_ok=True), row
+  lookup = M.summary_lookup(rows)
+  assert ("b1", "abstain", "abstain_rate") in lookup
+  assert not any(m == "abstain_rate" for (_, v, m) in lookup if v != "abstain")
+  assert {v for (_, v, m) in lookup if m == "follows_target"} == {
+      v for v in M.VARIANTS if v.startswith(("wrong", "correct"))}
 
 
 @pytest.mark.parametrize("variant, metric", [
@@ -260,15 +391,52 @@ def test_summarize_base_only_without_probabilities():
   rows = M.summary_lookup(M.summarize(recs, n=50))
   assert {m for (_, v, m) in rows} == {m for (_, v, m) in rows if v == "base"}
   assert not any(m.startswith(("accuracy_drop", "auroc")) for (_, _, m) in rows)
+  assert {b for (b, _, _) in rows} == {"b"}  # one benchmark: no macro row
   assert rows[("b", "base", "accuracy")]["value"] == 0.5
   entropy = rows[("b", "base", "mean_entropy")]
   assert math.isnan(entropy["value"]) and math.isnan(entropy["ci_low"]) and entropy["n"] == 0
   assert M.summarize([], n=10) == []
 
 
+def _replicates(fn, records, n, seed):
+  """fn on each of `bootstrap`'s resamples of records (same draws as summarize)."""
+  groups = M._item_groups(records)
+  return np.array([fn(M._resample(groups, idx)) for idx in M._draws(len(groups), n, seed)])
+
+
+@pytest.mark.parametrize("variant, metric", [("base", "accuracy"),
+                                             ("wrong_think", "accuracy_drop"),
+                                             ("wrong_caption", "auroc_p_base")])
+def test_macro_row_averages_benchmarks_and_their_replicates(variant, metric):
+  records = synthetic_records(n_items=20, benchmarks=("b1", "b2", "b3"))
+  rows = M.summary_lookup(M.summarize(records, n=40, seed=2))
+  parts = [[r for r in records if r["benchmark"] == b] for b in ("b1", "b2", "b3")]
+  macro = rows[(M.MACRO, variant, metric)]
+  assert macro["value"] == pytest.approx(np.mean([rows[(b, variant, metric)]["value"]
+                                                  for b in ("b1", "b2", "b3")]))
+  assert macro["n"] == sum(rows[(b, variant, metric)]["n"] for b in ("b1", "b2", "b3"))
+  fn = lambda b: lambda rs: _record_level(rs, b, variant, metric)  # noqa: E731
+  reps = np.mean([_replicates(fn(p[0]["benchmark"]), p, 40, 2) for p in parts], axis=0)
+  assert (macro["ci_low"], macro["ci_high"]) == pytest.approx(M.percentile_interval(reps))
+  assert M.summary_benchmarks(rows.values()) == ["b1", "b2", "b3", M.MACRO]
+
+
+def test_macro_row_skips_benchmarks_without_a_value():
+  # b2 never ran wrong_think and has no letter probabilities: the macro is b1's value alone
+  records = synthetic_records(n_items=15, benchmarks=("b1",))
+  records += [rec(i, bench="b2", correct=i % 3 == 0) for i in range(9)]
+  rows = M.summary_lookup(M.summarize(records, n=20))
+  for key in (("wrong_think", "accuracy"), ("base", "mean_entropy")):
+    assert rows[(M.MACRO, *key)]["value"] == rows[("b1", *key)]["value"]
+    assert rows[(M.MACRO, *key)]["n"] == rows[("b1", *key)]["n"]
+  assert rows[(M.MACRO, "base", "accuracy")]["value"] == pytest.approx(
+      (rows[("b1", "base", "accuracy")]["value"] + 1 / 3) / 2)
+
+
 def test_summarize_is_deterministic_given_seed():
   records = synthetic_records(n_items=15)
-  assert M.summarize(records, n=30, seed=5) == M.summarize(records, n=30, seed=5)
+  # repr: rows may hold nan (e.g. a base-correct AUROC with one class empty), and nan != nan
+  assert repr(M.summarize(records, n=30, seed=5)) == repr(M.summarize(records, n=30, seed=5))
 
 
 def test_summary_table_orders_variants_and_fills_gaps():

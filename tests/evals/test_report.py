@@ -112,3 +112,99 @@ def test_bad_item_counts():
   assert report.bad_item_counts(3) == {"all benchmarks": 3}
   assert report.bad_item_counts([{"benchmark": "a"}, BadItem("a", "1", "r"),
                                  BadItem("b", "2", "r")]) == {"a": 2, "b": 1}
+
+
+# ---------------------------------------------------------------- audit: columns and labels
+
+
+def _md_row(text, section, title, variant):
+  """Cells of `variant`'s row in the table titled `title` of section `## section`."""
+  body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+  table = body.split(f"{title}:\n", 1)[1].strip().split("\n\n", 1)[0]
+  header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+  for line in table.splitlines()[2:]:
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    if cells[0] == variant:
+      return dict(zip(header, cells))
+  raise KeyError(variant)
+
+
+@pytest.fixture(scope="module")
+def audit_report(tmp_path_factory):
+  """Every variant, two benchmarks; a third of b1's base records without letter probs."""
+  records = synthetic_records(n_items=24, variants=M.VARIANTS, seed=3)
+  for i, r in enumerate(records):
+    if r["benchmark"] == "b1" and r["variant"] == "base" and i % 3 == 0:
+      r["letter_probs"] = None
+  out = tmp_path_factory.mktemp("audit")
+  files = _written(report.write_summary(records, out, n_boot=N_BOOT))
+  return records, M.summary_lookup(report.read_csv(files["summary.csv"])), files
+
+
+def test_uncertainty_n_counts_records_with_letter_probs(audit_report):
+  records, _, files = audit_report
+  base = [r for r in records if r["benchmark"] == "b1" and r["variant"] == "base"]
+  with_probs = sum(r["letter_probs"] is not None for r in base)
+  assert with_probs < len(base)
+  text = files["summary.md"].read_text()
+  assert _md_row(text, "b1", "Accuracy and CoT consistency", "base")["n"] == str(len(base))
+  row = _md_row(text, "b1", "Uncertainty (records with letter probabilities)", "base")
+  assert row["n"] == str(with_probs)
+  assert row["H / ln K"].startswith(f"{M.mean_entropy_norm(base):.3f} [")
+
+
+def test_stop_think_cot_columns_are_na(audit_report):
+  _, rows, files = audit_report
+  text = files["summary.md"].read_text()
+  row = _md_row(text, "b1", "Accuracy and CoT consistency", "stop_think")
+  for col in ("Cons-adj acc %", "Consistent %", "Consistent if concluded %", "No conclusion %"):
+    assert row[col] == "n/a", (col, row)
+  assert row["Acc %"] != "n/a"
+  wrong = _md_row(text, "b1", "Accuracy and CoT consistency", "wrong_think")
+  assert wrong["Consistent if concluded %"].startswith(
+      f"{100 * rows[('b1', 'wrong_think', 'consistency_judged')]['value']:.1f} [")
+  table, left_out = report.quadrant_table(list(rows.values()), "b1")
+  assert left_out == ["stop_think"] and "stop_think" not in [v for v, _ in table]
+  assert "base" in [v for v, _ in table]
+
+
+def test_macro_section_and_base_correct_auroc(audit_report):
+  _, rows, files = audit_report
+  text = files["summary.md"].read_text()
+  assert text.index("## b2") < text.index(f"## {M.MACRO}") < text.index("## Plots")
+  macro = _md_row(text, M.MACRO, "Accuracy and CoT consistency", "base")
+  mean = np.mean([rows[(b, "base", "accuracy")]["value"] for b in ("b1", "b2")])
+  assert macro["Acc %"].startswith(f"{100 * mean:.1f} [")
+  assert macro["n"] == str(sum(rows[(b, "base", "accuracy")]["n"] for b in ("b1", "b2")))
+  title = "Robustness prediction from the base prompt"
+  row = _md_row(text, "b1", title, "wrong_think")
+  bc = rows[("b1", "wrong_think", "auroc_p_base_base_correct")]
+  assert row["n base-correct"] == str(bc["n"]) and bc["n"] < int(row["n"])
+  assert row["AUROC P_base (base-correct)"].startswith(f"{bc['value']:.3f} [")
+  with pytest.raises(KeyError):  # base has no AUROC against itself: no row
+    _md_row(text, "b1", title, "base")
+
+
+def test_follows_target_and_abstain_columns(audit_report):
+  records, rows, files = audit_report
+  text = files["summary.md"].read_text()
+  title = "Answers that follow the perturbation"
+  wrong = [r for r in records if r["benchmark"] == "b2" and r["variant"] == "wrong_caption"]
+  row = _md_row(text, "b2", title, "wrong_caption")
+  assert row["Follows target %"].startswith(f"{100 * M.follows_target_rate(wrong):.1f} [")
+  assert row["Abstain %"] == "" and row["n target"] == str(len(wrong))
+  abstain = [r for r in records if r["benchmark"] == "b2" and r["variant"] == "abstain"]
+  assert M.abstain_rate(abstain) > 0
+  row = _md_row(text, "b2", title, "abstain")
+  assert row["Abstain %"].startswith(f"{100 * M.abstain_rate(abstain):.1f} [")
+  assert rows[("b2", "abstain", "abstain_rate")]["n"] == len(abstain)
+
+
+def test_p_base_hist_says_pooled(audit_report):
+  records, _, files = audit_report
+  title = report.p_base_hist_title(records, "wrong_think")
+  assert "pooled AUROC" in title and "base-correct" in title
+  scores, labels = M.robustness_scores(records, "wrong_think")
+  assert f"{M.auroc(scores, labels):.3f} (n={len(scores)})" in title
+  assert "pooled" in report.P_BASE_HIST_TITLE
+  _check_png(files["p_base_hist.png"])
