@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from vlm_jax import config as config_lib
 from vlm_jax import params as params_lib
+from vlm_jax import sharding as sharding_lib
 from vlm_jax.config import ModelConfig
 from vlm_jax.files import atomic_write
 
@@ -36,8 +37,18 @@ def save_params(path: str, params: dict, config: ModelConfig) -> None:
     json.dump(config_lib.to_hf(config, dtype=dtype), f, indent=2)
 
 
+def _on_host(tree):
+  """The sharding of every leaf when the caller names none: one CPU device
+  (`sharding.host_device`). Not the layout the checkpoint was saved with: orbax refuses that one
+  ("Topology mismatch") on another device count, e.g. params saved from an 8-device mesh and
+  restored in a 1-device process; nor the default accelerator, which a large model overflows."""
+  host = jax.sharding.SingleDeviceSharding(sharding_lib.host_device())
+  return jax.tree.map(lambda _: host, tree)
+
+
 def load_params(path: str, dtype=None, shardings=None) -> tuple[ModelConfig, dict]:
-  """(config, params) from `save_params` output; cast to dtype, placed per `shardings` if given."""
+  """(config, params) from `save_params` output; cast to dtype, placed per `shardings` if given,
+  else on one CPU device (`_on_host`), whatever mesh they were saved from."""
   path = os.path.abspath(path)
   if not os.path.exists(os.path.join(path, "params")):
     raise FileNotFoundError(f"{path} is not a vlm_jax params checkpoint (no params/ inside)")
@@ -46,9 +57,9 @@ def load_params(path: str, dtype=None, shardings=None) -> tuple[ModelConfig, dic
   stored = getattr(stored, "item_metadata", stored)
   leaf_dtype = lambda m: jnp.dtype(dtype) if dtype is not None else m.dtype
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, leaf_dtype(m)), stored)
-  if shardings is not None:
-    target = jax.tree.map(lambda t, s: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=s),
-                          target, shardings)
+  shardings = _on_host(target) if shardings is None else shardings
+  target = jax.tree.map(lambda t, s: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=s),
+                        target, shardings)
   params = _checkpointer().restore(os.path.join(path, "params"), target)
   params_lib.check_params(params, config, source=f"orbax checkpoint {path}")
   return config, params
@@ -56,7 +67,8 @@ def load_params(path: str, dtype=None, shardings=None) -> tuple[ModelConfig, dic
 
 def load_training_params(run_dir: str, step: int | None = None, dtype=None):
   """(config, params) of a `rl.train` run: `run_dir/model_config.json` and the params subtree of
-  checkpoint `step` (default: the latest), restored alone (no optimizer state in memory)."""
+  checkpoint `step` (default: the latest), restored alone (no optimizer state in memory), on one
+  CPU device whatever mesh trained them (see `_on_host`)."""
   import orbax.checkpoint as ocp
   from etils import epath
   run_dir = os.path.abspath(run_dir)
@@ -78,10 +90,10 @@ def load_training_params(run_dir: str, step: int | None = None, dtype=None):
   # (checkpoints/N/), and only the item's tree metadata is needed here, so asking the handler
   # skips that harmless miss without muting any other warning.
   meta = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   cast = lambda m: jnp.dtype(dtype) if dtype is not None else m.dtype
   target = {"params": jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, cast(m), sharding=device), meta["params"])}
+      lambda m, s: jax.ShapeDtypeStruct(m.shape, cast(m), sharding=s), meta["params"],
+      _on_host(meta["params"]))}
   restore_args = jax.tree.map(lambda t: ocp.ArrayRestoreArgs(sharding=t.sharding, dtype=t.dtype),
                               target)
   state = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(

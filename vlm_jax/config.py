@@ -10,6 +10,8 @@ hashable so they can be static arguments of `jax.jit`.
   * transformers 5 ("nested"): `text_config` / `vision_config`, `rope_parameters`.
 Missing keys take the *transformers class defaults* (which are not the 7B values), exactly as
 `Qwen2_5_VLConfig.from_pretrained` would, so the same `config.json` gives the same model.
+`to_hf` writes either: "flat" (as released; transformers 4 and 5 load it, `hf.save_hf` writes
+it) or "nested" (transformers 5 only; vlm_jax's own orbax and training-run dirs).
 """
 
 from __future__ import annotations
@@ -258,9 +260,10 @@ _HF_VISION_DEFAULTS = dict(depth=32, hidden_size=3584, hidden_act="silu", interm
                            out_hidden_size=3584, fullatt_block_indexes=(7, 15, 23, 31))
 
 
-def _read_json(path_or_dict: str | os.PathLike | dict) -> dict:
+def _read_json(path_or_dict: str | os.PathLike | dict) -> tuple[dict, str]:
+  """(the config dict, the file name errors give for it)."""
   if isinstance(path_or_dict, dict):
-    return path_or_dict
+    return path_or_dict, "config.json"
   path = os.fspath(path_or_dict)
   if not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint path {path} does not exist")
@@ -270,9 +273,26 @@ def _read_json(path_or_dict: str | os.PathLike | dict) -> dict:
     raise FileNotFoundError(f"no config.json at {path}")
   with open(path) as f:
     try:
-      return json.load(f)
+      return json.load(f), path
     except json.JSONDecodeError as e:
       raise ConfigError(f"{path}: invalid JSON ({e})") from e
+
+
+def _refuse_quantized(top: dict, source: str) -> None:
+  """Raise for a quantized checkpoint (AWQ, GPTQ, FP8, ...): its packed weights and scales are
+  not float tensors of our layout, and would otherwise fail as a long list of missing and
+  unexpected keys."""
+  quant = top.get("quantization_config")
+  if quant:
+    method = quant.get("quant_method", "unknown") if isinstance(quant, dict) else quant
+    raise ConfigError(f"{source}: quantized checkpoint (quantization_config.quant_method="
+                      f"{method!r}); vlm_jax loads only unquantized float weights")
+
+
+def refuse_quantized(path_or_dict: str | os.PathLike | dict) -> None:
+  """Raise a one-line ConfigError naming the file if this `config.json` is of a quantized
+  checkpoint (`from_hf` checks it too)."""
+  _refuse_quantized(*_read_json(path_or_dict))
 
 
 def _rope(text: dict, top: dict) -> tuple[float, tuple[int, ...] | None]:
@@ -314,7 +334,7 @@ def _vision_from_hf(vision: dict) -> VisionConfig:
       spatial_merge_size=get("spatial_merge_size"), window_size=get("window_size"),
       fullatt_block_indexes=tuple(get("fullatt_block_indexes")),
       tokens_per_second=get("tokens_per_second"), hidden_act=get("hidden_act"),
-      rope_theta=float(rope.get("rope_theta", 10000.0)))
+      rope_theta=float(rope.get("rope_theta", vision.get("rope_theta", 10000.0))))
 
 
 _TEXT_ONLY_DEFAULTS = {  # transformers' Qwen3Config / Qwen2Config class defaults
@@ -359,7 +379,8 @@ def from_hf(path_or_dict: str | os.PathLike | dict) -> ModelConfig:
 
   Qwen2.5-VL (`qwen2_5_vl`) and, for the LLM judges, the text-only `qwen3` and `qwen2`.
   """
-  top = _read_json(path_or_dict)
+  top, source = _read_json(path_or_dict)
+  _refuse_quantized(top, source)
   model_type = top.get("model_type")
   if model_type in _TEXT_ONLY_DEFAULTS:
     return _text_only_from_hf(top, model_type)
@@ -379,52 +400,112 @@ def from_hf(path_or_dict: str | os.PathLike | dict) -> ModelConfig:
       pad_token_id=get("pad_token_id", None))
 
 
-def _text_only_to_hf(config: ModelConfig, dtype: str) -> dict:
+LAYOUTS = ("flat", "nested")
+_DTYPE_KEY = {"flat": "torch_dtype", "nested": "dtype"}
+
+
+def _eos(config: ModelConfig):
+  eos = config.eos_token_id
+  return list(eos) if isinstance(eos, tuple) else eos
+
+
+def _text_fields(config: ModelConfig) -> dict:
+  """The decoder fields both layouts share (at the top level in "flat", in text_config in
+  "nested"); sliding window off, as in every released Qwen2.5-VL and Qwen3."""
   t = config.text
-  out = dict(
-      architectures=["Qwen3ForCausalLM" if config.architecture == "qwen3" else "Qwen2ForCausalLM"],
-      model_type=config.architecture, vocab_size=t.vocab_size, hidden_size=t.hidden_size,
-      intermediate_size=t.intermediate_size, num_hidden_layers=t.num_layers,
-      num_attention_heads=t.num_heads, num_key_value_heads=t.num_kv_heads,
-      hidden_act=t.hidden_act, max_position_embeddings=t.max_position_embeddings,
-      rms_norm_eps=t.rms_norm_eps, rope_parameters=dict(rope_type="default", rope_theta=t.rope_theta),
-      tie_word_embeddings=t.tie_word_embeddings, use_sliding_window=False,
-      bos_token_id=config.bos_token_id, pad_token_id=config.pad_token_id,
-      eos_token_id=list(config.eos_token_id) if isinstance(config.eos_token_id, tuple)
-      else config.eos_token_id, dtype=dtype)
-  if config.architecture == "qwen3":
+  return dict(
+      vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
+      num_hidden_layers=t.num_layers, num_attention_heads=t.num_heads,
+      num_key_value_heads=t.num_kv_heads, hidden_act=t.hidden_act,
+      max_position_embeddings=t.max_position_embeddings, rms_norm_eps=t.rms_norm_eps,
+      use_sliding_window=False, sliding_window=None, max_window_layers=t.num_layers,
+      attention_dropout=0.0, initializer_range=0.02, bos_token_id=config.bos_token_id,
+      eos_token_id=_eos(config), pad_token_id=config.pad_token_id,
+      tie_word_embeddings=t.tie_word_embeddings)
+
+
+def _text_only_to_hf(config: ModelConfig, dtype: str, layout: str) -> dict:
+  """Qwen3 / Qwen2 (flat in both layouts; they differ in how RoPE and the dtype are spelled)."""
+  t = config.text
+  qwen3 = config.architecture == "qwen3"
+  out = dict(architectures=["Qwen3ForCausalLM" if qwen3 else "Qwen2ForCausalLM"],
+             model_type=config.architecture, **_text_fields(config))
+  if layout == "flat":  # as Qwen3 ships: "rope_scaling": null, "rope_theta" beside it
+    out.update(rope_theta=t.rope_theta, rope_scaling=None)
+  else:
+    out.update(rope_parameters=dict(rope_type="default", rope_theta=t.rope_theta))
+  if qwen3:
     out.update(head_dim=t.head_dim, attention_bias=t.qkv_bias)
+  out[_DTYPE_KEY[layout]] = dtype
   return out
 
 
-def to_hf(config: ModelConfig, dtype: str = "bfloat16") -> dict:
-  """The transformers-5 `config.json` dict for `config` (nested for Qwen2.5-VL)."""
-  if config.vision is None:
-    return _text_only_to_hf(config, dtype)
-  t, v = config.text, config.vision
-  eos = list(config.eos_token_id) if isinstance(config.eos_token_id, tuple) else config.eos_token_id
-  text = dict(
-      model_type="qwen2_5_vl_text", vocab_size=t.vocab_size, hidden_size=t.hidden_size,
-      intermediate_size=t.intermediate_size, num_hidden_layers=t.num_layers,
-      num_attention_heads=t.num_heads, num_key_value_heads=t.num_kv_heads,
-      hidden_act=t.hidden_act, max_position_embeddings=t.max_position_embeddings,
-      rms_norm_eps=t.rms_norm_eps, use_sliding_window=False, sliding_window=None,
-      max_window_layers=t.num_layers, attention_dropout=0.0, initializer_range=0.02,
-      rope_parameters=dict(rope_type="default", rope_theta=t.rope_theta,
-                           mrope_section=list(t.mrope_section or (t.head_dim // 2, 0, 0))),
-      bos_token_id=config.bos_token_id, eos_token_id=eos, pad_token_id=config.pad_token_id,
-      tie_word_embeddings=t.tie_word_embeddings, dtype=dtype)
-  vision = dict(
-      model_type="qwen2_5_vl_vision", depth=v.depth, hidden_size=v.hidden_size,
-      intermediate_size=v.intermediate_size, num_heads=v.num_heads,
-      out_hidden_size=v.out_hidden_size, in_channels=v.in_channels, patch_size=v.patch_size,
-      temporal_patch_size=v.temporal_patch_size, spatial_merge_size=v.spatial_merge_size,
-      window_size=v.window_size, fullatt_block_indexes=list(v.fullatt_block_indexes),
-      tokens_per_second=v.tokens_per_second, hidden_act=v.hidden_act, initializer_range=0.02,
-      rope_parameters=dict(rope_type="axial", rope_theta=v.rope_theta))
+def _mrope_section(t: TextConfig) -> list[int]:
+  return list(t.mrope_section or (t.head_dim // 2, 0, 0))
+
+
+def _vision_fields(v: VisionConfig) -> dict:
+  return dict(
+      depth=v.depth, hidden_size=v.hidden_size, intermediate_size=v.intermediate_size,
+      num_heads=v.num_heads, out_hidden_size=v.out_hidden_size, in_channels=v.in_channels,
+      patch_size=v.patch_size, temporal_patch_size=v.temporal_patch_size,
+      spatial_merge_size=v.spatial_merge_size, window_size=v.window_size,
+      fullatt_block_indexes=list(v.fullatt_block_indexes),
+      tokens_per_second=v.tokens_per_second, hidden_act=v.hidden_act)
+
+
+def _flat_vision(v: VisionConfig) -> dict:
+  """The released vision_config: no model_type, `in_chans` and `spatial_patch_size` beside the
+  `in_channels` transformers reads. transformers 4 hard-codes the vision RoPE base 10000, so
+  `rope_theta` is written only for another one (which transformers 5 reads)."""
+  out = dict(_vision_fields(v), in_chans=v.in_channels, spatial_patch_size=v.patch_size)
+  if v.rope_theta != VisionConfig.rope_theta:
+    out["rope_theta"] = v.rope_theta
+  return out
+
+
+def _tokens(config: ModelConfig) -> dict:
+  return dict(image_token_id=config.image_token_id, video_token_id=config.video_token_id,
+              vision_start_token_id=config.vision_start_token_id,
+              vision_end_token_id=config.vision_end_token_id)
+
+
+def _flat_to_hf(config: ModelConfig, dtype: str) -> dict:
+  t = config.text
   return dict(
       architectures=["Qwen2_5_VLForConditionalGeneration"], model_type="qwen2_5_vl",
-      text_config=text, vision_config=vision, image_token_id=config.image_token_id,
-      video_token_id=config.video_token_id, vision_start_token_id=config.vision_start_token_id,
-      vision_end_token_id=config.vision_end_token_id,
+      **_text_fields(config), **_tokens(config), use_cache=True, rope_theta=t.rope_theta,
+      rope_scaling=dict(type="mrope", mrope_section=_mrope_section(t)),
+      vision_config=_flat_vision(config.vision), torch_dtype=dtype)
+
+
+def _nested_to_hf(config: ModelConfig, dtype: str) -> dict:
+  t, v = config.text, config.vision
+  text = dict(
+      model_type="qwen2_5_vl_text", **_text_fields(config),
+      rope_parameters=dict(rope_type="default", rope_theta=t.rope_theta,
+                           mrope_section=_mrope_section(t)), dtype=dtype)
+  vision = dict(model_type="qwen2_5_vl_vision", **_vision_fields(v), initializer_range=0.02,
+                rope_parameters=dict(rope_type="axial", rope_theta=v.rope_theta))
+  return dict(
+      architectures=["Qwen2_5_VLForConditionalGeneration"], model_type="qwen2_5_vl",
+      text_config=text, vision_config=vision, **_tokens(config),
       tie_word_embeddings=t.tie_word_embeddings, dtype=dtype)
+
+
+def to_hf(config: ModelConfig, dtype: str = "bfloat16", layout: str = "nested") -> dict:
+  """The HF `config.json` dict for `config`, in one of two layouts (`from_hf` reads both):
+
+  * "flat": as Qwen ships on the Hub (text fields at the top level, `rope_theta`,
+    `rope_scaling: {type: mrope, mrope_section}`, `torch_dtype`, the released `vision_config`
+    names; Qwen3/Qwen2 with `rope_theta` and `rope_scaling: null`). transformers 4.49+ and 5
+    load it alike: what `hf.save_hf` writes for other tools.
+  * "nested": the transformers-5 form (`text_config`, `rope_parameters`, `dtype`), which
+    transformers 4 mis-loads (4.57 fails at forward, 4.51 in from_pretrained); for the files
+    only vlm_jax reads (orbax and training-run dirs; rl.train compares their `dtype` on resume).
+  """
+  if layout not in LAYOUTS:
+    raise ValueError(f"to_hf layout={layout!r}; expected one of {LAYOUTS}")
+  if config.vision is None:
+    return _text_only_to_hf(config, dtype, layout)
+  return _flat_to_hf(config, dtype) if layout == "flat" else _nested_to_hf(config, dtype)

@@ -7,6 +7,10 @@ Examples:
   python -m vlm_jax.convert orbax-to-hf --src ckpt/qwen7b --dst hf_out --copy-files-from ~/Qwen2.5-VL-7B-Instruct
   # a GRPO run's checkpoint (the latest, or --step N) -> HF, with tokenizer and preprocessor
   python -m vlm_jax.convert train-to-hf --src runs/sat_pixmo --step 500 --dst hf_step500
+
+The whole model passes through host memory, on the CPU, whatever accelerators the machine has
+(a 72B model fits no single one), and an orbax checkpoint saved from any mesh converts on one
+device.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ import argparse
 import os
 import sys
 
+import jax
+
 from vlm_jax import checkpoint, hf
+from vlm_jax import sharding
 
 
 def _shard_size(value: str) -> str:
@@ -63,6 +70,12 @@ def _parse(argv):
 
 def main(argv: list[str] | None = None) -> int:
   args = _parse(argv)
+  # the host CPU for every array made on the way (load_hf's, casts); restores name it themselves
+  with jax.default_device(sharding.host_device()):
+    return _convert(args)
+
+
+def _convert(args) -> int:
   if args.direction == "hf-to-orbax":
     config, params = hf.load_hf(args.src, dtype=args.dtype)
     checkpoint.save_params(args.dst, params, config)

@@ -8,8 +8,9 @@ Reads a local directory (one `model.safetensors`, or shards listed in
 With a mesh, every parameter is built shard by shard straight from the memory-mapped files
 (`jax.make_array_from_callback`): no process ever holds a whole 72B checkpoint, and under
 `jax.distributed` each process reads only the slices its devices hold.
-Writes the hub layout, sharded, with an index, config.json and (optionally) tokenizer and
-preprocessor files, so `Qwen2_5_VLForConditionalGeneration.from_pretrained` loads it with no
+Writes the hub layout, sharded, with an index, a config.json in the layout Qwen releases
+(`config.to_hf(layout="flat")`) and (optionally) tokenizer and processor files, so
+`Qwen2_5_VLForConditionalGeneration.from_pretrained` of transformers 4.49+ and 5 loads it with no
 missing or unexpected keys. Safetensors only: no pickle, no remote code.
 """
 
@@ -35,7 +36,10 @@ from vlm_jax.config import ModelConfig
 _EXTRA_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
                 "special_tokens_map.json", "added_tokens.json", "chat_template.json",
                 "chat_template.jinja", "preprocessor_config.json", "generation_config.json",
-                "video_preprocessor_config.json")
+                "video_preprocessor_config.json",
+                "processor_config.json")  # transformers 5 saves a processor only as this
+# folders copied whole: transformers' named chat templates (`additional_chat_templates/*.jinja`)
+_EXTRA_DIRS = ("additional_chat_templates",)
 
 
 def _index_files(path: str) -> dict[str, safetensors_io.SafetensorsFile]:
@@ -121,9 +125,13 @@ def load_hf(path: str, dtype="float32", config: ModelConfig | None = None, mesh=
 
   dtype: every tensor is cast to it (None: keep the stored dtype). mesh: a `jax.sharding.Mesh`;
   params are then placed on their `sharding.param_shardings` directly from disk. Missing,
-  unexpected or mis-shaped keys raise one ValueError listing all of them.
+  unexpected or mis-shaped keys raise one ValueError listing all of them; a quantized
+  checkpoint is refused up front.
   """
-  config = config or config_lib.from_hf(path)
+  if config is None:
+    config = config_lib.from_hf(path)
+  elif os.path.isfile(os.path.join(path, "config.json")):
+    config_lib.refuse_quantized(path)
   tensors = _index_files(path)
   text_prefix = _detect_prefix(tensors, hf_keys.TEXT_PREFIXES, "layers.0.")
   vision_prefix = _detect_prefix(tensors, hf_keys.VISION_PREFIXES, "patch_embed.")
@@ -166,9 +174,30 @@ def _materialise(plan, tensors, config, specs, dtype, mesh) -> dict:
       if shardings is None:
         value = jnp.asarray(read(()))
       else:
-        value = jax.make_array_from_callback(specs[path].shape, shardings[path], read)
+        once = _ReadOnce(read)
+        value = jax.make_array_from_callback(specs[path].shape, shardings[path], once)
+        once.clear()
       _set(params, path, value)
   return params
+
+
+class _ReadOnce:
+  """A slice reader memoised by index, for one parameter. `make_array_from_callback` asks once
+  per device, and a slice several devices hold (a data axis, KV heads kept whole) would
+  otherwise be read from disk, and held in host memory, once per device. `clear` frees the
+  slices once the parameter is placed."""
+
+  def __init__(self, read):
+    self._read, self._slices = read, {}
+
+  def __call__(self, index):
+    key = tuple((i.start, i.stop, i.step) if isinstance(i, slice) else i for i in index)
+    if key not in self._slices:
+      self._slices[key] = self._read(index)
+    return self._slices[key]
+
+  def clear(self) -> None:
+    self._slices.clear()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,21 +305,34 @@ def save_hf(params: dict, config: ModelConfig, out_dir: str, dtype=None,
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
     with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
       json.dump(index, f, indent=2)
-  hf_config = config_lib.to_hf(config, dtype=str(jnp.dtype(leaf_dtype)))
+  hf_config = config_lib.to_hf(config, dtype=str(jnp.dtype(leaf_dtype)), layout="flat")
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(hf_config, f, indent=2)
   if extra_files_from:
     copy_extra_files(extra_files_from, out_dir)
 
 
+def _extra_names(src_dir: str) -> list[str]:
+  """The `_EXTRA_FILES` and `_EXTRA_DIRS` present in `src_dir`."""
+  return ([n for n in _EXTRA_FILES if os.path.isfile(os.path.join(src_dir, n))]
+          + [n for n in _EXTRA_DIRS if os.path.isdir(os.path.join(src_dir, n))])
+
+
 def copy_extra_files(src_dir: str, out_dir: str) -> list[str]:
-  """Copy the tokenizer / preprocessor / generation files `src_dir` has into `out_dir`; returns
-  their names. Raises if `src_dir` is missing or has none of them: the export would otherwise
-  succeed and only fail later, when something tries to load its processor."""
+  """Copy the tokenizer / processor / generation files (and chat template folders) `src_dir`
+  has into `out_dir`; returns their names. Raises if `src_dir` is missing or has none of them:
+  the export would otherwise succeed and only fail later, when something tries to load its
+  processor. A file already in place (saving into the folder it comes from) is left alone."""
   check_extra_files(src_dir)
-  names = [n for n in _EXTRA_FILES if os.path.isfile(os.path.join(src_dir, n))]
+  names = _extra_names(src_dir)
   for name in names:
-    shutil.copyfile(os.path.join(src_dir, name), os.path.join(out_dir, name))
+    src, dst = os.path.join(src_dir, name), os.path.join(out_dir, name)
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+      continue
+    if os.path.isdir(src):
+      shutil.copytree(src, dst, dirs_exist_ok=True)
+    else:
+      shutil.copyfile(src, dst)
   return names
 
 
@@ -299,9 +341,9 @@ def check_extra_files(src_dir: str) -> None:
   if not os.path.isdir(src_dir):
     raise FileNotFoundError(f"{src_dir}: no such directory to copy tokenizer/preprocessor "
                             "files from")
-  if not any(os.path.isfile(os.path.join(src_dir, n)) for n in _EXTRA_FILES):
+  if not _extra_names(src_dir):
     raise FileNotFoundError(f"{src_dir} has none of the tokenizer/preprocessor files to copy "
-                            f"({', '.join(_EXTRA_FILES)})")
+                            f"({', '.join(_EXTRA_FILES + _EXTRA_DIRS)})")
 
 
 def write_default_processor_files(out_dir: str) -> None:

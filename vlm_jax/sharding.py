@@ -65,7 +65,7 @@ class MeshError(ValueError):
 def parse_mesh_spec(spec: str) -> dict[str, int]:
   """"4x4" -> {data: 4, model: 4}; "data=2,fsdp=4" -> {data: 2, fsdp: 4}."""
   spec = spec.strip().lower()
-  if re.fullmatch(r"\d+x\d+", spec):
+  if re.fullmatch(r"[0-9]+x[0-9]+", spec):
     data, model = (int(x) for x in spec.split("x"))
     if min(data, model) < 1:
       raise MeshError(f"bad mesh spec {spec!r}: axis sizes must be at least 1")
@@ -74,7 +74,8 @@ def parse_mesh_spec(spec: str) -> dict[str, int]:
   for part in spec.split(","):
     name, _, size = part.partition("=")
     name = name.strip()
-    if name not in MESH_AXES or not size.strip().isdigit() or int(size) < 1:
+    # ASCII digits only: str.isdigit() also takes "²", which int() then refuses
+    if name not in MESH_AXES or not re.fullmatch(r"[0-9]+", size.strip()) or int(size) < 1:
       raise MeshError(f"bad mesh spec {spec!r}: use 'AxB' or 'data=2,fsdp=4,tensor=2' with axes "
                       f"from {MESH_AXES}")
     if name in axes:
@@ -191,6 +192,18 @@ def report_replicated(config: ModelConfig, mesh: Mesh | None, file=None) -> None
     axes = sorted(set(kept.values()))
     print(f"mesh {dict(mesh.shape)}: {', '.join(axes)} kept whole on every shard (the tensor "
           f"axis does not divide them; {len(kept)} parameters)", file=file or sys.stderr)
+
+
+def host_device() -> jax.Device:
+  """This process's first CPU device: where whole models go when no mesh splits them (checkpoint
+  conversions, unsharded orbax restores). A 72B model in bfloat16 (~145 GB) fits no single
+  accelerator, but a big host's memory. JAX has a CPU backend beside any accelerator's unless
+  JAX_PLATFORMS leaves it out."""
+  try:
+    return jax.local_devices(backend="cpu")[0]
+  except RuntimeError as e:
+    raise RuntimeError(f"no CPU device to hold the whole model ({e}); add cpu to "
+                       "JAX_PLATFORMS, e.g. JAX_PLATFORMS=cuda,cpu") from e
 
 
 def head_sharding(mesh: Mesh | None) -> NamedSharding | None:

@@ -1,6 +1,8 @@
 """Config presets, HF config.json in both layouts, and validation errors."""
 
+import dataclasses
 import json
+import re
 
 import pytest
 
@@ -99,3 +101,91 @@ def test_window_and_tokens_per_second_as_transformers_takes_them(tmp_path):
 
 def test_configs_are_hashable_for_jit():
   assert hash(config_lib.get_config("7b")) == hash(config_lib.from_hf(FLAT_7B))
+
+
+PRESETS = ["tiny", "small", "3b", "7b", "32b", "72b"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("layout", ["flat", "nested"])
+def test_to_hf_round_trips_in_both_layouts(name, layout):
+  cfg = config_lib.get_config(name)
+  assert config_lib.from_hf(config_lib.to_hf(cfg, layout=layout)) == cfg
+
+
+def test_flat_layout_is_the_released_one():
+  """What save_hf writes: the config.json Qwen released (which transformers 4.49+ and 5 load
+  alike), key for key, but for keys that do not change the model."""
+  ours = config_lib.to_hf(config_lib.get_config("7b"), "bfloat16", layout="flat")
+  assert "text_config" not in ours and "rope_parameters" not in ours and "dtype" not in ours
+  not_model = {"transformers_version", "vision_token_id", "sliding_window", "vision_config"}
+  assert {k: ours.get(k) for k in FLAT_7B if k not in not_model} == {
+      k: v for k, v in FLAT_7B.items() if k not in not_model}
+  vision = ours["vision_config"]
+  assert {k: vision.get(k) for k in FLAT_7B["vision_config"]} == FLAT_7B["vision_config"]
+  assert vision["in_channels"] == 3  # the name transformers reads (in_chans is ignored)
+
+
+@pytest.mark.parametrize("name", ["tiny", "3b"])
+def test_flat_layout_through_transformers(name, tmp_path):
+  """transformers 5 reads the flat file into the same model (RoPE, dtype, vision) and its own
+  re-save of it parses back the same."""
+  transformers = pytest.importorskip("transformers")
+  cfg = config_lib.get_config(name)
+  (tmp_path / "config.json").write_text(json.dumps(config_lib.to_hf(cfg, "float32", "flat")))
+  hf = transformers.AutoConfig.from_pretrained(str(tmp_path))
+  assert hf.text_config.rope_parameters["mrope_section"] == list(cfg.text.mrope_section)
+  assert hf.text_config.rope_parameters["rope_theta"] == cfg.text.rope_theta
+  assert str(hf.text_config.dtype) == "torch.float32"
+  assert hf.vision_config.in_channels == cfg.vision.in_channels
+  hf.save_pretrained(tmp_path / "resaved")
+  assert config_lib.from_hf(str(tmp_path / "resaved")) == cfg
+
+
+def test_flat_layout_keeps_another_vision_rope_theta():
+  cfg = config_lib.get_config("tiny")
+  cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, rope_theta=20000.0))
+  assert config_lib.to_hf(cfg, layout="flat")["vision_config"]["rope_theta"] == 20000.0
+  assert config_lib.from_hf(config_lib.to_hf(cfg, layout="flat")) == cfg
+  assert "rope_theta" not in config_lib.to_hf(config_lib.get_config("tiny"),
+                                               layout="flat")["vision_config"]
+
+
+def _text_only(architecture):
+  text = TextConfig(vocab_size=1000, hidden_size=64, intermediate_size=96, num_layers=2,
+                    num_heads=4, num_kv_heads=2, mrope_section=None, rope_theta=5e5,
+                    head_dim_override=32 if architecture == "qwen3" else None,
+                    qkv_bias=architecture == "qwen2", qk_norm=architecture == "qwen3")
+  return ModelConfig(vision=None, text=text, architecture=architecture, eos_token_id=(1, 2))
+
+
+@pytest.mark.parametrize("architecture", ["qwen3", "qwen2"])
+def test_text_only_flat_layout_as_qwen3_ships(architecture):
+  """Qwen3 / Qwen2 in the flat layout: `rope_theta` with `rope_scaling: null` and `torch_dtype`
+  (transformers 4 reads no `rope_parameters`, and would run RoPE at its default base)."""
+  transformers = pytest.importorskip("transformers")
+  cfg = _text_only(architecture)
+  flat = config_lib.to_hf(cfg, "bfloat16", layout="flat")
+  assert (flat["rope_theta"], flat["rope_scaling"], flat["torch_dtype"]) == (5e5, None, "bfloat16")
+  assert "rope_parameters" not in flat and "dtype" not in flat
+  assert config_lib.from_hf(flat) == cfg
+  hf = transformers.AutoConfig.for_model(**flat)
+  assert hf.rope_parameters["rope_theta"] == 5e5
+
+
+def test_to_hf_refuses_an_unknown_layout():
+  with pytest.raises(ValueError, match="layout='hub'"):
+    config_lib.to_hf(config_lib.get_config("tiny"), layout="hub")
+
+
+@pytest.mark.parametrize("method", ["awq", "gptq", "fp8"])
+def test_quantized_config_refused_in_one_line_naming_the_file(method, tmp_path):
+  quantized = dict(FLAT_7B, quantization_config={"quant_method": method, "bits": 4})
+  message = (f"quantized checkpoint (quantization_config.quant_method='{method}'); vlm_jax "
+             "loads only unquantized float weights")
+  with pytest.raises(ConfigError, match=re.escape(f"config.json: {message}")):
+    config_lib.from_hf(quantized)
+  (tmp_path / "config.json").write_text(json.dumps(quantized))
+  with pytest.raises(ConfigError) as err:
+    config_lib.from_hf(str(tmp_path))
+  assert str(err.value) == f"{tmp_path / 'config.json'}: {message}"

@@ -5,6 +5,8 @@ import dataclasses
 import json
 import logging
 import os
+import subprocess
+import sys
 import types
 
 import jax
@@ -12,8 +14,9 @@ import numpy as np
 import pytest
 
 import vlm_jax
-from vlm_jax import config as config_lib, convert, hf
+from vlm_jax import checkpoint, config as config_lib, convert, hf, sharding
 from vlm_jax import processor as proc_lib
+from tests.multiprocess import ROOT
 
 
 def small_config():
@@ -121,3 +124,62 @@ def test_save_hf_refuses_a_missing_extra_files_dir(tmp_path):
   with pytest.raises(FileNotFoundError, match="/nonexistent: no such directory"):
     hf.save_hf(params, config, str(tmp_path / "out"), extra_files_from="/nonexistent")
   assert not (tmp_path / "out").exists()  # refused before any weights were written
+
+
+def test_host_device_is_a_cpu():
+  assert sharding.host_device().platform == "cpu"
+  assert sharding.host_device() in jax.local_devices(backend="cpu")
+
+
+@pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 (fake) devices")
+def test_every_conversion_runs_on_the_host_device(run_dir, tmp_path, monkeypatch):
+  """All three directions hold the model on `sharding.host_device()` (the CPU: a 72B model
+  fits no single accelerator), not on the default device. Here the host is played by fake CPU
+  device 1, which nothing would use otherwise."""
+  host = jax.devices()[1]
+  monkeypatch.setattr(sharding, "host_device", lambda: host)
+  seen = []
+
+  def spy(real, params_at):
+    def save(*args, **kwargs):
+      seen.append({d for x in jax.tree.leaves(args[params_at]) for d in x.devices()})
+      return real(*args, **kwargs)
+    return save
+
+  monkeypatch.setattr(checkpoint, "save_params", spy(checkpoint.save_params, 1))
+  monkeypatch.setattr(hf, "save_hf", spy(hf.save_hf, 0))
+  config = small_config()
+  hf.save_hf(vlm_jax.init_params(config, jax.random.key(0)), config, str(tmp_path / "src"))
+  seen.clear()
+  run, _ = run_dir
+  for argv in (["hf-to-orbax", "--src", str(tmp_path / "src"), "--dst", str(tmp_path / "ck")],
+               ["orbax-to-hf", "--src", str(tmp_path / "ck"), "--dst", str(tmp_path / "hf")],
+               ["train-to-hf", "--src", run, "--dst", str(tmp_path / "run_hf")]):
+    assert convert.main(argv) == 0
+  assert seen == [{host}] * 3
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+def test_orbax_params_saved_from_a_mesh_convert_on_one_device(tmp_path):
+  """Params sharded over 8 devices, saved with save_params: restored onto one CPU device, in
+  this process and in a process that has only 1 device (orbax's "Topology mismatch" before),
+  and exported there by orbax-to-hf."""
+  config = small_config()
+  mesh = sharding.parse_mesh("fsdp=2,tensor=4")
+  params = sharding.shard_params(vlm_jax.init_params(config, jax.random.key(0)), config, mesh)
+  ckpt = str(tmp_path / "ckpt")
+  checkpoint.save_params(ckpt, params, config)
+  loaded_config, loaded = checkpoint.load_params(ckpt)
+  assert loaded_config == config
+  host = jax.sharding.SingleDeviceSharding(sharding.host_device())
+  assert all(x.sharding == host for x in jax.tree.leaves(loaded))
+  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  env.pop("XLA_FLAGS", None)  # one CPU device
+  out = str(tmp_path / "hf")
+  done = subprocess.run([sys.executable, "-m", "vlm_jax.convert", "orbax-to-hf", "--src", ckpt,
+                         "--dst", out], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  _, exported = vlm_jax.load_hf(out)
+  jax.tree.map(np.testing.assert_array_equal, exported, params)

@@ -184,3 +184,68 @@ def test_parse_size():
   for bad in ("banana", "GB", "5", "-1GB", "0MB", "5 GBs", 0):
     with pytest.raises(ValueError, match=re.escape(f"expected e.g. 5GB or 500MB, got {bad!r}")):
       hf.parse_size(bad)
+
+
+def test_save_hf_writes_the_released_flat_config(small_hf):
+  """Qwen's released layout (text fields at the top, rope_scaling type mrope, torch_dtype),
+  which transformers 4.49+ load as well as 5 (test_round_trip_through_transformers: 5)."""
+  from tests.vlm_jax.test_convert import small_config
+  written = json.loads((small_hf / "config.json").read_text())
+  assert written == vlm_jax.to_hf(small_config(), "float32", layout="flat")
+  assert "text_config" not in written and written["torch_dtype"] == "float32"
+  assert written["rope_scaling"] == {"type": "mrope", "mrope_section": [2, 3, 3]}
+
+
+def _processor_files(folder):
+  """What a transformers-5 `processor.save_pretrained` leaves: the image processor only in
+  processor_config.json, and named chat templates in additional_chat_templates/."""
+  folder.mkdir()
+  (folder / "tokenizer_config.json").write_text("{}")
+  (folder / "processor_config.json").write_text('{"image_processor": {"max_pixels": 50176}}')
+  (folder / "additional_chat_templates").mkdir()
+  (folder / "additional_chat_templates" / "tool_use.jinja").write_text("{{ tools }}")
+  return folder
+
+
+def test_save_hf_copies_processor_config_and_chat_template_folder(small_hf, tmp_path):
+  src = _processor_files(tmp_path / "src")
+  (tmp_path / "only_templates").mkdir()
+  (tmp_path / "only_templates" / "additional_chat_templates").mkdir()
+  hf.check_extra_files(str(tmp_path / "only_templates"))  # a folder alone is something to copy
+  config, params = vlm_jax.load_hf(str(small_hf))
+  out = tmp_path / "out"
+  vlm_jax.save_hf(params, config, str(out), extra_files_from=str(src))
+  assert json.loads((out / "processor_config.json").read_text())["image_processor"] == {
+      "max_pixels": 50176}
+  assert (out / "additional_chat_templates" / "tool_use.jinja").read_text() == "{{ tools }}"
+
+
+def test_save_hf_into_the_folder_its_files_come_from(small_hf, tmp_path):
+  """Fine-tuned weights saved back beside the tokenizer files they were loaded with: the
+  files are already there (no SameFileError), the weights are replaced."""
+  folder = _processor_files(tmp_path / "model")
+  for name in ("config.json", "model.safetensors"):
+    (folder / name).write_bytes((small_hf / name).read_bytes())
+  config, params = vlm_jax.load_hf(str(folder))
+  doubled = jax.tree.map(lambda x: 2 * x, params)
+  vlm_jax.save_hf(doubled, config, str(folder), extra_files_from=str(folder))
+  assert (folder / "processor_config.json").exists()
+  assert (folder / "additional_chat_templates" / "tool_use.jinja").exists()
+  _, again = vlm_jax.load_hf(str(folder))
+  jax.tree.map(np.testing.assert_array_equal, again, doubled)
+
+
+def test_quantized_checkpoint_refused_up_front(small_hf, tmp_path):
+  """An AWQ/GPTQ/FP8 export: one line naming config.json and the method, before any weight is
+  matched (not the list of qweight/scales keys), also when the caller passes the config."""
+  config = vlm_jax.from_hf(str(small_hf))
+  quantized = json.loads((small_hf / "config.json").read_text())
+  quantized["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": 128}
+  (tmp_path / "config.json").write_text(json.dumps(quantized))
+  (tmp_path / "model.safetensors").write_bytes((small_hf / "model.safetensors").read_bytes())
+  want = re.escape(f"{tmp_path / 'config.json'}: quantized checkpoint "
+                   "(quantization_config.quant_method='awq')")
+  for kwargs in ({}, {"config": config}):
+    with pytest.raises(ValueError, match=f"^{want}") as err:
+      vlm_jax.load_hf(str(tmp_path), **kwargs)
+    assert "\n" not in str(err.value)

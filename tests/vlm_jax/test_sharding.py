@@ -8,6 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import vlm_jax
+from vlm_jax import params as params_lib
 from vlm_jax import sharding
 from tests.vlm_jax import hf_models
 
@@ -140,3 +141,37 @@ def test_indivisible_dimension_names_the_parameter():
   sharding.report_replicated(vlm_jax.get_config("7b"), mesh, file=lines)  # nothing to report
   assert lines.getvalue() == ("mesh {'data': 2, 'model': 4}: kv_heads kept whole on every shard "
                               "(the tensor axis does not divide them; 4 parameters)\n")
+
+
+def test_mesh_spec_with_non_ascii_digits_is_a_mesh_error():
+  for spec in ("data=²", "fsdp=٣", "²x4"):
+    with pytest.raises(sharding.MeshError, match=f"bad mesh spec '{spec}'"):
+      sharding.parse_mesh(spec)
+
+
+def _index_key(index):
+  return tuple((s.start, s.stop, s.step) for s in index)
+
+
+@pytest.mark.parametrize("spec", ["2x4", "data=4,tensor=2"])
+def test_sharded_load_reads_each_distinct_slice_once(spec, checkpoint, monkeypatch):
+  """make_array_from_callback asks once per device: a slice held by several devices (here the
+  data axis replicates everything) is still read from disk once."""
+  from vlm_jax import hf
+  path, _, _, _ = checkpoint
+  reads, real_reader = [], hf._reader
+
+  def counting_reader(rule, j, *args):
+    read = real_reader(rule, j, *args)
+
+    def counted(index):
+      reads.append((rule.ours[j], _index_key(index)))
+      return read(index)
+    return counted
+
+  monkeypatch.setattr(hf, "_reader", counting_reader)
+  _, params = vlm_jax.load_hf(path, mesh=sharding.parse_mesh(spec))
+  assert len(reads) == len(set(reads)), "a slice was read more than once"
+  for name, x in params_lib.flatten_paths(params, lambda v: isinstance(v, jax.Array)):
+    held = {_index_key(i) for i in x.sharding.devices_indices_map(x.shape).values()}
+    assert {key for n, key in reads if n == name} <= held, name
