@@ -108,6 +108,7 @@ class Engine:
     entropy = None if probs is None else float(-(probs * np.log(np.maximum(probs, 1e-30))).sum())
     return {
         "benchmark": item.benchmark, "item_id": item.id, "variant": spec.variant,
+        "item_hash": item.fingerprint(),
         "category": item.category, "question": spec.question, "options": list(spec.options),
         "letters": list(spec.letters), "answer": spec.answer, "prefill": spec.assistant_prefill,
         "inserted_caption": spec.caption, "inserted_think": spec.think, "target": spec.target,

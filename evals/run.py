@@ -157,7 +157,7 @@ def _image_problem(item, image_config) -> str | None:
   return _usable(item, images, image_config) if image_config else None
 
 
-def _global_items(args, names, done: set, bad: list, image_config=None):
+def _global_items(args, names, done: dict, bad: list, image_config=None):
   """Items still to run, the same sequence on every process: each step, every process reads up
   to ceil(batch_size / processes) items of its own shard, checks their images, and the items
   (encoded, images still compressed) and bad-item reports are gathered in process order."""
@@ -167,26 +167,30 @@ def _global_items(args, names, done: set, bad: list, image_config=None):
   local = _local_items(args, bad)
   per, exhausted = max(1, -(-args.batch_size // jax.process_count())), False
   while True:
-    chunk, local_bad = [], []
-    while not exhausted and len(chunk) < per:
+    chunk, local_bad, stale = [], [], None
+    while not exhausted and len(chunk) < per and stale is None:
       item = next(local, None)
       if item is None:
         exhausted = True
+      elif _changed_since(item, names, done):
+        stale = item.key  # told to every process below, so all stop together
       elif any((item.benchmark, str(item.id), v) not in done for v in names):
         reason = _image_problem(item, image_config)
         if reason:
           local_bad.append({"benchmark": item.benchmark, "id": str(item.id), "reason": reason})
         else:
           chunk.append(item)
-    head = json.dumps({"more": not exhausted, "bad": local_bad}).encode()
-    more = False
-    for blob in multihost.gather_bytes(multihost.pack([head] + [encode_item(i) for i in chunk])):
-      first, *records = multihost.unpack(blob)
-      info = json.loads(first)
-      more |= info["more"]
+    head = json.dumps({"more": not exhausted, "bad": local_bad, "stale": stale}).encode()
+    parts = [multihost.unpack(blob) for blob in multihost.gather_bytes(
+        multihost.pack([head] + [encode_item(i) for i in chunk]))]
+    infos = [json.loads(first) for first, *_ in parts]
+    stale = next((info["stale"] for info in infos if info["stale"]), None)
+    if stale:
+      raise _stale_error(args.out, stale)
+    for info, (_, *records) in zip(infos, parts):
       bad.extend(BadItem(**b) for b in info["bad"])
       yield from (decode_item(r) for r in records)
-    if not more:
+    if not any(info["more"] for info in infos):
       return
 
 
@@ -198,7 +202,7 @@ def _variant_names(args) -> list[str]:
   return names
 
 
-def _jobs(args, done: set, bad: list, texts=None, image_config=None):
+def _jobs(args, done: dict, bad: list, texts=None, image_config=None):
   names = _variant_names(args)
   for item in _global_items(args, names, done, bad, image_config):
     images = item.pil_images()
@@ -273,7 +277,7 @@ def main(argv=None) -> int:
   texts = None
   if args.text_generator:
     texts = variants_lib.LLMTexts(_local_generate_factory(args, mesh)(args.text_generator))
-  done = _shared_done(results.done)
+  done = _shared_done(results.records)
   bad, new, start = [], 0, time.perf_counter()
   unjudged, judge_error = 0, ""
   jobs = _jobs(args, done, bad, texts, processor.image_config)
@@ -349,12 +353,28 @@ def _records_answer_rules(records: list[dict]):
   return {"parse": parse.pop(), "judge": judge.pop() if judge else None}
 
 
-def _shared_done(done: set) -> set:
-  """Process 0's finished keys on every process, so all skip the same work (SPMD) even when
-  --out is a local disk per worker."""
+def _shared_done(records: list[dict]) -> dict:
+  """Process 0's finished keys -> the item fingerprint each was run on (None for records older
+  than fingerprints), on every process, so all skip the same work (SPMD) even when --out is a
+  local disk per worker."""
   from vlm_jax import multihost
-  blob = multihost.broadcast_bytes(json.dumps(sorted(done)).encode())
-  return {tuple(k) for k in json.loads(blob.decode())}
+  done = sorted([*result_key(r), r.get("item_hash")] for r in records)
+  blob = multihost.broadcast_bytes(json.dumps(done).encode())
+  return {tuple(k[:3]): k[3] for k in json.loads(blob.decode())}
+
+
+def _changed_since(item, names, done: dict) -> bool:
+  """Whether OUT holds results for this item made from other data (a replaced or fixed data
+  file, a changed loader): pooled with new records, they would mix two datasets."""
+  stored = {done.get((item.benchmark, str(item.id), v)) for v in names} - {None}
+  return bool(stored) and stored != {item.fingerprint()}
+
+
+def _stale_error(out: str, key: str) -> ValueError:
+  return ValueError(
+      f"{os.path.join(out, 'results.jsonl')}: results for {key} were made from other data "
+      "(its question, options, answer, category or images have changed since); use a new "
+      "--out, or delete that benchmark's records to rerun it")
 
 
 def _is_writer() -> bool:

@@ -8,7 +8,8 @@ them with `Item.pil_images()`.
 from __future__ import annotations
 
 import dataclasses
-import io
+import hashlib
+import json
 import string
 
 LETTERS = string.ascii_uppercase
@@ -48,17 +49,20 @@ class Item:
     """Globally unique id: benchmark/id."""
     return f"{self.benchmark}/{self.id}"
 
+  def fingerprint(self) -> str:
+    """A short hash of what a model is shown and scored on (question, options, answer,
+    category, images), stored with each result so a resume can tell that the data changed."""
+    h = hashlib.sha256(json.dumps([self.question, list(self.options), self.answer,
+                                   self.category]).encode())
+    for image in self.images:
+      h.update(hashlib.sha256(image).digest())
+    return h.hexdigest()[:16]
+
   def pil_images(self) -> list:
-    from PIL import Image
-    out = []
-    for i, data in enumerate(self.images):
-      try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-      except Exception as e:  # PIL raises several types for corrupt data
-        raise ValueError(f"item {self.key}: image {i} cannot be decoded ({e})") from e
-      out.append(img.convert("RGB"))
-    return out
+    """The item's images decoded to RGB as the model sees them (`vlm_jax.images.open_image`:
+    EXIF orientation applied, transparency on white)."""
+    from vlm_jax.images import open_image  # noqa: PLC0415
+    return [open_image(data, f"item {self.key}: image {i}") for i, data in enumerate(self.images)]
 
 
 @dataclasses.dataclass(frozen=True)

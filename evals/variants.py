@@ -82,7 +82,7 @@ class TemplateTexts:
   }
 
   def _fill(self, table: dict, item: Item, option: int) -> str:
-    template = table.get(item.category, table["default"])
+    template = table.get(item.category.lower(), table["default"])  # CV-Bench says "Count"
     return template.format(statement=_statement(item, option), option=item.options[option],
                            letter=LETTERS[option])
 

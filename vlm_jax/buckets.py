@@ -37,15 +37,17 @@ def new_tokens_bucket(n: int) -> int:
 
 
 def left_align(batch: dict, length: int | None = None) -> dict:
-  """HF processor arrays with every row's real tokens moved to the right end, padded to `length`.
+  """HF processor arrays with every row's real tokens moved to the right end, padded to `length`
+  (which may be shorter than the arrays' width: columns that are padding in every row go).
 
   Rows keep their order, so pixel_values (consumed in row order) stay valid.
   """
   ids = np.asarray(batch["input_ids"])
   mask = np.asarray(batch.get("attention_mask", np.ones_like(ids)))
+  longest = int(mask.sum(1).max()) if ids.shape[0] else 0  # padding columns are dropped
   length = length or ids.shape[1]
-  if length < ids.shape[1]:
-    raise ValueError(f"bucket length {length} < prompt length {ids.shape[1]}")
+  if length < longest:
+    raise ValueError(f"bucket length {length} < prompt length {longest}")
   out = dict(batch)
   per_row = [k for k in ("input_ids", "attention_mask", "mm_token_type_ids") if k in batch]
   for key in per_row:

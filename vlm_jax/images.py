@@ -21,6 +21,7 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -29,16 +30,21 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_ASPECT_RATIO = 200
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 VIDEO_PREPROCESSOR_CONFIG_NAME = "video_preprocessor_config.json"
+# transformers 5 saves a processor as this one file, with the image and video settings nested
+# under "image_processor" / "video_processor" (and no preprocessor_config.json); when both exist,
+# transformers reads the nested section first.
+PROCESSOR_CONFIG_NAME = "processor_config.json"
 
 # Modes PIL can convert to RGB without guessing a value range ("I;16", "I", "F" would need one).
-SUPPORTED_PIL_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
+SUPPORTED_PIL_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr",
+                       "HSV", "LAB")
 
 # ----------------------------------------------------------------------------------------------
 # Sizes and configuration
@@ -130,13 +136,31 @@ class ImageProcessorConfig:
         image_std=tuple(d.get("image_std", defaults.image_std)))
 
   @classmethod
-  def from_dir(cls, path: str | os.PathLike, filename: str = PREPROCESSOR_CONFIG_NAME):
-    """Read `path/filename` (a HF checkpoint's preprocessor_config.json by default)."""
-    file = pathlib.Path(path) / filename
+  def from_dir(cls, path: str | os.PathLike, filename: str = PREPROCESSOR_CONFIG_NAME,
+               section: str = "image_processor"):
+    """The settings of a HF checkpoint directory, read as transformers reads them: the
+    `section` of processor_config.json when it has one, else `path/filename`
+    (preprocessor_config.json by default)."""
+    folder = pathlib.Path(path)
+    nested = folder / PROCESSOR_CONFIG_NAME
+    if nested.is_file():
+      d = _read_json(nested)
+      if isinstance(d.get(section), Mapping):
+        return cls.from_dict(d[section], source=f"{nested} [{section!r}]")
+    file = folder / filename
     if not file.is_file():
-      raise FileNotFoundError(f"no {filename} in {str(path)!r}")
-    with open(file, encoding="utf-8") as f:
-      return cls.from_dict(json.load(f), source=str(file))
+      raise FileNotFoundError(f"no {filename} (nor a {PROCESSOR_CONFIG_NAME} with an "
+                              f"{section!r} section) in {str(path)!r}")
+    return cls.from_dict(_read_json(file), source=str(file))
+
+  @classmethod
+  def has_config(cls, path: str | os.PathLike, filename: str, section: str) -> bool:
+    """Whether `from_dir(path, filename, section)` finds settings (rather than raising)."""
+    try:
+      cls.from_dir(path, filename, section)
+    except FileNotFoundError:
+      return False
+    return True
 
   def to_dict(self) -> dict[str, Any]:
     """A preprocessor_config.json dict that `Qwen2VLImageProcessor(Pil).from_pretrained` loads
@@ -191,6 +215,31 @@ def _pixel_bounds(d: Mapping[str, Any], source: str) -> tuple[int, int]:
 # Pixels
 # ----------------------------------------------------------------------------------------------
 
+def _read_json(file: pathlib.Path) -> dict:
+  try:
+    with open(file, encoding="utf-8") as f:
+      d = json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"{file}: not a JSON file ({e})") from e
+  if not isinstance(d, dict):
+    raise ValueError(f"{file}: expected a JSON object, got {type(d).__name__}")
+  return d
+
+
+def open_image(source: Any, where: str = "image") -> Image.Image:
+  """A decoded RGB PIL image from a file path or encoded bytes, as a model should see it:
+  turned upright by its EXIF orientation (as transformers' `load_image`; phone photos store
+  pixels sideways) and with transparent pixels composited onto white (as its image
+  processor). `where` names the image in errors."""
+  try:
+    image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+    image.load()
+    image = ImageOps.exif_transpose(image)
+  except Exception as e:  # PIL raises many types for corrupt data (OSError, SyntaxError, ...)
+    raise ValueError(f"{where}: cannot be decoded as an image ({e})") from e
+  return Image.fromarray(_pil_to_rgb(image, where))
+
+
 def to_rgb_array(image: Any, where: str = "image") -> np.ndarray:
   """uint8 [H, W, 3] of a PIL image or uint8 numpy image; `where` names the image in errors."""
   if isinstance(image, Image.Image):
@@ -206,7 +255,7 @@ def _pil_to_rgb(image: Image.Image, where: str) -> np.ndarray:
     raise ValueError(f"{where}: unsupported PIL mode {image.mode!r} "
                      f"(supported: {', '.join(SUPPORTED_PIL_MODES)})")
   # As HF's convert_rgb: transparent pixels become white, not whatever colour they hide.
-  if "A" in image.getbands() or image.info.get("transparency") is not None:
+  if {"A", "a"} & set(image.getbands()) or image.info.get("transparency") is not None:
     rgba = image.convert("RGBA")
     image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
   return np.asarray(image.convert("RGB"))

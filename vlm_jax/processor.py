@@ -20,7 +20,7 @@ from PIL import Image
 # Re-exported so callers can treat `processor` as the whole input path.
 from vlm_jax.images import (
     OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PREPROCESSOR_CONFIG_NAME, VIDEO_PREPROCESSOR_CONFIG_NAME,
-    ImageProcessorConfig, preprocess_images, preprocess_video, smart_resize, to_rgb_array,
+    ImageProcessorConfig, open_image, preprocess_images, preprocess_video, smart_resize, to_rgb_array,
     video_patches)
 
 __all__ = [
@@ -217,9 +217,7 @@ def _load_media(kind: str, data: Any, where: str) -> Any:
   path = path.removeprefix("file://")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{where}: image file {path!r} does not exist")
-  image = Image.open(path)
-  image.load()
-  return image
+  return open_image(path, f"{where} ({path})")
 
 
 def _vision_slots(conversation: Sequence, where: str) -> list[tuple[str, Any]]:
@@ -316,13 +314,17 @@ class Processor:
 
   @classmethod
   def from_dir(cls, path: str | os.PathLike, image_config: ImageProcessorConfig | None = None):
-    """From a HF checkpoint directory: tokenizer files + preprocessor_config.json (+ optional
-    video_preprocessor_config.json). Pass `image_config` for a tokenizer-only directory."""
+    """From a HF checkpoint directory: tokenizer files and the image settings, read as
+    transformers reads them (the "image_processor" section of processor_config.json, which is
+    all transformers 5 saves, else preprocessor_config.json), plus optional video settings
+    ("video_processor" there, else video_preprocessor_config.json). Pass `image_config` for a
+    tokenizer-only directory."""
     tokenizer = load_tokenizer(path)
     image_config = image_config or ImageProcessorConfig.from_dir(path)
     video_config = None
-    if (pathlib.Path(path) / VIDEO_PREPROCESSOR_CONFIG_NAME).is_file():
-      video_config = ImageProcessorConfig.from_dir(path, VIDEO_PREPROCESSOR_CONFIG_NAME)
+    if ImageProcessorConfig.has_config(path, VIDEO_PREPROCESSOR_CONFIG_NAME, "video_processor"):
+      video_config = ImageProcessorConfig.from_dir(path, VIDEO_PREPROCESSOR_CONFIG_NAME,
+                                                   "video_processor")
     return cls(tokenizer, image_config, video_config)
 
   @property

@@ -41,7 +41,9 @@ class SamplingParams:
   top_k: int = 0            # 0: off
   top_p: float = 1.0        # 1: off
   n: int = 1                # samples per prompt (GRPO's G)
-  stop_token_ids: tuple[int, ...] = ()
+  # None: the processor's end-of-turn ids (<|im_end|>, <|endoftext|>) and the config's eos, as
+  # transformers' generate stops at the generation config's eos ids; (): no stop ids
+  stop_token_ids: tuple[int, ...] | None = None
   stop_strings: tuple[str, ...] = ()
   seed: int = 0
   suppress_vision_tokens: bool = True  # never sample <|image_pad|> / <|video_pad|>
@@ -53,6 +55,8 @@ class SamplingParams:
     if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
       raise ValueError(f"bad sampling values: temperature={self.temperature}, top_p={self.top_p}, "
                        f"top_k={self.top_k}")
+    if self.stop_token_ids is not None:
+      object.__setattr__(self, "stop_token_ids", tuple(int(i) for i in self.stop_token_ids))
     if isinstance(self.stop_strings, str) or any(not s for s in self.stop_strings):
       raise ValueError(f"stop_strings must be a sequence of non-empty strings, got "
                        f"{self.stop_strings!r}")
@@ -234,7 +238,10 @@ def _row_ids(row_keys, rows: int, padded_rows: int, n: int) -> np.ndarray:
   """int32 id per sample row: (prompt key, sample index) mixed; padding rows get their index."""
   keys = np.arange(padded_rows, dtype=np.int64)
   if row_keys is not None:
-    keys[:rows] = np.asarray(row_keys, np.int64) % (2**31 - 1)
+    row_keys = np.asarray(row_keys, np.int64)
+    if row_keys.shape != (rows,):
+      raise ValueError(f"row_keys: one int per prompt ({rows}), got shape {row_keys.shape}")
+    keys[:rows] = row_keys % (2**31 - 1)
   ids = (keys[:, None] * 1_000_003 + np.arange(n)[None]) % (2**31 - 1)
   return ids.reshape(-1).astype(np.int32)
 
@@ -312,6 +319,7 @@ class Sampler:
     depend on its position in the batch; default: the row index.
     """
     memory_maps.relieve()  # near the process's mapping limit: drop compiled programs
+    sampling = self.resolve(sampling)
     inputs, rows = self.prepare(batch)
     top_k = sampling.top_k if sampling.top_k < self.config.text.vocab_size else 0  # all: off
     greedy = sampling.temperature == 0
@@ -409,10 +417,23 @@ class Sampler:
       _WARNED["scanned"] = True
     return False
 
+  def resolve(self, sampling: SamplingParams) -> SamplingParams:
+    """`sampling` with its default stop ids filled in (see SamplingParams.stop_token_ids)."""
+    if sampling.stop_token_ids is not None:
+      return sampling
+    eos = self.config.eos_token_id
+    ids = (() if self.processor is None else self.processor.stop_token_ids) + (
+        () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos))
+    return dataclasses.replace(sampling, stop_token_ids=tuple(dict.fromkeys(ids)))
+
   def prepare(self, batch: dict) -> tuple[dict, int]:
-    """HF arrays -> bucketed (left-aligned, padded, sharded) `apply` inputs, and the real rows."""
+    """HF arrays -> bucketed (left-aligned, padded, sharded) `apply` inputs, and the real rows.
+    The length bucket covers the longest real prompt, not the arrays' padded width."""
     rows = np.asarray(batch["input_ids"]).shape[0]
-    length = buckets.bucket(np.asarray(batch["input_ids"]).shape[1], self.min_length_bucket)
+    mask = batch.get("attention_mask")
+    longest = np.asarray(batch["input_ids"]).shape[1] if mask is None else int(
+        np.asarray(mask).sum(1).max())
+    length = buckets.bucket(longest, self.min_length_bucket)
     batch = buckets.left_align(batch, length)
     inputs = model_lib.prepare_inputs(self.config, **batch)
     multiple = 1 if self.mesh is None else sharding_lib.batch_size_multiple(self.mesh)

@@ -5,7 +5,8 @@ Obtain: https://huggingface.co/datasets/ccvl/3DSRBench. Files (any one is enough
   3dsrbench_v1.csv                      same columns but `image_url` (COCO URLs) instead of image
   3dsrbench_v1-00000-of-00001.parquet   parquet variant of the csv
   3dsrbench_v1_vlmevalkit_circular.tsv  circular-evaluation copies (options rotated per copy);
-                                        only used when asked for with file=...
+                                        only used when asked for with file=..., and then
+                                        its copies only with circular=True (vlmeval.load_table)
 
 Layout of `--data-dir/threedsr_bench/`:
     threedsr_bench/3dsrbench_v1_vlmevalkit.tsv
@@ -34,8 +35,8 @@ PREFERRED = ("3dsrbench_v1_vlmevalkit.tsv", "3dsrbench_v1.csv", "3dsrbench_v1*.p
 META_KEYS = ("image_source", "image_url")
 
 
-def load(root, file: str | None = None):
+def load(root, file: str | None = None, circular: bool = False):
   """Items of the 3DSRBench table under `root` (see the module docstring for the layout)."""
   root = require_dir(root, NAME, HOW)
   path = choose_file(root, PREFERRED, NAME, HOW, file)
-  return vlmeval.load_table(NAME, path, root, META_KEYS)
+  return vlmeval.load_table(NAME, path, root, META_KEYS, circular)

@@ -31,21 +31,44 @@ from evals.schema import BadItem, Item
 _REF_MAX_CHARS = 64  # VLMEvalKit: image cells this short are references to another row
 
 
-def load_table(benchmark: str, path: Path, root: Path,
-               meta_keys: Sequence[str] = ()) -> Iterator[Item | BadItem]:
-  """Items of one VLMEvalKit table file; `meta_keys` columns are copied into `meta`."""
+def load_table(benchmark: str, path: Path, root: Path, meta_keys: Sequence[str] = (),
+               circular: bool = False) -> Iterator[Item | BadItem]:
+  """Items of one VLMEvalKit table file; `meta_keys` columns are copied into `meta`.
+
+  Circular copies (VLMEvalKit's CircularEval: the row with index k + j * 1e6, j >= 1, is row
+  k with its options rotated; MMBench's DEV_EN TSV holds 4329 rows for 1164 questions) are
+  left out unless `circular`: counted as items, they would weigh each question up to 4 times
+  and narrow its bootstrap intervals as if the copies were independent. With `circular` they
+  run as items of their own (meta "circular_of" = k), scored per copy: a pooled accuracy over
+  rotations, not CircularEval's all-rotations-correct score."""
   rows = list(read_rows(path))
   by_index = {text(r.get("index")): r.get("image") for r in rows}
+  origin = {k: _circular_origin(k, by_index) for k in by_index}
+  if not circular:
+    rows = [r for r in rows if origin.get(text(r.get("index"))) is None]
   index = ImageIndex(root)
 
   def convert(item_id: str, row: dict) -> Item:
     images = _row_image(row, by_index, index, root, f"{path.name} index {item_id}")
     meta = [(k, row[k]) for k in meta_keys if k in row and not is_missing(row[k])]
+    if origin.get(item_id) is not None:
+      meta.append(("circular_of", origin[item_id]))
     return make_item(benchmark, item_id, _question(row), _options(row), row.get("answer"),
                      images, text(row.get("category")), meta)
 
   ids = ((row_id(r, lambda r: text(r.get("index")), f"row{i}"), r) for i, r in enumerate(rows))
   return convert_rows(benchmark, ids, convert)
+
+
+_CIRCULAR_STRIDE = 1_000_000
+
+
+def _circular_origin(index: str, indices) -> str | None:
+  """k when `index` is k + j * 1e6 (j >= 1) and row k exists: a CircularEval copy of row k."""
+  if not index.isdigit() or int(index) < _CIRCULAR_STRIDE:
+    return None
+  origin = str(int(index) % _CIRCULAR_STRIDE)
+  return origin if origin in indices else None
 
 
 def _question(row: dict) -> str:

@@ -1,6 +1,7 @@
 """Benchmark loaders on fixture copies of each release format, the synthetic benchmark, and the
 array_record / tfds + grain pipeline. Fixtures: tests/evals/make_fixtures.py (colour = image)."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -403,3 +404,50 @@ def test_non_utf8_tables_name_the_file(tmp_path):
   (root / "MMBench_DEV_EN.tsv").write_bytes(b"index\tquestion\n1\tcaf\xe9\n")
   with pytest.raises(ValueError, match="MMBench_DEV_EN.tsv: not UTF-8"):
     list(benchmarks.load("mmbench", tmp_path))
+
+
+def test_mmbench_circular_copies_are_left_out_unless_asked_for(tmp_path):
+  from tests.evals.make_fixtures import b64, put_table
+  cols = ("index", "question", "A", "B", "C", "answer", "category", "image")
+  rows = [("7", "Which colour?", "red", "green", "blue", "A", "colour", b64("red")),
+          ("8", "Which shape?", "circle", "square", "", "B", "shape", b64("cyan")),
+          # CircularEval copies of 7: options rotated, image shared by reference
+          ("1000007", "Which colour?", "green", "blue", "red", "C", "colour", "7"),
+          ("2000007", "Which colour?", "blue", "red", "green", "B", "colour", "7"),
+          ("1000009", "A question of its own", "x", "y", "", "A", "misc", b64("blue"))]
+  put_table(tmp_path / "mmbench/MMBench_DEV_EN.tsv", [dict(zip(cols, r)) for r in rows], "\t")
+  items, bad = benchmarks.split_bad(benchmarks.load("mmbench", tmp_path))
+  assert not bad and [i.id for i in items] == ["7", "8", "1000009"]  # no row 9: not a copy
+  items, _ = benchmarks.split_bad(benchmarks.load("mmbench", tmp_path, circular=True))
+  copies = {i.id: dict(i.meta).get("circular_of") for i in items}
+  assert copies == {"7": None, "8": None, "1000007": "7", "2000007": "7", "1000009": None}
+  rotated = next(i for i in items if i.id == "1000007")
+  assert rotated.options == ("green", "blue", "red") and rotated.answer == "C"
+  assert rotated.images == next(i for i in items if i.id == "7").images
+
+
+def test_an_option_repeating_the_answer_text_is_a_bad_item():
+  # a "wrong" option equal to the key would make wrong_think / wrong_caption assert the truth
+  with pytest.raises(common.ItemError, match="option C repeats the answer's text '2'"):
+    common.make_item("toy", "1", "How many?", ["2", "3", "2.", "4"], "A")
+  item = common.make_item("toy", "2", "How many?", ["3", "2", "3", "4"], "B")  # twins, not key
+  assert item.answer == "B"
+
+
+def test_item_images_keep_transparent_drawings_visible():
+  # a black line on a transparent background: dropping alpha would show an all-black image
+  import io
+  import numpy as np
+  from PIL import Image
+  from evals.schema import Item
+  rgba = np.zeros((16, 16, 4), np.uint8)
+  rgba[8, :, 3] = 255
+  buf = io.BytesIO()
+  Image.fromarray(rgba).save(buf, "PNG")
+  item = Item(id="1", benchmark="toy", question="?", options=("a", "b"), answer="A",
+              images=(buf.getvalue(), b"broken"))
+  with pytest.raises(ValueError, match="item toy/1: image 1: cannot be decoded"):
+    item.pil_images()
+  item = dataclasses.replace(item, images=item.images[:1])
+  pixels = np.asarray(item.pil_images()[0])
+  assert pixels[0, 0].tolist() == [255, 255, 255] and pixels[8, 0].tolist() == [0, 0, 0]

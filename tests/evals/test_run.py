@@ -88,6 +88,23 @@ def test_kill_and_resume(tmp_path, monkeypatch):
   keys = [(r["benchmark"], r["item_id"], r["variant"]) for r in final]
   assert len(keys) == len(set(keys)) == 9
   assert final[:4] == first  # nothing already written was lost or redone
+  assert {r["item_hash"] for r in final if r["item_id"] == "00001"} != {None}
+  # results made from other data (a replaced file: here a stored fingerprint that no longer
+  # matches) are refused on resume, not pooled with new ones; records from before
+  # fingerprints resume as they are
+  path = os.path.join(out, "results.jsonl")
+  for hashes, fails in ((["0" * 16], True), ([], False)):
+    with open(path, "w") as f:
+      for r in final:
+        r = {k: v for k, v in r.items() if k != "item_hash"}
+        if hashes and r["item_id"] == "00001":
+          r["item_hash"] = hashes[0]
+        f.write(json.dumps(r) + "\n")
+    if fails:
+      with pytest.raises(ValueError, match="results for synthetic/00001 were made from other data"):
+        run.main(argv)
+    else:
+      assert run.main(argv) == 0
 
 
 def test_images_the_processor_rejects_become_bad_items():

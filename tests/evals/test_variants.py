@@ -97,3 +97,10 @@ def test_llm_texts_are_generated_once_and_stored():
   assert len(calls) == 1 and item.options[variants.wrong_option(item, 2)] in calls[0]
   think = variants.make_variant(item, "wrong_think", seed=2, texts=texts)  # empty reply
   assert think.think == variants.TemplateTexts().think(item, variants.wrong_option(item, 2))
+
+
+def test_category_templates_ignore_case():
+  # CV-Bench spells its categories "Count", "Relation", ...
+  counting = variants.TemplateTexts().think(_item(category="Count"), 1)
+  assert counting == variants.TemplateTexts().think(_item(category="count"), 1)
+  assert counting != variants.TemplateTexts().think(_item(category="other"), 1)

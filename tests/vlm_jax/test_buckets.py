@@ -32,6 +32,9 @@ def test_left_align_moves_real_tokens_right():
   np.testing.assert_array_equal(out["attention_mask"], [[0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 1, 1]])
   with pytest.raises(ValueError, match="bucket length"):
     buckets.left_align(batch, 3)
+  # arrays padded wider than their longest prompt (e.g. to max_length): the padding goes
+  wide = {k: np.pad(v, ((0, 0), (0, 60))) for k, v in batch.items()}
+  np.testing.assert_array_equal(buckets.left_align(wide, 6)["input_ids"], out["input_ids"])
 
 
 @pytest.mark.parametrize("samples", [

@@ -7,6 +7,7 @@ is not installed, so the HF processor gets a stand-in video processor that compu
 pre-torchvision Qwen2-VL video math written out independently below.
 """
 
+import io
 import json
 import shutil
 import types
@@ -182,6 +183,27 @@ def test_config_dir_round_trip_and_hf_layouts(tmp_path):
   assert P.ImageProcessorConfig.from_dir(tmp_path / "old").max_pixels == 12845056
 
 
+def test_config_read_from_processor_config_json_first_as_hf(tmp_path):
+  # transformers 5 saves a processor as processor_config.json alone, settings nested; when a
+  # folder has both files, HF reads the nested section first (a re-saved Hub checkpoint).
+  nested = Qwen2VLImageProcessorPil(min_pixels=1000, max_pixels=50176).to_dict()
+  (tmp_path / "processor_config.json").write_text(json.dumps(
+      {"image_processor": nested, "processor_class": "Qwen2_5_VLProcessor"}))
+  assert P.ImageProcessorConfig.from_dir(tmp_path).max_pixels == 50176
+  (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+      {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "merge_size": 2}))
+  hf = Qwen2VLImageProcessorPil.from_pretrained(tmp_path)
+  ours = P.ImageProcessorConfig.from_dir(tmp_path)
+  assert (ours.min_pixels, ours.max_pixels) == (hf.size.shortest_edge, hf.size.longest_edge)
+  assert ours.max_pixels == 50176
+  # a processor_config.json without the section (older processors): the legacy file counts
+  (tmp_path / "processor_config.json").write_text(json.dumps({"processor_class": "X"}))
+  assert P.ImageProcessorConfig.from_dir(tmp_path).max_pixels == 12845056
+  (tmp_path / "processor_config.json").write_text("[1]")
+  with pytest.raises(ValueError, match="processor_config.json: expected a JSON object"):
+    P.ImageProcessorConfig.from_dir(tmp_path)
+
+
 def test_config_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match="preprocessor_config.json"):
     P.ImageProcessorConfig.from_dir(tmp_path)
@@ -230,6 +252,36 @@ def test_color_modes_match_hf(rng):
   # A 2-D array is grayscale, like a PIL "L" image.
   assert np.array_equal(P.preprocess_images(gray[..., 0])["pixel_values"],
                         P.preprocess_images(images[1])["pixel_values"])
+
+
+def _encoded(image: Image.Image, fmt: str, **save) -> bytes:
+  buf = io.BytesIO()
+  image.save(buf, fmt, **save)
+  return buf.getvalue()
+
+
+def test_open_image_applies_exif_orientation_and_whitens_transparency(tmp_path):
+  # a 200x60 JPEG tagged "rotate 90 CW" (Orientation 6) is a 60x200 photo, as HF's load_image
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  jpeg = _encoded(Image.new("RGB", (200, 60), (200, 10, 10)), "JPEG", exif=exif)
+  upright = P.open_image(jpeg)
+  assert upright.size == (60, 200) and upright.mode == "RGB"
+  (tmp_path / "photo.jpg").write_bytes(jpeg)
+  out = processor_for_sizes()([{"role": "user", "content": [
+      {"type": "image", "image": str(tmp_path / "photo.jpg")}]}])
+  assert out["image_grid_thw"].tolist() == [[1, 14, 4]]  # (t, h, w): taller than wide
+  # a transparent diagram with a black line: the line stays visible on white
+  rgba = np.zeros((32, 32, 4), np.uint8)
+  rgba[16, :, 3] = 255
+  pixels = np.asarray(P.open_image(_encoded(Image.fromarray(rgba), "PNG")))
+  assert pixels[0, 0].tolist() == [255, 255, 255] and pixels[16, 0].tolist() == [0, 0, 0]
+  with pytest.raises(ValueError, match="photo 3: cannot be decoded as an image"):
+    P.open_image(b"not an image", "photo 3")
+
+
+def processor_for_sizes():
+  return P.Processor(AutoTokenizer.from_pretrained(P.qwen_tokenizer_dir(), local_files_only=True))
 
 
 def test_bad_images_name_the_image(rng):
@@ -429,6 +481,13 @@ def test_processor_from_dir(tmp_path, tokenizer):
   loaded = P.Processor.from_dir(tmp_path)
   assert loaded.image_config == config and loaded.video_config == config
   assert loaded.image_token_id == IMAGE_ID
+  # what transformers 5 saves: processor_config.json only, image and video sections
+  (tmp_path / "preprocessor_config.json").unlink()
+  video = P.ImageProcessorConfig(max_pixels=28 * 28 * 16)
+  (tmp_path / "processor_config.json").write_text(json.dumps(
+      {"image_processor": config.to_dict(), "video_processor": video.to_dict()}))
+  loaded = P.Processor.from_dir(tmp_path)
+  assert loaded.image_config == config and loaded.video_config == video
 
 
 def test_bad_batches_name_the_conversation(rng, processor):

@@ -80,5 +80,5 @@ def test_random_config_matches_transformers(seed, tmp_path):
   sampler = Sampler(params, config, pad_id=0)
   for logprobs in (True, False):  # tokens only: the float32 head screened in bfloat16
     tokens = sampler(batch, SamplingParams(max_new_tokens=16, suppress_vision_tokens=False,
-                                           logprobs=logprobs)).tokens
+                                           logprobs=logprobs, stop_token_ids=())).tokens
     np.testing.assert_array_equal(tokens, want, err_msg=str(samples))

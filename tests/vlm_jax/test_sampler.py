@@ -64,10 +64,19 @@ def test_greedy_matches_transformers_generate(lively, samples, padding):
   assert s.greedy_screen  # float32 on CPU: tokens-only greedy goes through `greedy_screen`
   for with_logprobs in (True, False):
     out = s(batch, SamplingParams(max_new_tokens=40, suppress_vision_tokens=False,
-                                  logprobs=with_logprobs))
+                                  logprobs=with_logprobs, stop_token_ids=()))
     assert len(np.unique(want)) > 5  # a real test: varied continuations
     np.testing.assert_array_equal(out.tokens, want)
     assert out.lengths.tolist() == [40, 40, 40] and out.finish_reasons == ["length"] * 3
+  # by default a row stops at the config's eos (id 2 here), as generate does: kept, then pad
+  out = s(batch, SamplingParams(max_new_tokens=40, suppress_vision_tokens=False))
+  eos = config.eos_token_id
+  assert (want == eos).any(), "the fixture should reach eos in some row"
+  for r, row in enumerate(want):
+    end = int(np.argmax(row == eos)) + 1 if (row == eos).any() else 40
+    assert out.lengths[r] == end and out.finish_reasons[r] == ("stop" if end < 40 else "length")
+    np.testing.assert_array_equal(out.tokens[r, :end], row[:end])
+    assert (out.tokens[r, end:] == 0).all()
 
 
 def test_stacked_and_unstacked_decode_agree(lively):
@@ -190,7 +199,7 @@ def test_stop_tokens_end_rows_early(lively):
   _, config, params, _ = lively
   batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
   s = Sampler(params, config, pad_id=0)
-  free = s(batch, SamplingParams(max_new_tokens=20)).tokens
+  free = s(batch, SamplingParams(max_new_tokens=20, stop_token_ids=())).tokens
   stop = int(free[0, 5])
   first = [int(np.argmax(r == stop)) if (r == stop).any() else None for r in free]
   out = s(batch, SamplingParams(max_new_tokens=20, stop_token_ids=(stop,)))
@@ -337,8 +346,8 @@ def test_assistant_prefill_continuation_matches_transformers(real_vocab):
   batch = proc(convs, images=images, assistant_prefill=prefill)
   assert proc.decode(batch["input_ids"][0]).endswith(prefill)
   want = hf_models.hf_greedy(model, batch, 24, pad_id=proc.pad_token_id)
-  out = Sampler(params, config, proc)(batch, SamplingParams(max_new_tokens=24,
-                                                            suppress_vision_tokens=False))
+  out = Sampler(params, config, proc)(batch, SamplingParams(
+      max_new_tokens=24, suppress_vision_tokens=False, stop_token_ids=()))
   np.testing.assert_array_equal(out.tokens, want)
   assert out.texts[0] == proc.decode(want[0])
 
@@ -384,6 +393,14 @@ def test_stop_string_cut_keeps_a_split_multibyte_character(real_vocab):
   s = Sampler(params, config, proc)
   assert stops.cut_at_stop_string(s.processor, row, len(ids),
                                   SamplingParams(stop_strings=("龘",))) == (len(ids), "a龘", True)
+
+
+def test_row_keys_need_one_key_per_prompt():
+  from vlm_jax.sampler import _row_ids
+  assert _row_ids([5, 6], 2, 4, 2).shape == (8,)
+  for keys in (7, [7]):  # one key for all prompts would give them the same noise
+    with pytest.raises(ValueError, match=r"row_keys: one int per prompt \(2\)"):
+      _row_ids(keys, 2, 4, 2)
 
 
 def test_bad_stop_strings_and_large_top_k(lively):
