@@ -53,9 +53,9 @@ class Engine:
     out = self.sampler(batch, self.sampling, row_keys=keys)  # same samples in any batch
     fulls = [(j.spec.assistant_prefill or "") + t for j, t in zip(jobs, out.texts)]
     verdicts = self.judge.judge([_judge_request(j, f) for j, f in zip(jobs, fulls)])
-    probs = self._letter_probs(batch, out, jobs)
+    letters = self._letter_probs(batch, out, jobs)
     return [self._record(j, f, out, r, v, p)
-            for r, (j, f, v, p) in enumerate(zip(jobs, fulls, verdicts, probs))]
+            for r, (j, f, v, p) in enumerate(zip(jobs, fulls, verdicts, letters))]
 
   # -- letter distribution ------------------------------------------------------------------
   def _answer_prefix(self, tokens: np.ndarray, length: int) -> list[int] | None:
@@ -80,29 +80,33 @@ class Engine:
     return np.exp(self.sampler.next_token_logprobs(score, ids.reshape(-1))).reshape(
         len(rows), *ids.shape)
 
-  def _letter_probs(self, batch: dict, out, jobs: list[Job]) -> list[np.ndarray | None]:
-    """P(letter) = p('>X') + p('>') (q(X) + q(' X')) + p('>\n') (q'(X) + q'(' X')), each p / q
-    a full-vocabulary probability after the `<answer` prefix / after it plus '>' or '>\n';
-    restricted to the item's letters and renormalised."""
+  def _letter_probs(self, batch: dict, out, jobs: list[Job]) -> list[tuple | None]:
+    """(P(letter) over the item's letters, letter mass) per row, None without an answer
+    position. P(letter) = p('>X') + sum over openers o of p(o) (q_o(X) + q_o(' X')): p a
+    full-vocabulary probability after the `<answer` prefix, q_o after it plus the opener o
+    ('>', '>\n', '>(': the ways the Qwen tokenizer splits "<answer>X", "<answer>\nX",
+    "<answer>(X)"), restricted to the item's letters and renormalised. The mass before
+    renormalising says how much of the model's next-token probability those spellings hold: low
+    when it answers some other way (a word, "**B**"), and its distribution is then a remainder."""
     prefixes = [self._answer_prefix(out.tokens[r], int(out.lengths[r])) for r in range(len(jobs))]
     rows = [batch["input_ids"][r][batch["attention_mask"][r] == 1].tolist() + (p or [])
             for r, p in enumerate(prefixes)]
     t = self.table
-    first = self._score(batch, rows, np.concatenate([[t.gt, t.gt_newline], t.merged]))
-    after_gt = self._score(batch, [r + [t.gt] for r in rows], t.plain)
-    after_nl = self._score(batch, [r + [t.gt_newline] for r in rows], t.plain)
-    merged = np.where(t.merged_ok[None], first[:, 2:], 0.0)
-    total = (merged + first[:, :1] * after_gt.sum(-1)
-             + t.newline_ok * first[:, 1:2] * after_nl.sum(-1))
+    first = self._score(batch, rows, np.concatenate([t.openers, t.merged]))
+    total = np.where(t.merged_ok[None], first[:, len(t.openers):], 0.0)
+    for j, opener in enumerate(t.openers):
+      total = total + first[:, j:j + 1] * self._score(batch, [r + [int(opener)] for r in rows],
+                                                      t.plain).sum(-1)
     out_probs = []
     for r, job in enumerate(jobs):
       p = total[r, :len(job.spec.letters)]
-      out_probs.append(None if prefixes[r] is None or p.sum() <= 0 else p / p.sum())
+      out_probs.append(None if prefixes[r] is None or p.sum() <= 0 else (p / p.sum(), p.sum()))
     return out_probs
 
   # -- records ----------------------------------------------------------------------------------
-  def _record(self, job: Job, full: str, out, r: int, verdict, probs) -> dict:
+  def _record(self, job: Job, full: str, out, r: int, verdict, letters) -> dict:
     spec, item = job.spec, job.item
+    probs, mass = (None, None) if letters is None else letters
     parsed = presets_lib.parse_answer(full, spec, self.preset)
     p_correct = None if probs is None else float(probs[spec.letters.index(spec.answer)])
     entropy = None if probs is None else float(-(probs * np.log(np.maximum(probs, 1e-30))).sum())
@@ -120,6 +124,7 @@ class Engine:
         "consistent": None if verdict.letter is None or parsed is None
         else verdict.letter == parsed,
         "letter_probs": None if probs is None else [float(p) for p in probs],
+        "letter_mass": None if mass is None else float(mass),
         "p_correct": p_correct, "entropy": entropy, "model": self.model_name,
         "preset": self.preset.name, "seed": self.seed,
     }
@@ -136,12 +141,13 @@ def _judge_request(job: Job, full: str):
 @dataclasses.dataclass(frozen=True)
 class LetterTable:
   """Token ids for scoring option letters A..Z after `<answer`."""
-  gt: int                  # '>'
-  gt_newline: int          # '>\n'
-  newline_ok: bool         # '>\n' is one token (else that path is left out)
+  openers: np.ndarray      # [k] '>' and, where single tokens, '>\n' and '>(': a letter follows
   merged: np.ndarray       # [26] '>A'.. (0 where not a single token; see merged_ok)
   merged_ok: np.ndarray    # [26] bool
   plain: np.ndarray        # [26, 2] 'A', ' A'
+
+
+OPENERS = (">", ">\n", ">(")  # what may stand between `<answer` and a letter token
 
 
 def letter_table(tokenizer) -> LetterTable:
@@ -154,8 +160,8 @@ def letter_table(tokenizer) -> LetterTable:
   if any(i is None for row in plain for i in row) or single(">") is None:
     raise ValueError("tokenizer does not encode '>', the letters and ' '+letters as one token")
   merged = [single(">" + c) for c in letters]
-  return LetterTable(gt=single(">"), gt_newline=single(">\n") or single(">"),
-                     newline_ok=single(">\n") is not None,
+  openers = [single(o) for o in OPENERS]
+  return LetterTable(openers=np.array([o for o in openers if o is not None], np.int32),
                      merged=np.array([m or 0 for m in merged], np.int32),
                      merged_ok=np.array([m is not None for m in merged]),
                      plain=np.array(plain, np.int32))

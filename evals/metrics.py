@@ -324,6 +324,19 @@ def mean_entropy_norm(records: Sequence[dict]) -> float:
   return _finite_mean(record_entropy_norm(r) for r in records)
 
 
+def record_letter_mass(r: dict) -> float:
+  """The model's next-token probability on the scored letter spellings at the answer position,
+  before the letter distribution was renormalised (nan in records from before it was stored)."""
+  mass = r.get("letter_mass")
+  return NAN if mass is None else float(mass)
+
+
+def mean_letter_mass(records: Sequence[dict]) -> float:
+  """Mean letter mass: near 1 when the model answers with a letter, low when the letter
+  distribution is what is left after other answers (a word, "**B**")."""
+  return _finite_mean(record_letter_mass(r) for r in records)
+
+
 def mean_p_correct(records: Sequence[dict]) -> float:
   """Mean P(correct letter) over the records that have one; nan if none."""
   return _finite_mean(record_p_correct(r) for r in records)
@@ -481,8 +494,9 @@ _RECORD_FIELDS = {"correct": is_correct, "unparsed": is_unparsed, "judged": has_
                   "has_abstain": lambda r: abstain_letter(r) is not None, "abstained": abstained,
                   "has_target": has_target, "follows_target": follows_target,
                   "p_correct": record_p_correct, "entropy": record_entropy,
-                  "entropy_norm": record_entropy_norm, "confidence": record_confidence}
-_FLOAT_FIELDS = ("p_correct", "entropy", "entropy_norm", "confidence")
+                  "entropy_norm": record_entropy_norm, "confidence": record_confidence,
+                  "letter_mass": record_letter_mass}
+_FLOAT_FIELDS = ("p_correct", "entropy", "entropy_norm", "confidence", "letter_mass")
 
 
 def _base_ranks(fields: dict[str, np.ndarray], j: int) -> dict[str, np.ndarray]:
@@ -545,7 +559,7 @@ def _prob_metrics(p: Panel, j: int, w: np.ndarray, bins: int) -> dict[str, tuple
   f, c = p.fields, p.fields["correct"][:, j]
   out = {}
   for name, field in (("mean_entropy", "entropy"), ("mean_entropy_norm", "entropy_norm"),
-                      ("mean_p_correct", "p_correct")):
+                      ("mean_p_correct", "p_correct"), ("mean_letter_mass", "letter_mass")):
     out[name] = _mean(f[field][:, j], f["present"][:, j] & np.isfinite(f[field][:, j]), w)
   for name, field in (("ece_max_prob", "confidence"), ("ece_p_correct", "p_correct")):
     m = f["present"][:, j] & np.isfinite(f[field][:, j])
@@ -639,7 +653,9 @@ def summarize(records: Sequence[dict], n: int = 1000, seed: int = 0, bins: int =
   Metrics per variant: accuracy, unparsed_rate, consistency, consistency_judged (among records
   where the judge found a conclusion), no_conclusion_rate, cons_adj_accuracy, q_<quadrant>
   (the CoT metrics are nan, n 0, where the prefill closes the think: stop_think),
-  mean_entropy, mean_entropy_norm (H / ln K), mean_p_correct, ece_max_prob, ece_p_correct;
+  mean_entropy, mean_entropy_norm (H / ln K), mean_p_correct, mean_letter_mass (the next-token
+  probability the scored letter spellings held, before renormalising), ece_max_prob,
+  ece_p_correct;
   abstain_rate for abstain variants; follows_target for variants with a target; for each
   non-base variant when base is present also accuracy_drop, auroc_p_base,
   auroc_neg_entropy_base and both AUROCs over the base-correct items (suffix `_base_correct`).

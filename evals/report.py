@@ -34,6 +34,7 @@ CHOICE_COLUMNS = (("follows_target", "n target", None, 0),
 UNCERTAINTY_COLUMNS = (("ece_max_prob", "n", None, 0), ("mean_entropy", "H (nats)", 1, 3),
                        ("mean_entropy_norm", "H / ln K", 1, 3),
                        ("mean_p_correct", "P(correct)", 1, 3),
+                       ("mean_letter_mass", "Letter mass", 1, 3),
                        ("ece_max_prob", "ECE max-prob", 1, 3),
                        ("ece_p_correct", "ECE P(correct)", 1, 3))
 _BC = M.BASE_CORRECT
@@ -76,6 +77,9 @@ DEFINITIONS = """\
   probability that the item is correct. Outcome: the item is correct (the answer the model gave).
 - H, P(correct): means over the items with letter probabilities (restricted softmax at the answer
   position). H / ln K: entropy divided by its maximum, K = the item's number of options (2-6).
+  Letter mass: the next-token probability the scored letter spellings ('>X', '>' / '>\\n' /
+  '>(' then 'X' or ' X') held before renormalising; low means the model answers some other way
+  and H, P(correct) describe a remainder.
 - {macro}: the mean of the per-benchmark values (over the benchmarks where a value is defined;
   n = their summed n); its interval averages the benchmarks' bootstrap replicates draw by draw.
 - Intervals: 95% percentile bootstrap over items ({n_boot} resamples, seed {seed}); all variants of

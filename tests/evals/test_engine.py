@@ -25,9 +25,10 @@ class ScriptedSampler:
     self.tok = tok
     enc = lambda s: tok.encode(s, add_special_tokens=False)[0]
     self.table = {
-        enc("answer"): {enc(">B"): 0.5, enc(">"): 0.3, enc(">\n"): 0.1},
+        enc("answer"): {enc(">B"): 0.5, enc(">"): 0.2, enc(">\n"): 0.1, enc(">("): 0.1},
         enc(">"): {enc(" A"): 0.4, enc("B"): 0.2},
         enc(">\n"): {enc("C"): 1.0},
+        enc(">("): {enc("A"): 0.5, enc("C"): 0.5},
     }
 
   def next_token_logprobs(self, batch, ids):
@@ -55,7 +56,7 @@ def test_answer_prefix_stops_before_the_merged_gt(proc, output, cut):
   assert proc.decode(prefix) == cut and proc.decode(prefix).endswith(ANSWER_STEM)
 
 
-def test_letter_probs_combine_the_three_spellings(proc):
+def test_letter_probs_combine_the_four_spellings(proc):
   engine = _engine(proc)
   item = Item(id="1", benchmark="t", question="Q?", options=("x", "y", "z"), answer="B")
   job = Job(item, make_variant(item, "base"), [])
@@ -65,12 +66,15 @@ def test_letter_probs_combine_the_three_spellings(proc):
   out = SampleOutput(tokens=tokens, lengths=np.array([tokens.shape[1]]), logprobs=None,
                      entropies=None, texts=[""], finish_reasons=["stop"],
                      prompt_index=np.array([0]))
-  probs = engine._letter_probs(batch, out, [job])[0]
-  want = np.array([0.3 * 0.4, 0.5 + 0.3 * 0.2, 0.1 * 1.0])
+  probs, mass = engine._letter_probs(batch, out, [job])[0]
+  want = np.array([0.2 * 0.4 + 0.1 * 0.5, 0.5 + 0.2 * 0.2, 0.1 * 1.0 + 0.1 * 0.5])
   np.testing.assert_allclose(probs, want / want.sum(), rtol=1e-6)
+  np.testing.assert_allclose(mass, want.sum(), rtol=1e-6)  # 0.12 of the mass is elsewhere
 
 
 def test_letter_table_real_tokenizer(proc):
   table = letter_table(proc.tokenizer)
   assert table.merged_ok[:16].all()  # '>A'..'>P' are single tokens in Qwen's vocabulary
-  assert table.newline_ok
+  enc = lambda s: proc.tokenizer.encode(s, add_special_tokens=False)
+  assert table.openers.tolist() == [enc(">")[0], enc(">\n")[0], enc(">(")[0]]
+  assert enc("<answer>(B)")[-3:-1] == [enc(">(")[0], enc("B")[0]]  # the '>(' path is real

@@ -48,6 +48,8 @@ def synthetic_records(n_items=40, benchmarks=("b1", "b2"), variants=("base", "wr
                   ) if v.startswith(("wrong", "correct")) else None
         out.append(rec(i, v, bool(rng.random() < 0.6), consistent, probs, bench, answer, parsed,
                        letters=list("ABCDE"[:k_v]), target=target))
+        if probs is not None and rng.random() < 0.8:  # older records have no letter_mass
+          out[-1]["letter_mass"] = float(rng.random())
   return out
 
 
@@ -338,6 +340,7 @@ def _record_level(records, bench, variant, metric):
             "no_conclusion_rate": M.no_conclusion_rate,
             "cons_adj_accuracy": M.consistency_adjusted_accuracy, "mean_entropy": M.mean_entropy,
             "mean_entropy_norm": M.mean_entropy_norm, "mean_p_correct": M.mean_p_correct,
+            "mean_letter_mass": M.mean_letter_mass,
             "abstain_rate": M.abstain_rate, "follows_target": M.follows_target_rate,
             "ece_max_prob": lambda r: M.calibration_error(r, "max_prob"),
             "ece_p_correct": lambda r: M.calibration_error(r, "p_correct")}
@@ -351,8 +354,8 @@ def test_summarize_equals_record_level_functions():
   for row in rows:
     expected = _record_level(records, row["benchmark"], row["variant"], row["metric"])
     assert row["value"] == pytest.approx(expected, nan_ok=True), row
-  # 15 metrics for every variant; non-base ones add follows_target and 5 paired ones
-  assert len(rows) == 2 * (15 + 2 * (15 + 1 + 5))
+  # 16 metrics for every variant; non-base ones add follows_target and 5 paired ones
+  assert len(rows) == 2 * (16 + 2 * (16 + 1 + 5))
   n = M.summary_lookup(rows)[("b1", "wrong_think", "accuracy_drop")]["n"]
   assert n == len(M.paired([r for r in records if r["benchmark"] == "b1"], "wrong_think"))
 
