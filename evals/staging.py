@@ -2,7 +2,7 @@
 sharded by process.
 
 `stage(name, ...)` runs the benchmark's loader once, reports bad rows, keeps the first `limit`
-good items and writes them with `tfds_builder.build_tfds` to
+good items (reading no further: bad rows after them go unreported) and writes them with `tfds_builder.build_tfds` to
 `cache_dir/<name>-<key>/<name>/1.0.0/` (key: a hash of the loader arguments, the data folder and
 the path, size and modification time of every file in it, so a fixed image or annotation file
 is staged anew), plus `bad_items.jsonl`. A benchmark with no usable item is not staged. It is
@@ -87,8 +87,10 @@ def _load(name: str, data_dir, loader_kwargs: dict, limit: int | None):
   for entry in benchmarks.load(name, data_dir, **loader_kwargs):
     if isinstance(entry, BadItem):
       bad.append(entry)
-    elif limit is None or len(items) < limit:
+    else:
       items.append(entry)
+      if limit is not None and len(items) >= limit:
+        break  # --limit: the rest of the release is not read (nor its bad rows reported)
   return items, bad
 
 

@@ -55,11 +55,12 @@ def test_end_to_end_on_a_mesh(tmp_path):
                            ("mean_entropy", entropy), ("mean_p_correct", p_correct)):
         np.testing.assert_allclose(float(rows[bench, variant, metric]["value"]), want, atol=1e-9)
   for name in ("summary.md", "accuracy_by_variant.png", "quadrants.png", "reliability_base.png",
-               "p_base_hist.png", "bad_items.jsonl"):
+               "p_base_hist.png"):
     assert os.path.getsize(os.path.join(out, name)) > 0
+  # --limit 1 reads no further than each release's first good item: the fixtures' broken rows
+  # come later (their reports are checked in test_run_multiprocess, without a limit)
   with open(os.path.join(out, "bad_items.jsonl")) as f:
-    bad = [json.loads(line) for line in f]
-  assert bad and all(b["reason"] for b in bad)  # the fixtures' broken items are reported
+    assert [json.loads(line) for line in f] == []
 
 
 def test_kill_and_resume(tmp_path, monkeypatch):

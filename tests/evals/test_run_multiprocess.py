@@ -40,4 +40,4 @@ def test_two_processes_read_disjoint_shards_and_match_one_process(tmp_path):
     assert abs(r["p_correct"] - want["p_correct"]) < 1e-5
   bad = [json.loads(l) for l in open(tmp_path / "out0" / "bad_items.jsonl")]
   bad_single = [json.loads(l) for l in open(tmp_path / "single" / "bad_items.jsonl")]
-  assert sorted(map(json.dumps, bad)) == sorted(map(json.dumps, bad_single))
+  assert bad and sorted(map(json.dumps, bad)) == sorted(map(json.dumps, bad_single))

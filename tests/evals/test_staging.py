@@ -42,3 +42,20 @@ def test_a_benchmark_without_usable_items_reports_its_bad_rows(tmp_path):
   staged = staging.stage("mmbench", data, cache_dir=tmp_path / "cache")
   assert list(staged.shard()) == [] and len(staged.bad) == 1
   assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_limit_stops_reading_the_release(tmp_path, monkeypatch):
+  from evals import benchmarks
+  read = []
+  real = benchmarks.load
+
+  def counting(*args, **kwargs):
+    for entry in real(*args, **kwargs):
+      read.append(entry)
+      yield entry
+
+  monkeypatch.setattr(benchmarks, "load", counting)
+  items, bad = staging._load("mmbench", FIXTURES, {}, 2)
+  assert [i.id for i in items] == ["1", "2"] and bad == [] and len(read) == 2
+  items, bad = staging._load("mmbench", FIXTURES, {}, None)
+  assert len(items) == 3 and len(bad) == 2
