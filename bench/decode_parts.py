@@ -88,12 +88,12 @@ def decode_ablations(params, config, batch, new_tokens: int, rounds: int):
   controls = {"rng": jax.random.key(0), "max_new": jnp.int32(new_tokens),
               "temperature": jnp.float32(1e-6),
               "top_p": jnp.float32(1), "pad_id": jnp.int32(0),
-              "stop_seqs": jnp.asarray(stops.stop_sequences(None, ())),
+              "stop_table": jnp.asarray(stops.stop_table(None, (), config.text.vocab_size)),
               "stop_ids": jnp.asarray(stops.stop_ids(())),
               "banned": jnp.asarray(s._banned(sampler_lib.SamplingParams()), jnp.int32),
               "row_ids": jnp.asarray(sampler_lib._row_ids(None, rows, padded, 1))}
   fresh = lambda: jax.block_until_ready(sampler_lib._init_state(
-      prefill(params, inputs), spec, controls["stop_seqs"].shape[1], 0, np.arange(padded) < rows))
+      prefill(params, inputs), spec, controls["stop_table"].shape[0], 0, np.arange(padded) < rows))
   compiled = {}
   for name, patch in _variants().items():
     sampler_lib._decode.clear_cache()

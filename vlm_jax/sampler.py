@@ -218,8 +218,9 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
       logp, entropy = token_choice.logp_entropy(z, token, z_max)
       s = dict(s, logprobs=write(s["logprobs"], jnp.where(live, logp, 0.0)),
                entropies=write(s["entropies"], jnp.where(live, entropy, 0.0)))
-    tail = jnp.concatenate([s["tail"][:, 1:], token[:, None]], 1)
-    done = s["done"] | stops.hit(tail, controls["stop_seqs"], controls["stop_ids"], token)
+    stop_state, stopped = stops.hit(s["stop_state"], controls["stop_table"], controls["stop_ids"],
+                                    token)
+    done = s["done"] | stopped
     step_inputs = {"input_ids": token[:, None], "token_mask": jnp.ones((rows, 1), bool),
                    "positions": jnp.broadcast_to(s["next_pos"][None, :, None], (3, rows, 1))}
     hidden, cache = model_lib.apply(params, config, step_inputs, s["cache"])
@@ -229,7 +230,7 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
       head = dict(logits=text.lm_head(params["text"], config.text, hidden[:, 0]))
     return dict(
         s, cache=cache, **head, next_pos=s["next_pos"] + 1, step=s["step"] + 1, done=done,
-        tail=tail, tokens=write(s["tokens"], token), lengths=s["lengths"] + live)
+        stop_state=stop_state, tokens=write(s["tokens"], token), lengths=s["lengths"] + live)
 
   return jax.lax.while_loop(cond, body, state)
 
@@ -246,11 +247,11 @@ def _row_ids(row_keys, rows: int, padded_rows: int, n: int) -> np.ndarray:
   return ids.reshape(-1).astype(np.int32)
 
 
-def _init_state(prefill_out: dict, spec: _Spec, tail_len: int, pad_id: int, live_rows) -> dict:
+def _init_state(prefill_out: dict, spec: _Spec, stop_strings: int, pad_id: int, live_rows) -> dict:
   rows = prefill_out["logits"].shape[0]
   zeros = lambda dtype: jnp.zeros((rows, spec.max_new), dtype)
   return dict(prefill_out, step=jnp.zeros((), jnp.int32), done=~jnp.asarray(live_rows),
-              tail=jnp.full((rows, tail_len), -2, jnp.int32),
+              stop_state=jnp.zeros((rows, stop_strings), jnp.int32),
               tokens=jnp.full((rows, spec.max_new), pad_id, jnp.int32),
               lengths=jnp.zeros((rows,), jnp.int32), logprobs=zeros(jnp.float32),
               entropies=zeros(jnp.float32))
@@ -334,14 +335,15 @@ class Sampler:
     kept = self._layer_copy(vision_too=True) if per_layer and self._keeps_layer_copy() else None
     out = _prefill(self.params if kept is None else kept, self.config, inputs, sampling.n,
                    cache_len, self.mesh, per_layer)
-    stop_seqs = stops.stop_sequences(self.processor, sampling.stop_strings)
+    stop_table = stops.stop_table(self.processor, sampling.stop_strings,
+                                  self.config.text.vocab_size)
     live = np.repeat(np.arange(inputs["input_ids"].shape[0]) < rows, sampling.n)
-    state = _init_state(out, spec, stop_seqs.shape[1], self.pad_id, live)
+    state = _init_state(out, spec, stop_table.shape[0], self.pad_id, live)
     controls = {"rng": jax.random.key(sampling.seed),
                 "max_new": jnp.int32(sampling.max_new_tokens),
                 "temperature": jnp.float32(max(sampling.temperature, 1e-6)),
                 "top_p": jnp.float32(sampling.top_p), "pad_id": jnp.int32(self.pad_id),
-                "stop_seqs": jnp.asarray(stop_seqs),
+                "stop_table": jnp.asarray(stop_table),
                 "stop_ids": jnp.asarray(stops.stop_ids(sampling.stop_token_ids)),
                 "banned": jnp.asarray(self._banned(sampling), jnp.int32),
                 "row_ids": jnp.asarray(_row_ids(row_keys, rows, inputs["input_ids"].shape[0],

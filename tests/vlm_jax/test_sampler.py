@@ -297,7 +297,7 @@ def test_decode_state_is_donated_in_place(lively, unstack, screen):
   state = sampler._init_state(out, spec, 1, 0, np.ones(2 * inputs["input_ids"].shape[0], bool))
   controls = {"rng": jax.random.key(0), "max_new": np.int32(4), "temperature": np.float32(1),
               "top_p": np.float32(1), "pad_id": np.int32(0),
-              "stop_seqs": np.full((1, 1), -1, np.int32),
+              "stop_table": np.zeros((1, 4, config.text.vocab_size), np.int8),
               "stop_ids": np.array([-3], np.int32), "banned": np.array([0], np.int32),
               "row_ids": np.arange(2 * inputs["input_ids"].shape[0], dtype=np.int32)}
   if screen:
@@ -352,7 +352,7 @@ def test_assistant_prefill_continuation_matches_transformers(real_vocab):
   assert out.texts[0] == proc.decode(want[0])
 
 
-def test_stop_strings_cut_the_text(real_vocab):
+def test_stop_strings_cut_the_text(real_vocab, monkeypatch):
   _, config, params, proc = real_vocab
   s = Sampler(params, config, proc)
   image = np.random.RandomState(1).randint(0, 255, (56, 56, 3), np.uint8)
@@ -366,6 +366,14 @@ def test_stop_strings_cut_the_text(real_vocab):
   assert out.texts[0] == text[:14] and out.finish_reasons == ["stop"]
   assert proc.decode(out.tokens[0, :out.lengths[0]]).startswith(text[:14])
   assert out.lengths[0] < 30
+  # the decode loop itself stopped at the token completing the string (the string is 4
+  # characters from the middle of the text: its tokens are not those of the string alone)
+  assert proc.tokenizer.encode(stop, add_special_tokens=False) != list(
+      out.tokens[0, out.lengths[0] - len(proc.tokenizer.encode(stop)):out.lengths[0]])
+  monkeypatch.setattr(stops, "cut_at_stop_string", lambda p, row, length, sp: (length, "", False))
+  raw = s.generate([_conversation("Describe.")],
+                   SamplingParams(max_new_tokens=30, stop_strings=(stop,)), images=[image])
+  assert raw.lengths[0] == out.lengths[0]
 
 
 def test_texts_drop_special_stop_tokens_only(real_vocab):
