@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import importlib.util
 import os
 import pathlib
@@ -211,13 +213,31 @@ def _load_media(kind: str, data: Any, where: str) -> Any:
   if kind == "video":
     raise ValueError(f"{where}: video files are not decoded here; pass the frames "
                      "(a list of images or a uint8 [F, H, W, C] array)")
-  if re.match(r"(https?|data):", path):
-    raise ValueError(f"{where}: {path[:60]!r} is remote or inline; pass a PIL image or array "
-                     "(nothing is downloaded)")
+  if path.startswith("data:"):  # data:image/png;base64,... decoded here, nothing fetched
+    header, _, payload = path.partition(",")
+    if not header.endswith(";base64"):
+      raise ValueError(f"{where}: only base64 data URIs are read, got {path[:40]!r}")
+    try:
+      raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as e:
+      raise ValueError(f"{where}: the data URI is not valid base64 ({e})") from e
+    return open_image(raw, where)
+  if re.match(r"https?:", path):
+    raise ValueError(f"{where}: {path[:60]!r} is remote; pass a PIL image, an array or a local "
+                     "file (nothing is downloaded)")
   path = path.removeprefix("file://")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{where}: image file {path!r} does not exist")
   return open_image(path, f"{where} ({path})")
+
+
+def _image_source(item: Mapping) -> Any:
+  """An image content dict's image: "image" (PIL, array or path), "image_url" (OpenAI), or
+  transformers' "url" / "path" / "base64" keys; None when it names none."""
+  for key in ("image", "image_url", "url", "path"):
+    if item.get(key) is not None:
+      return item[key]
+  return None if item.get("base64") is None else f"data:;base64,{item['base64']}"
 
 
 def _vision_slots(conversation: Sequence, where: str) -> list[tuple[str, Any]]:
@@ -230,7 +250,7 @@ def _vision_slots(conversation: Sequence, where: str) -> list[tuple[str, Any]]:
       kind = content_kind(item)
       if kind == "text":
         continue
-      data = item.get("image", item.get("image_url")) if kind == "image" else item.get("video")
+      data = _image_source(item) if kind == "image" else item.get("video")
       item_where = f"{where}, message {m}, content item {i}"
       slots.append((kind, None if data is None else _load_media(kind, data, item_where)))
   return slots

@@ -280,6 +280,26 @@ def test_open_image_applies_exif_orientation_and_whitens_transparency(tmp_path):
     P.open_image(b"not an image", "photo 3")
 
 
+def test_image_sources_as_transformers_names_them(tmp_path):
+  # {"type": "image", "path" / "url" / "base64": ...}, data URIs: read locally, same pixels
+  import base64
+  rgb = np.random.RandomState(0).randint(0, 255, (40, 60, 3), np.uint8)
+  png = _encoded(Image.fromarray(rgb), "PNG")
+  (tmp_path / "x.png").write_bytes(png)
+  b64 = base64.b64encode(png).decode()
+  proc = processor_for_sizes()
+  want = proc([{"role": "user", "content": [{"type": "image"}]}], images=[rgb])
+  for source in ({"path": str(tmp_path / "x.png")}, {"url": f"file://{tmp_path / 'x.png'}"},
+                 {"base64": b64}, {"url": f"data:image/png;base64,{b64}"},
+                 {"image_url": {"url": f"data:image/png;base64,{b64}"}}):
+    got = proc([{"role": "user", "content": [{"type": "image", **source}]}])
+    np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"])
+  with pytest.raises(ValueError, match="is remote"):
+    proc([{"role": "user", "content": [{"type": "image", "url": "https://x.org/a.png"}]}])
+  with pytest.raises(ValueError, match="not valid base64"):
+    proc([{"role": "user", "content": [{"type": "image", "base64": "%%%"}]}])
+
+
 def processor_for_sizes():
   return P.Processor(AutoTokenizer.from_pretrained(P.qwen_tokenizer_dir(), local_files_only=True))
 
