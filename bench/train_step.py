@@ -1,7 +1,8 @@
 """GRPO policy-update step time and model FLOPs utilisation (MFU) at a given shape.
 
 One step = forward + backward of the GRPO loss (chunked log-probs over the response, k3 KL)
-over `--batch` sequences of `--prompt` + `--response` tokens, then the AdamW update, on the
+over `--batch` sequences of `--prompt` + `--response` tokens in the compute `--dtype` (cast
+from `--param-dtype` master params inside the loss, as rl.train), then the AdamW update, on the
 text decoder (vision tower excluded: it is a small share of a 7B step and frozen in many runs).
 Model FLOPs = 6 * (decoder + LM-head params on the scored positions) * tokens + attention
 12 * L * T^2 * D / 2 (causal); MFU = model FLOPs / time / peak, where the peak is measured in the
@@ -49,7 +50,9 @@ def main():
   parser.add_argument("--batch", type=int, default=4)
   parser.add_argument("--prompt", type=int, default=192)
   parser.add_argument("--response", type=int, default=64)
-  parser.add_argument("--dtype", default="float32")
+  parser.add_argument("--dtype", default="float32", help="compute dtype (TrainConfig.dtype)")
+  parser.add_argument("--param-dtype", default="float32",
+                      help="master params and AdamW state (TrainConfig.param_dtype)")
   parser.add_argument("--runs", type=int, default=3)
   parser.add_argument("--peak-tflops", type=float, default=None)
   args = parser.parse_args()
@@ -65,9 +68,9 @@ def main():
                                                                    num_layers=args.layers))
   config = dataclasses.replace(config, vision=None, architecture="qwen2")
   config = dataclasses.replace(config, text=dataclasses.replace(config.text, mrope_section=None))
-  tc = TrainConfig(kl_coef=1e-2, lr=1e-6)
+  tc = TrainConfig(kl_coef=1e-2, lr=1e-6, dtype=args.dtype, param_dtype=args.param_dtype)
   dtype = jnp.dtype(args.dtype)
-  params = params_lib.init_params(config, jax.random.key(0), dtype)
+  params = params_lib.init_params(config, jax.random.key(0), jnp.dtype(args.param_dtype))
   opt = train.make_optimizer(tc, params)
   opt_state = jax.jit(opt.init)(params)
   b, t, k = args.batch, args.prompt + args.response, args.response
@@ -82,7 +85,7 @@ def main():
 
   def step(params, opt_state):
     (_, _), grads = train._grad(params, config, inputs, mask, old, ref, adv, np.float32(1.0), tc)
-    params, opt_state, _ = train._apply_updates(opt, params, opt_state, grads)
+    params, opt_state, _, _ = train._apply_updates(opt, params, opt_state, grads)
     return params, opt_state
 
   params, opt_state = step(params, opt_state)  # compile
@@ -103,7 +106,8 @@ def main():
   if args.peak_tflops:
     peaks.append((args.peak_tflops * 1e12, "datasheet"))
   print(f"{args.preset} shapes, {text.num_layers} layers, batch {b} x ({args.prompt} prompt + "
-        f"{args.response} response), {args.dtype}, {jax.devices()[0].device_kind}, "
+        f"{args.response} response), {args.dtype} compute, {args.param_dtype} params, "
+        f"{jax.devices()[0].device_kind}, "
         f"jax {jax.__version__}")
   print("| step s | tokens/s | model TFLOP/step | peak TFLOP/s | MFU |")
   print("|---|---|---|---|---|")

@@ -13,14 +13,18 @@ import os
 class TrainConfig:
   model: str | None = None          # HF checkpoint dir; None = a random `model_preset`
   model_preset: str = "tiny"        # random-init preset when model is None (tiny, small, ...)
-  dtype: str = "bfloat16"
+  dtype: str = "bfloat16"           # compute dtype: rollouts, forward/backward, the KL reference
+  param_dtype: str = "float32"      # trained (master) params and AdamW state; bfloat16 loses
+                                    # updates below its resolution (a warning says how many)
   data: str = "synthetic"           # comma-separated: synthetic (more loaders: see README)
   data_dir: str | None = None
   synthetic_n: int = 512
   prompts_per_step: int = 16        # rollout batch (study: 128)
   group_size: int = 8               # G
+  prompts_per_update: int | None = None  # mini-batch of whole groups per optimizer update
+                                    # (study: 64 of 128); None: all prompts_per_step
   micro_batch: int = 16             # rollouts per gradient micro-batch
-  updates_per_batch: int = 1
+  updates_per_batch: int = 1        # epochs over the rollout batch's mini-batches
   max_new_tokens: int = 1024
   temperature: float = 1.0
   rollout_unstack_layers: bool = True  # per-layer weight copies for decode where they fit
@@ -64,7 +68,8 @@ class TrainConfig:
     choices = {"loss_agg": AGGREGATIONS,
                "logprob_sweep": ("auto", "sequence", "vocab"),
                "sft_answers": ("correct", "random"),
-               "dtype": ("float32", "bfloat16", "float16")}
+               "dtype": ("float32", "bfloat16", "float16"),
+               "param_dtype": ("float32", "bfloat16")}
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f"{name}={getattr(self, name)!r}: want one of {allowed}")
@@ -89,6 +94,7 @@ class TrainConfig:
                  "kl_coef", "grad_clip", "clip_low", "clip_high", "seed"):
       if not getattr(self, name) >= 0:  # (NaN too)
         raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
+    self._check_batches()
     if not self.clip_low < 1:  # the ratio is clipped below at 1 - clip_low
       raise ValueError(f"clip_low={self.clip_low}: must be < 1")
     if not 0 <= self.augment_prob <= 0.25:  # four kinds of augmentation at this rate each
@@ -98,6 +104,30 @@ class TrainConfig:
       check_spec(self.judge)
     except ValueError as e:
       raise ValueError(f"judge={self.judge!r}: {e}") from None
+
+  def _check_batches(self) -> None:
+    """Mini-batches of whole groups that tile the rollout batch, and rollouts that differ."""
+    ppu = self.prompts_per_update
+    if ppu is not None and not (1 <= ppu <= self.prompts_per_step
+                                and self.prompts_per_step % ppu == 0):
+      raise ValueError(f"prompts_per_update={ppu}: must divide prompts_per_step="
+                       f"{self.prompts_per_step} (each optimizer update takes a mini-batch of "
+                       f"whole groups; None: all of them)")
+    if self.temperature == 0 and self.group_size > 1:
+      raise ValueError(f"temperature=0: greedy rollouts make the group_size={self.group_size} "
+                       f"samples of a prompt identical, so every group's rewards are equal, "
+                       f"every advantage is 0 and nothing is learned; use temperature > 0 "
+                       f"(the study: 1.0)")
+
+  @property
+  def minibatches(self) -> int:
+    """Optimizer updates per pass over a rollout batch (`prompts_per_update`)."""
+    return self.prompts_per_step // (self.prompts_per_update or self.prompts_per_step)
+
+  @property
+  def updates_per_step(self) -> int:
+    """Optimizer updates per training step: mini-batches x `updates_per_batch` epochs."""
+    return self.minibatches * self.updates_per_batch
 
 
 TRAINING_SOURCES = ("sat2", "pixmo_count", "geometry3k")  # rl/datasets (the rest: evals loaders)
@@ -145,10 +175,16 @@ SMOKE_FIELDS = ("model", "model_preset", "dtype", "data", "data_dir", "synthetic
 
 def smoke(config: TrainConfig) -> TrainConfig:
   """`config` at the CPU smoke run's scale (`SMOKE_FIELDS` from configs/smoke.py): a random
-  tiny model on synthetic data for a few steps, with the run's own loss and reward settings."""
+  tiny model on synthetic data for a few steps, with the run's own loss and reward settings.
+  `prompts_per_update` keeps the run's number of mini-batches per step where the smoke
+  batch divides into them (else one update per step)."""
   here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   small = load_config(os.path.join(here, "configs", "smoke.py"))
-  return dataclasses.replace(config, **{k: getattr(small, k) for k in SMOKE_FIELDS})
+  changes = {k: getattr(small, k) for k in SMOKE_FIELDS}
+  parts = config.minibatches
+  fits = parts > 1 and small.prompts_per_step % parts == 0
+  changes["prompts_per_update"] = small.prompts_per_step // parts if fits else None
+  return dataclasses.replace(config, **changes)
 
 
 def load_config(path: str, overrides: list[str] = ()) -> TrainConfig:

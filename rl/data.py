@@ -59,17 +59,18 @@ def policy_config(config):
           else config_lib.get_config(config.model_preset))
 
 
-def load_policy(config, mesh):
-  """(model config, params on the mesh, processor): an HF checkpoint or a random preset."""
+def load_policy(config, mesh, dtype: str | None = None):
+  """(model config, params on the mesh, processor): an HF checkpoint or a random preset, in
+  `dtype` (default: `config.dtype`; rl.train loads its float32 masters, `config.param_dtype`)."""
   import jax
   from vlm_jax import config as config_lib, hf, params as params_lib, processor as proc_lib
   from vlm_jax import sharding
+  dtype = dtype or config.dtype
   if config.model:
-    model_config, params = hf.load_hf(config.model, dtype=config.dtype, mesh=mesh)
+    model_config, params = hf.load_hf(config.model, dtype=dtype, mesh=mesh)
     return model_config, params, proc_lib.Processor.from_dir(config.model)
   model_config = config_lib.get_config(config.model_preset)
-  params = params_lib.init_params(model_config, jax.random.key(config.seed),
-                                  dtype=config.dtype)
+  params = params_lib.init_params(model_config, jax.random.key(config.seed), dtype=dtype)
   if mesh is not None:
     params = sharding.shard_params(params, model_config, mesh)
   tokenizer = proc_lib.load_tokenizer(proc_lib.qwen_tokenizer_dir())

@@ -16,6 +16,7 @@ and preprocessor files) that `rl.train` and `evals.run` start from.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -97,7 +98,10 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
     raise ValueError(f"data={config.data!r} holds no multiple-choice items: the SFT warm-up "
                      f"teaches the answer format on them (counting data has none)")
   from rl.train import make_optimizer
-  opt = make_optimizer(config, params)
+  # one update per SFT step: warmup_steps count SFT steps (GRPO's mini-batches and epochs do not
+  # apply here)
+  opt = make_optimizer(dataclasses.replace(config, prompts_per_update=None, updates_per_batch=1),
+                       params)
   opt_state = opt.init(params)
   preset = rollout.preset_for(config)
   losses = []

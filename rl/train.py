@@ -3,11 +3,17 @@
   python -m rl.train --config configs/smoke.py --mesh 2x4 --out runs/smoke [key=value ...]
 
 Each step: P prompts (`rl/pipeline.py`: a seeded order, each process reading its share through grain)
--> G rollouts each from the current params -> rewards -> group advantages -> reference
-log-probs from the frozen initial params -> `updates_per_batch` AdamW updates over micro-batches
-(gradients accumulated) with the clipped GRPO loss + k3 KL. Orbax checkpoints (params, optimizer
-state, step, data iterator state) every `checkpoint_every` steps and on SIGTERM (TPU
-preemption); a restart resumes exactly. A non-finite loss, gradient norm or update norm
+-> G rollouts each from the current policy -> rewards -> group advantages -> one scoring pass:
+reference log-probs from the frozen initial params (kl_coef > 0) and, when the step makes more
+than one update, the "old" log-probs of the pre-update policy -> AdamW updates, one per
+mini-batch of `prompts_per_update` prompts' groups, `updates_per_batch` epochs, each over
+micro-batches (gradients accumulated) with the clipped GRPO loss + k3 KL; with one update per
+step the ratio's "old" log-probs are the current ones under stop_gradient (`on_policy`).
+Mixed precision: float32 master params and AdamW state (`param_dtype`), cast to the compute
+dtype (`dtype`) inside the loss and once per step for the rollouts; the reference is held in
+the compute dtype. Orbax checkpoints (master params, optimizer state, step, data iterator
+state) every `checkpoint_every` steps and on SIGTERM (TPU preemption); a restart resumes
+exactly. A non-finite loss, gradient norm or update norm
 raises FloatingPointError without applying the update, after checkpointing the state the step
 started from (when no update of the step was applied yet). `judge=` is "rule", an http(s) endpoint or a local model directory (`make_judge`).
 Metrics go to OUT/metrics.jsonl (one line per step; lines past the restored step are dropped on
@@ -24,6 +30,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 
 import numpy as np
 import jax
@@ -42,57 +49,110 @@ def _on_sigterm(signum, frame):
   _STOP["requested"] = True  # finish the step, checkpoint, exit
 
 
+def frozen_keys(config: TrainConfig, params: dict) -> tuple[str, ...]:
+  """The top-level params subtrees that are not trained (`freeze_vision`): no gradient is
+  taken for them (so neither is the vision tower's backward) and AdamW leaves them be."""
+  return ("vision",) if config.freeze_vision and "vision" in params else ()
+
+
 def make_optimizer(config: TrainConfig, params: dict) -> optax.GradientTransformation:
-  """AdamW after global-norm clipping. The learning rate rises linearly from 0 over the first
-  `warmup_steps` training steps (each `updates_per_batch` optimizer updates) and is `lr` from
-  then on (as transformers' linear warmup: the first update has 0); warmup_steps=0: `lr` from
-  the first update."""
-  warmup = config.warmup_steps * config.updates_per_batch
+  """AdamW after global-norm clipping, its moments in the params' dtype (the float32 masters of
+  `param_dtype`). The learning rate rises linearly from 0 over the first `warmup_steps`
+  training steps (each `config.updates_per_step` optimizer updates: mini-batches x epochs) and
+  is `lr` from then on (as transformers' linear warmup: the first update has 0);
+  warmup_steps=0: `lr` from the first update."""
+  warmup = config.warmup_steps * config.updates_per_step
   schedule = (optax.linear_schedule(0.0, config.lr, warmup) if warmup
               else optax.constant_schedule(config.lr))
   opt = optax.chain(optax.clip_by_global_norm(config.grad_clip),
                     optax.adamw(schedule, weight_decay=config.weight_decay))
-  if not config.freeze_vision or "vision" not in params:
+  frozen = frozen_keys(config, params)
+  if not frozen:
     return opt
-  labels = {k: jax.tree.map(lambda _: "frozen" if k == "vision" else "train", v)
+  labels = {k: jax.tree.map(lambda _: "frozen" if k in frozen else "train", v)
             for k, v in params.items()}
   return optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, labels)
 
 
+def on_policy(config: TrainConfig) -> bool:
+  """Whether each rollout batch gets exactly one optimizer update: then the importance ratio's
+  "old" log-probs are the current ones under stop_gradient (ratio exactly 1, as TRL and verl);
+  otherwise they are recomputed by the training forward of the pre-update policy."""
+  return config.updates_per_step == 1
+
+
+def _in_compute_dtype(params: dict, dtype: str) -> dict:
+  """`params` in the compute dtype. Inside a differentiated function the cast's transpose
+  carries each (bf16) cotangent back to the master weight in its own (float32) dtype."""
+  return jax.tree.map(lambda x: x.astype(dtype), params)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _cast(tree: dict, dtype: str) -> dict:
+  """`tree` in `dtype` as new arrays (copied where a leaf already is in it: the masters are
+  donated to each update, and a copy must not share their buffers)."""
+  return jax.tree.map(lambda x: jnp.copy(x) if x.dtype == jnp.dtype(dtype) else x.astype(dtype),
+                      tree)
+
+
 def _loss(params, model_config, inputs, mask, old, ref, adv, weight, config: TrainConfig,
-          head_sharding=None):
+          head_sharding=None, sampler_logp=None):
   """The GRPO loss through the one-sweep log-prob kernel (`logprobs.sequence_token_loss`):
   the LM-head gradient is formed while each chunk's logits are live (or right after, by
-  vocabulary tiles, `config.logprob_sweep`). `head_sharding`: `sharding.head_sharding(mesh)`."""
+  vocabulary tiles, `config.logprob_sweep`). `params` (the masters) are cast to the compute
+  dtype `config.dtype` here. old None: on-policy (`on_policy`), and `sampler_logp` (the
+  rollout's log-probs) gives the `sampler_logp_diff` diagnostic. `head_sharding`:
+  `sharding.head_sharding(mesh)`."""
+  params = _in_compute_dtype(params, config.dtype)
   kl_coef = config.kl_coef if ref is not None else 0.0
   token_fn = functools.partial(grpo.token_terms, clip_low=config.clip_low,
-                               clip_high=config.clip_high, kl_coef=kl_coef)
+                               clip_high=config.clip_high, kl_coef=kl_coef,
+                               on_policy=old is None)
   aux = grpo.token_aux(old, ref, adv, mask, config.loss_agg)
   loss, logp, entropy = logprobs_lib.sequence_token_loss(
       params, model_config, inputs, lambda lp, _, a: token_fn(lp, a), aux, last=mask.shape[1],
       chunk_t=config.logprob_chunk_t, sweep=config.logprob_sweep, head_sharding=head_sharding)
   stats = grpo.diagnostics(logp, old, ref, adv, mask, clip_low=config.clip_low,
                            clip_high=config.clip_high, mode=config.loss_agg, entropy=entropy)
+  if sampler_logp is not None:  # one policy, two paths: their gap is numerical noise
+    stats["sampler_logp_diff"] = grpo.mean_abs_diff(sampler_logp, logp, mask)
   return loss * weight, stats
 
 
 @functools.partial(jax.jit, static_argnums=(1, 8, 9))
-def _grad(params, model_config, inputs, mask, old, ref, adv, weight, config, head_sharding=None):
-  return jax.value_and_grad(_loss, has_aux=True)(params, model_config, inputs, mask, old, ref,
-                                                 adv, weight, config, head_sharding)
+def _grad(params, model_config, inputs, mask, old, ref, adv, weight, config, head_sharding=None,
+          sampler_logp=None):
+  """((loss, stats), gradient): the gradient of the trained params alone (`params` less the
+  `frozen_keys` subtrees, which enter as constants: nothing is differentiated through them)."""
+  frozen = {k: params[k] for k in frozen_keys(config, params)}
+  trained = {k: v for k, v in params.items() if k not in frozen}
+  loss = lambda t: _loss({**t, **frozen}, model_config, inputs, mask, old, ref, adv, weight,
+                         config, head_sharding, sampler_logp)
+  return jax.value_and_grad(loss, has_aux=True)(trained)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 3, 4))
-def _ref_logprobs(params, model_config, inputs, last: int, chunk_t: int):
-  return logprobs_lib.sequence_logprobs(params, model_config, inputs, chunk_t=chunk_t,
-                                        last=last)[0]
+@functools.partial(jax.jit, static_argnums=(2, 6, 7))
+def _score(policy, ref_params, model_config, inputs, mask, sampler_logp, last: int,
+           chunk_t: int):
+  """One pass before a step's updates: (old, ref, sampler_logp_diff) where old [B, last] are
+  the log-probs of the pre-update `policy` through the training forward (None without it) and
+  ref those of the frozen reference (None without it)."""
+  score = lambda p: logprobs_lib.sequence_logprobs(p, model_config, inputs, chunk_t=chunk_t,
+                                                   last=last)[0]
+  old = None if policy is None else score(policy)
+  ref = None if ref_params is None else score(ref_params)
+  diff = None if old is None else grpo.mean_abs_diff(sampler_logp, old, mask)
+  return old, ref, diff
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
 def _apply_updates(opt, params, opt_state, grads):
   """(params, opt_state, gradient norm, update norm) after one optimizer update; where either
-  norm is not finite, the params and optimizer state passed in (the caller raises)."""
+  norm is not finite, the params and optimizer state passed in (the caller raises). `grads`
+  may leave out frozen subtrees (`_grad`): the norm is that of the trained params."""
   norm = optax.global_norm(grads)
+  grads = {k: grads[k] if k in grads else jax.tree.map(jnp.zeros_like, v)
+           for k, v in params.items()}
   new_updates, new_state = opt.update(grads, opt_state, params)
   step_norm = optax.global_norm(new_updates)
   new_params = optax.apply_updates(params, new_updates)
@@ -102,22 +162,52 @@ def _apply_updates(opt, params, opt_state, grads):
           step_norm)
 
 
+@jax.jit
+def _bf16_stuck_share(params, lr):
+  """Share of the weights that a step of `lr` (an AdamW step moves a weight by about lr) cannot
+  change in bfloat16: below half its spacing, 2^(e - 9) for |w| = m 2^e, m in [0.5, 1)."""
+  leaves = jax.tree.leaves(params)
+  def stuck(x):
+    x = x.astype(jnp.float32)
+    half_spacing = jnp.exp2((jnp.frexp(x)[1] - 9).astype(jnp.float32))
+    return jnp.sum((x != 0) & (lr < half_spacing))  # (a zero's neighbours are subnormal)
+
+  return sum(stuck(x) for x in leaves) / sum(x.size for x in leaves)
+
+
+def _warn_bf16_masters(config: TrainConfig, params: dict) -> None:
+  """param_dtype=bfloat16: say how many weights an update at `lr` cannot move."""
+  share = float(_bf16_stuck_share(params, config.lr))
+  if share > 0.01:
+    warnings.warn(f"param_dtype=bfloat16 with lr={config.lr}: an AdamW step (about lr per "
+                  f"weight) is below the bfloat16 resolution of {share:.0%} of the weights, "
+                  f"which will never change; param_dtype=float32 keeps float32 master weights",
+                  stacklevel=3)
+
+
 # One program per call, not one per leaf. Twice in full test runs (8 fake CPU devices) an
 # all-reduce of the gradient program never got its other participants while the eager per-leaf
 # adds were being dispatched: XLA CPU's launch threads all waited on in-flight slots. Fewer,
 # larger dispatches also cost less.
-_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 _accumulate = jax.jit(lambda total, g: jax.tree.map(jnp.add, total, g), donate_argnums=0)
 
 
 class Trainer:
+  """The training state: float32 master params (`param_dtype`) and their AdamW state, the
+  frozen reference in the compute dtype (`dtype`; not held when kl_coef=0), the data stream."""
+
   def __init__(self, config: TrainConfig, mesh, out: str):
     from rl import data
     self.config, self.mesh, self.out = config, mesh, out
-    self.model_config, params, self.processor = data.load_policy(config, mesh)
+    self.model_config, params, self.processor = data.load_policy(config, mesh,
+                                                                 config.param_dtype)
     sharding.report_replicated(self.model_config, mesh)
-    self.ref_params = params  # frozen reference: the initial params, never updated
-    self.params = _copy(params)
+    if config.param_dtype == "bfloat16":
+      _warn_bf16_masters(config, params)
+    # the frozen reference: the initial params in the compute dtype, never updated (a copy:
+    # the masters are donated to each update)
+    self.ref_params = _cast(params, config.dtype) if config.kl_coef else None
+    self.params = params
     self.opt = make_optimizer(config, params)
     self.opt_state = jax.jit(self.opt.init)(self.params)
     from rl.pipeline import PromptStream
@@ -129,9 +219,19 @@ class Trainer:
     self.step = 0
     self.pristine = True  # no update of the step in progress applied yet (see `train`)
 
-  def sampler(self):
+  def policy(self) -> dict:
+    """The policy in the compute dtype, for the sampler and the scoring pass: cast once per
+    rollout step and dropped before the updates (a copy kept and refreshed after every update
+    would be held through the update too, and cast once per update: more memory, more casts);
+    the masters themselves when they are in the compute dtype."""
+    if jnp.dtype(self.config.param_dtype) == jnp.dtype(self.config.dtype):
+      return self.params
+    return _cast(self.params, self.config.dtype)
+
+  def sampler(self, policy: dict | None = None):
     from vlm_jax.sampler import Sampler
-    return Sampler(self.params, self.model_config, self.processor, mesh=self.mesh,
+    return Sampler(self.policy() if policy is None else policy, self.model_config,
+                   self.processor, mesh=self.mesh,
                    unstack_layers="auto" if self.config.rollout_unstack_layers else False)
 
   def train_step(self) -> dict:
@@ -140,9 +240,13 @@ class Trainer:
       raise RuntimeError(f"data stream at step {self.data.step}, trainer at {self.step}")
     self.pristine = True
     items = next(self.data)
-    ro = rollout.collect(self.sampler(), self.processor, self.preset, items, self.step,
-                         self.config, self.judge, self.augment)
-    stats = self._update(ro)
+    policy = self.policy()
+    sampler = self.sampler(policy)
+    ro = rollout.collect(sampler, self.processor, self.preset, items, self.step, self.config,
+                         self.judge, self.augment)
+    minibatches, scored = self._minibatches(ro, sampler, policy)
+    del policy, sampler  # the updates hold the masters (and the reference) alone
+    stats = {**self._update(minibatches), **scored}
     elapsed = time.perf_counter() - start
     tokens = int(ro.lengths.sum())
     metrics = {"step": self.step + 1, **{f"reward/{k}": float(v.mean())
@@ -158,13 +262,17 @@ class Trainer:
       metrics.update(periodic_eval.run_eval(self, self.step))
     return metrics
 
-  def _micro_batches(self, ro: rollout.Rollouts):
-    sampler = self.sampler()
+  def _micro_batches(self, ro: rollout.Rollouts, sampler, rows: range) -> list[dict]:
+    """The micro-batches of the rollout rows `rows` (one mini-batch): the arguments of `_grad`,
+    each with its `weight`, its share of the mini-batch's loss normaliser (tokens for
+    token_mean, sequences otherwise), so the shares of one update sum to 1."""
     size = self.config.micro_batch
-    total = max(int(ro.lengths.sum()), 1) if self.config.loss_agg == "token_mean" else len(
-        ro.lengths)
-    for lo in range(0, len(ro.lengths), size):
-      sl = slice(lo, lo + size)
+    lengths_all = ro.lengths[rows.start:rows.stop]
+    total = (max(int(lengths_all.sum()), 1) if self.config.loss_agg == "token_mean"
+             else len(lengths_all))
+    out = []
+    for lo in range(rows.start, rows.stop, size):
+      sl = slice(lo, min(lo + size, rows.stop))
       batch = {k: v[sl] for k, v in ro.batch.items() if k in ("input_ids", "attention_mask")}
       batch.update(rollout.images_of_rows(ro.batch, ro.image_ranges[sl]))
       inputs, _ = sampler.prepare(batch)
@@ -173,41 +281,73 @@ class Trainer:
       # only the response positions need the LM head (bucketed: one compile per bucket)
       width = min(buckets.bucket(int(max(lengths.max(initial=1), 1)), 16),
                   inputs["input_ids"].shape[1] - 1)
-      mask = aligned_mask(lengths, width, b)
-      old = rollout.aligned(ro.logprobs[sl], lengths, width, b)
       adv = np.zeros(b, np.float32)
       adv[:len(lengths)] = ro.advantages[sl]
       share = (lengths.sum() if self.config.loss_agg == "token_mean" else len(lengths)) / total
-      yield inputs, mask, old, adv, np.float32(share)
+      out.append({"inputs": inputs, "mask": aligned_mask(lengths, width, b),
+                  "sampler_logp": rollout.aligned(ro.logprobs[sl], lengths, width, b),
+                  "adv": adv, "weight": np.float32(share), "tokens": int(lengths.sum())})
+    return out
 
-  def _update(self, ro: rollout.Rollouts) -> dict:
-    batches = list(self._micro_batches(ro))
-    refs = [_ref_logprobs(self.ref_params, self.model_config, b[0], b[1].shape[1],
-                          self.config.logprob_chunk_t)
-            for b in batches]
-    stats = {}
+  def _minibatches(self, ro: rollout.Rollouts, sampler, policy) -> tuple[list, dict]:
+    """The step's mini-batches (contiguous runs of `prompts_per_update` whole groups, each a
+    list of micro-batches) with their reference log-probs (kl_coef > 0) and, off-policy
+    (`on_policy`), the pre-update policy's log-probs as "old", both from one scoring pass.
+    Also returns the scoring pass's metrics."""
+    config = self.config
+    per = (config.prompts_per_update or config.prompts_per_step) * config.group_size
+    minis = [self._micro_batches(ro, sampler, range(lo, min(lo + per, len(ro.lengths))))
+             for lo in range(0, len(ro.lengths), per)]
+    recompute = not on_policy(config)
+    if not recompute and self.ref_params is None:
+      return minis, {}
+    diff, tokens = 0.0, 0
+    for mb in (mb for mini in minis for mb in mini):
+      old, ref, gap = _score(policy if recompute else None, self.ref_params, self.model_config,
+                             mb["inputs"], mb["mask"], mb["sampler_logp"], mb["mask"].shape[1],
+                             config.logprob_chunk_t)
+      mb.update(old=old, ref=ref)
+      if recompute:
+        diff, tokens = diff + float(gap) * mb["tokens"], tokens + mb["tokens"]
+    return minis, ({"sampler_logp_diff": diff / max(tokens, 1)} if recompute else {})
+
+  def _update(self, minibatches: list[list[dict]]) -> dict:
+    """`updates_per_batch` epochs over the mini-batches, one optimizer update each; the stats
+    are the mean over the step's updates."""
+    totals, n = {}, 0
     for _ in range(self.config.updates_per_batch):
-      grads, stats = None, {}
-      for (inputs, mask, old, adv, share), ref in zip(batches, refs):
-        (loss, aux), g = _grad(self.params, self.model_config, inputs, mask, old, ref, adv,
-                               share, self.config, sharding.head_sharding(self.mesh))
-        grads = g if grads is None else _accumulate(grads, g)
-        for k, v in {"loss": loss, **aux}.items():
-          stats[k] = stats.get(k, 0.0) + float(v) * (1.0 if k == "loss" else float(share))
-      if not np.isfinite(stats.get("loss", 0.0)):
-        raise FloatingPointError(f"step {self.step + 1}: loss is {stats['loss']}; the update "
-                                 f"was not applied")
-      # a non-finite gradient or update leaves params and optimizer state as they were
-      self.params, self.opt_state, gnorm, unorm = _apply_updates(self.opt, self.params,
-                                                                 self.opt_state, grads)
-      stats["grad_norm"] = float(gnorm)
-      for name, value in (("gradient norm", stats["grad_norm"]), ("update norm", float(unorm))):
-        if not np.isfinite(value):
-          raise FloatingPointError(f"step {self.step + 1}: {name} is {value}; the update was "
-                                   f"not applied")
-      self.pristine = False
+      for mini in minibatches:
+        for k, v in self._update_once(mini).items():
+          totals[k] = totals.get(k, 0.0) + v
+        n += 1
     for k in ("ratio_max", "ratio_min"):
-      stats.pop(k, None)  # share-weighted extremes mean nothing; ratio_mean stays
+      totals.pop(k, None)  # share-weighted extremes mean nothing; ratio_mean stays
+    return {k: v / max(n, 1) for k, v in totals.items()}
+
+  def _update_once(self, mini: list[dict]) -> dict:
+    """One optimizer update from the gradient accumulated over a mini-batch's micro-batches."""
+    grads, stats = None, {}
+    on = on_policy(self.config)
+    for mb in mini:
+      (loss, aux), g = _grad(self.params, self.model_config, mb["inputs"], mb["mask"],
+                             mb.get("old"), mb.get("ref"), mb["adv"], mb["weight"], self.config,
+                             sharding.head_sharding(self.mesh),
+                             mb["sampler_logp"] if on else None)
+      grads = g if grads is None else _accumulate(grads, g)
+      for k, v in {"loss": loss, **aux}.items():
+        stats[k] = stats.get(k, 0.0) + float(v) * (1.0 if k == "loss" else float(mb["weight"]))
+    if not np.isfinite(stats.get("loss", 0.0)):
+      raise FloatingPointError(f"step {self.step + 1}: loss is {stats['loss']}; the update "
+                               f"was not applied")
+    # a non-finite gradient or update leaves params and optimizer state as they were
+    self.params, self.opt_state, gnorm, unorm = _apply_updates(self.opt, self.params,
+                                                               self.opt_state, grads)
+    stats["grad_norm"] = float(gnorm)
+    for name, value in (("gradient norm", stats["grad_norm"]), ("update norm", float(unorm))):
+      if not np.isfinite(value):
+        raise FloatingPointError(f"step {self.step + 1}: {name} is {value}; the update was "
+                                 f"not applied")
+    self.pristine = False
     return stats
 
 
@@ -250,8 +390,10 @@ def aligned_mask(lengths: np.ndarray, width: int, rows: int) -> np.ndarray:
 
 
 def _model_config_json(config: TrainConfig, model_config) -> dict:
+  """The model config the checkpoints are saved with; its dtype is theirs, `param_dtype` (a
+  run from before param_dtype existed held its params, and recorded, in `dtype`)."""
   from vlm_jax import config as config_lib
-  hf_config = config_lib.to_hf(model_config, dtype=config.dtype)
+  hf_config = config_lib.to_hf(model_config, dtype=config.param_dtype)
   if config.model:  # where `convert train-to-hf` takes tokenizer/preprocessor from
     hf_config["_name_or_path"] = os.path.abspath(config.model)
   return hf_config
@@ -264,9 +406,10 @@ def _write_model_config(trainer, out: str) -> None:
 
 
 def _check_resume(config: TrainConfig, out: str) -> None:
-  """Before a resume restores anything: OUT's checkpoints must be of this model and dtype (the
-  model config they were saved with, OUT/model_config.json, would otherwise be overwritten and
-  the checkpoints no longer export), and a changed TrainConfig is reported field by field."""
+  """Before a resume restores anything: OUT's checkpoints must be of this model and param dtype
+  (the model config they were saved with, OUT/model_config.json, would otherwise be overwritten
+  and the checkpoints no longer export), and a changed TrainConfig is reported field by field
+  (the compute `dtype` may change: the checkpoints hold the masters)."""
   path = os.path.join(out, "model_config.json")
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
@@ -276,16 +419,17 @@ def _check_resume(config: TrainConfig, out: str) -> None:
     model_config = policy_config(config)
     new = _model_config_json(config, model_config)
     # the same model (parsed, so a config file from another version of to_hf still matches) and
-    # the same dtype; the message lists the differing keys
+    # the same param dtype; the message lists the differing keys
     same = (config_lib.from_hf(dict(old)) == model_config
             and old.get("dtype") == new.get("dtype"))
     diffs = [f"  {k}: {old.get(k)!r} before, {new.get(k)!r} now"
              for k in sorted(set(old) | set(new))
              if k != "_name_or_path" and old.get(k) != new.get(k)]
     if not same:
-      raise ValueError(f"{out} holds checkpoints of another model or dtype ({path}):\n"
-                       + "\n".join(diffs) + "\nPick a new output folder, or resume with the "
-                       "model, preset and dtype it was started with.")
+      raise ValueError(f"{out} holds checkpoints of another model or dtype ({path}; its dtype "
+                       f"is that of the saved params, param_dtype):\n" + "\n".join(diffs)
+                       + f"\nPick a new output folder, or resume with the model and preset it "
+                       f"was started with and param_dtype={old.get('dtype')}.")
   path = os.path.join(out, "train_config.json")
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
@@ -339,8 +483,8 @@ def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
           print(f"non-finite step {trainer.step + 1}: checkpointed step {trainer.step}",
                 file=sys.stderr)
         else:  # an earlier update of this step was applied: no finished step's state to save
-          print(f"non-finite step {trainer.step + 1} after some of its updates_per_batch "
-                f"updates: nothing saved; the latest checkpoint is step "
+          print(f"non-finite step {trainer.step + 1} after some of its optimizer updates "
+                f"(mini-batches x updates_per_batch): nothing saved; the latest checkpoint is step "
                 f"{manager.manager.latest_step()}", file=sys.stderr)
         raise
       log.write(metrics)

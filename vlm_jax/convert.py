@@ -16,6 +16,7 @@ device.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -44,7 +45,8 @@ def _parse(argv):
   parser.add_argument("--src", required=True, help="source checkpoint directory")
   parser.add_argument("--dst", required=True, help="destination directory")
   parser.add_argument("--dtype", default=None,
-                      help="cast parameters (float32, bfloat16, float16); default: keep")
+                      help="cast parameters (float32, bfloat16, float16); default: keep "
+                           "(train-to-hf: the run's compute dtype)")
   parser.add_argument("--copy-files-from", default=None,
                       help="orbax-to-hf, train-to-hf: copy tokenizer/preprocessor/generation "
                            "files from this directory (train-to-hf default: the run's starting "
@@ -68,6 +70,20 @@ def _parse(argv):
   return args
 
 
+def _run_compute_dtype(run_dir: str) -> str | None:
+  """The dtype a training run computed in (its train_config.json `dtype`): its checkpoints
+  hold float32 master weights, twice the size of the bfloat16 model the run trained and
+  sampled; None (keep the stored dtype) for runs without that record."""
+  path = os.path.join(run_dir, "train_config.json")
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    dtype = json.load(f).get("dtype")
+  if dtype:
+    print(f"train-to-hf: exporting in {dtype}, the run's compute dtype (--dtype to choose)")
+  return dtype
+
+
 def main(argv: list[str] | None = None) -> int:
   args = _parse(argv)
   # the host CPU for every array made on the way (load_hf's, casts); restores name it themselves
@@ -83,7 +99,8 @@ def _convert(args) -> int:
     return 0
   extra = args.copy_files_from
   if args.direction == "train-to-hf":
-    config, params = checkpoint.load_training_params(args.src, args.step, dtype=args.dtype)
+    dtype = args.dtype or _run_compute_dtype(args.src)
+    config, params = checkpoint.load_training_params(args.src, args.step, dtype=dtype)
     source = checkpoint.training_source(args.src)
     if extra is None and source is not None and not os.path.isdir(source):
       raise FileNotFoundError(f"{args.src} started from {source}, which is not on this machine: "

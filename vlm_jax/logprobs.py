@@ -151,6 +151,11 @@ def _vocab_sweep_grads(h, w, targets, lse, mean_z, g, k, chunk_t: int, shards: i
   of a `chunk_t` sequence chunk."""
   b, t, d = h.shape
   vocab = w.shape[1]
+  if jax.default_backend() == "cpu" and jnp.dtype(h.dtype) != jnp.float32:
+    # XLA CPU has no bf16 x bf16 -> f32 dot kernel for some of these layouts (a vocabulary that
+    # fits one tile failed to run); products of bf16 numbers are exact in float32, so upcasting
+    # changes only the rounding of dz, which stays float32 here. dh is cast back by the caller.
+    h, w = h.astype(jnp.float32), w.astype(jnp.float32)
   per = vocab // shards
   cols = _tile_cols(per, b * t * shards, b * chunk_t * vocab)
   n = -(-per // cols)

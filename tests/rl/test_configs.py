@@ -3,6 +3,7 @@
 import os
 import sys
 
+import numpy as np
 import pytest
 
 from rl.config import apply_overrides, load_config
@@ -14,6 +15,11 @@ def test_study_defaults_and_overrides():
   cfg = load_config(os.path.join(ROOT, "configs", "grpo_study.py"),
                     ["faithful=true", "lr=2e-6", "model=none", "steps=10"])
   assert (cfg.group_size, cfg.kl_coef, cfg.clip_low, cfg.max_new_tokens) == (8, 1e-2, 0.2, 1024)
+  # rollout batch 128 prompts, global batch 64 (PAPER.md section 7): two updates per step, on
+  # float32 masters under bfloat16 compute
+  assert (cfg.prompts_per_step, cfg.prompts_per_update, cfg.updates_per_step) == (128, 64, 2)
+  assert (cfg.dtype, cfg.param_dtype) == ("bfloat16", "float32")
+  assert apply_overrides(cfg, ["prompts_per_update=none"]).updates_per_step == 1
   assert cfg.faithful is True and cfg.lr == 2e-6 and cfg.model is None and cfg.steps == 10
   with pytest.raises(ValueError, match="bad override"):
     apply_overrides(cfg, ["no_such_key=1"])
@@ -46,7 +52,10 @@ def test_smoke_mode_keeps_the_runs_settings_at_the_smoke_runs_scale():
   cfg = load_config(os.path.join(ROOT, "configs", "grpo_study.py:smoke"), ["faithful=true"])
   for field in type(cfg).__dataclass_fields__:
     want = getattr(small if field in SMOKE_FIELDS else study, field)
+    if field == "prompts_per_update":  # the run's mini-batches per step, at the smoke batch
+      want = small.prompts_per_step // study.minibatches
     assert getattr(cfg, field) == (True if field == "faithful" else want), field
+  assert cfg.minibatches == study.minibatches == 2
   assert cfg.model is None and cfg.data == "synthetic" and cfg.lr == study.lr
   with pytest.raises(ValueError, match="unknown mode 'big'"):
     load_config(os.path.join(ROOT, "configs", "grpo_study.py:big"))
@@ -62,6 +71,11 @@ def test_smoke_mode_keeps_the_runs_settings_at_the_smoke_runs_scale():
     ("preset=bogus", "preset='bogus'"), ("judge=/no/such/dir", "judge='/no/such/dir'"),
     ("lr=-1", "lr=-1.0: must be >= 0"), ("augment_prob=0.5", "augment_prob=0.5"),
     ("seed=-1", "seed=-1: must be >= 0"), ("clip_low=1", "clip_low=1.0: must be < 1"),
+    ("param_dtype=float16", "param_dtype='float16'"),
+    ("prompts_per_update=3", "prompts_per_update=3: must divide prompts_per_step=4"),
+    ("prompts_per_update=8", "prompts_per_update=8: must divide"),
+    ("prompts_per_update=0", "prompts_per_update=0: must divide"),
+    ("temperature=0", "temperature=0: greedy rollouts .*group_size=4.* nothing is learned"),
 ])
 def test_bad_values_name_the_field_when_the_config_is_built(override, message):
   base = load_config(os.path.join(ROOT, "configs", "smoke.py"))
@@ -100,3 +114,20 @@ def test_warmup_steps_0_trains_from_the_first_update(warmup, first_lr):
   updates, _ = opt.update({"text": {"w": jnp.ones(3)}}, opt.init(params), params)
   # Adam's first step moves each weight by lr (the normalised gradient is 1)
   assert float(jnp.abs(updates["text"]["w"]).max()) == pytest.approx(first_lr, rel=1e-3)
+
+
+def test_warmup_counts_every_update_of_a_step():
+  """warmup_steps are training steps: with 2 mini-batches x 2 epochs, 4 updates each."""
+  import jax.numpy as jnp
+  from rl.train import make_optimizer
+  config = apply_overrides(load_config(os.path.join(ROOT, "configs", "smoke.py")), [
+      "warmup_steps=1", "lr=0.5", "weight_decay=0", "grad_clip=100", "prompts_per_update=2",
+      "updates_per_batch=2"])
+  assert config.updates_per_step == 4
+  params = {"text": {"w": jnp.zeros(3)}}
+  opt = make_optimizer(config, params)
+  state, grad, lrs = opt.init(params), {"text": {"w": jnp.ones(3)}}, []
+  for _ in range(5):  # (a constant gradient: each Adam step moves a weight by the lr)
+    updates, state = opt.update(grad, state, params)
+    lrs.append(float(jnp.abs(updates["text"]["w"]).max()))
+  np.testing.assert_allclose(lrs, [0.0, 0.125, 0.25, 0.375, 0.5], rtol=1e-3, atol=1e-7)

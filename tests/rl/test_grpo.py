@@ -41,6 +41,47 @@ def test_k3_hand_values():
   np.testing.assert_allclose(grpo.kl_k3(logp, ref), [0.193147, 0.0], atol=1e-6)
 
 
+def test_masked_tokens_never_make_the_loss_or_its_gradient_nan():
+  """A masked column may hold any log-probs (prompt, padding): with ref - logp = 93 there, exp
+  overflows float32; the mask selects it away (jnp.where, not a 0 weight) before any exp."""
+  logp = jnp.array([[-1.0, -95.0]])
+  old, ref, mask = jnp.array([[-1.0, 0.0]]), jnp.array([[-1.1, -2.0]]), jnp.array([[1.0, 0.0]])
+  f = lambda lp: grpo.grpo_loss(lp, old, ref, jnp.array([1.0]), mask, kl_coef=0.01)
+  (loss, stats), grad = jax.value_and_grad(f, has_aux=True)(logp)
+  k3 = np.exp(-0.1) + 0.1 - 1  # the unmasked token's KL
+  np.testing.assert_allclose(loss, -1.0 + 0.01 * k3, rtol=1e-6)
+  np.testing.assert_allclose(stats["kl"], k3, rtol=1e-5)
+  assert np.isfinite(grad).all() and grad[0, 1] == 0.0
+  # the same through the kernel's per-token form (what rl.train differentiates)
+  aux = grpo.token_aux(old, ref, jnp.array([1.0]), mask)
+  terms = lambda lp: jnp.sum(grpo.token_terms(lp, aux, kl_coef=0.01))
+  assert np.isfinite(jax.grad(terms)(logp)).all()
+
+
+def test_exponents_are_clamped_like_verls_low_var_kl():
+  big = jnp.array([100.0, -100.0])
+  np.testing.assert_allclose(grpo.kl_k3(jnp.zeros(2), big),
+                             [np.exp(20.0) - 21.0, np.exp(-20.0) + 19.0], rtol=1e-6)
+  _, ratio, _ = grpo.clipped_surrogate(big[None], jnp.zeros((1, 2)), jnp.array([1.0]))
+  np.testing.assert_allclose(ratio, [[np.exp(20.0), np.exp(-20.0)]], rtol=1e-6)
+
+
+def test_on_policy_ratio_is_exactly_one_with_the_gradient_of_the_ratio():
+  """old=None: old = stop_gradient(logp), so rho = 1 exactly and d rho / d logp = 1: the loss
+  and gradient of the clipped surrogate with old fixed at the current log-probs."""
+  rng = np.random.RandomState(0)
+  logp = jnp.asarray(np.log(rng.uniform(0.2, 0.9, (3, 4))), jnp.float32)
+  ref = logp + jnp.asarray(rng.normal(0, 0.1, (3, 4)), jnp.float32)
+  adv, mask = jnp.array([1.0, -0.5, 0.3]), jnp.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
+  on = lambda x: grpo.grpo_loss(x, None, ref, adv, mask, kl_coef=0.05)
+  fixed = lambda x: grpo.grpo_loss(x, logp, ref, adv, mask, kl_coef=0.05)
+  (loss, stats), grad = jax.value_and_grad(on, has_aux=True)(logp)
+  (want, _), want_grad = jax.value_and_grad(fixed, has_aux=True)(logp)
+  np.testing.assert_allclose(loss, want, rtol=1e-6)
+  np.testing.assert_allclose(grad, want_grad, rtol=1e-6)
+  assert stats["ratio_min"] == stats["ratio_max"] == 1.0 and stats["clip_frac"] == 0.0
+
+
 def test_aggregation_modes():
   per = jnp.array([[1.0, 2.0, 3.0], [10.0, 0.0, 0.0]])
   mask = jnp.array([[1, 1, 1], [1, 0, 0]])
@@ -85,13 +126,15 @@ def test_gradient_matches_finite_difference(mode):
     jax.config.update("jax_enable_x64", False)
 
 
-@pytest.mark.parametrize("mode, with_ref, tied, sweep, shards", [
-    ("token_mean", True, False, "sequence", 1), ("seq_mean_token_mean", False, False, "auto", 1),
-    ("token_mean", True, True, "auto", 1), ("token_mean", True, False, "vocab", 4),
-    ("seq_mean_token_mean", True, True, "vocab", 1)])
-def test_training_loss_equals_plain_composition(mode, with_ref, tied, sweep, shards):
+@pytest.mark.parametrize("mode, with_ref, tied, sweep, shards, with_old", [
+    ("token_mean", True, False, "sequence", 1, True),
+    ("seq_mean_token_mean", False, False, "auto", 1, True),
+    ("token_mean", True, True, "auto", 1, False), ("token_mean", True, False, "vocab", 4, True),
+    ("seq_mean_token_mean", True, True, "vocab", 1, False)])
+def test_training_loss_equals_plain_composition(mode, with_ref, tied, sweep, shards, with_old):
   """rl.train._loss (one-sweep kernel, either gradient sweep) = sequence_logprobs + grpo_loss:
-  value, stats, grads."""
+  value, stats, grads; with_old=False: on-policy (old = stop_gradient(logp)), with the
+  sampler-vs-training log-prob gap as a diagnostic."""
   import dataclasses
   from rl import train
   from rl.config import TrainConfig
@@ -109,8 +152,11 @@ def test_training_loss_equals_plain_composition(mode, with_ref, tied, sweep, sha
   logp0, _ = logprobs.sequence_logprobs(params, config, inputs, last=k)
   old = logp0 + jnp.asarray(rng.normal(0, 0.2, (r, k)), jnp.float32)
   ref = logp0 + jnp.asarray(rng.normal(0, 0.2, (r, k)), jnp.float32) if with_ref else None
+  sampler = None if with_old else old  # (the rollout's log-probs: a diagnostic alone)
+  old = old if with_old else None
   adv = jnp.asarray(rng.randn(r), jnp.float32)
-  tc = TrainConfig(kl_coef=0.05, loss_agg=mode, clip_low=0.1, clip_high=0.3, logprob_sweep=sweep)
+  tc = TrainConfig(kl_coef=0.05, loss_agg=mode, clip_low=0.1, clip_high=0.3, logprob_sweep=sweep,
+                   dtype="float32")
   head = None  # shards > 1: the LM head layout of a vocabulary-split mesh (tiles follow it)
   if shards > 1:
     if jax.device_count() < 8:
@@ -122,11 +168,13 @@ def test_training_loss_equals_plain_composition(mode, with_ref, tied, sweep, sha
     logp, ent = logprobs.sequence_logprobs(p, config, inputs, chunk_t=7, last=k)
     loss, stats = grpo.grpo_loss(logp, old, ref, adv, mask, clip_low=0.1, clip_high=0.3,
                                  kl_coef=0.05, mode=mode, entropy=ent)
+    if sampler is not None:
+      stats["sampler_logp_diff"] = jnp.sum(jnp.abs(sampler - logp) * mask) / jnp.sum(mask)
     return 0.5 * loss, stats
 
   (want, want_stats), want_g = jax.value_and_grad(plain, has_aux=True)(params)
   (got, got_stats), got_g = train._grad(params, config, inputs, mask, old, ref, adv,
-                                        np.float32(0.5), tc, head)
+                                        np.float32(0.5), tc, head, sampler)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
   assert sorted(got_stats) == sorted(want_stats)
   for key in want_stats:
@@ -136,3 +184,92 @@ def test_training_loss_equals_plain_composition(mode, with_ref, tied, sweep, sha
     np.testing.assert_allclose(g, flat_want[path], atol=1e-5, rtol=1e-4, err_msg=str(path))
   head = got_g["text"]["embed"]["embedding"] if tied else got_g["text"]["lm_head"]["kernel"]
   assert float(jnp.abs(head).max()) > 1e-4
+
+
+def _tiny_text_model(vocab=512):
+  import dataclasses
+  from vlm_jax import config as config_lib, params as params_lib
+  config = config_lib.get_config("tiny")
+  config = dataclasses.replace(config, vision=None, architecture="qwen2", text=dataclasses.replace(
+      config.text, mrope_section=None, vocab_size=vocab))
+  return config, params_lib.init_params(config, jax.random.key(0))
+
+
+def test_bf16_compute_over_float32_masters_matches_float32_and_moves_every_weight():
+  """dtype=bfloat16, param_dtype=float32: the loss and gradient are those of float32 within
+  bfloat16 tolerance, the gradient reaches the masters in float32, and one AdamW update at the
+  study's lr 1e-6 changes essentially every weight that has a gradient (bfloat16 masters: a
+  small share of them)."""
+  from rl import train
+  from rl.config import TrainConfig
+  config, params = _tiny_text_model()
+  rng = np.random.RandomState(2)
+  r, t, k = 4, 24, 9
+  inputs = {"input_ids": jnp.asarray(rng.randint(0, 512, (r, t)), jnp.int32),
+            "token_mask": jnp.ones((r, t), bool),
+            "positions": jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (3, r, t))}
+  mask = jnp.ones((r, k), jnp.float32)
+  adv = jnp.asarray(rng.randn(r), jnp.float32)
+  old = jnp.full((r, k), -np.log(512.0), jnp.float32)  # about the random model's log-probs
+  grads = {}
+  for dtype in ("float32", "bfloat16"):
+    tc = TrainConfig(dtype=dtype, kl_coef=0.0, lr=1e-6, warmup_steps=0)
+    (loss, _), grads[dtype] = train._grad(params, config, inputs, mask, old, None, adv,
+                                          np.float32(1.0), tc)
+    grads[dtype + "_loss"] = float(loss)
+  np.testing.assert_allclose(grads["bfloat16_loss"], grads["float32_loss"], rtol=2e-2, atol=1e-3)
+  leaves = lambda d: jax.tree.leaves(grads[d])
+  assert all(g.dtype == jnp.float32 for g in leaves("bfloat16"))
+  cos = lambda a, b: float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b) + 1e-30))
+  flat = lambda d: jnp.concatenate([g.ravel() for g in leaves(d)])
+  assert cos(flat("bfloat16"), flat("float32")) > 0.99
+  assert not np.array_equal(flat("bfloat16"), flat("float32"))  # it did compute in bfloat16
+  tc = TrainConfig(dtype="bfloat16", lr=1e-6, warmup_steps=0)
+  opt = train.make_optimizer(tc, params)
+  new, _, _, _ = train._apply_updates(opt, jax.tree.map(jnp.copy, params), opt.init(params),
+                                      grads["bfloat16"])
+  # (weights with no gradient, e.g. embeddings of tokens not in the batch, stay: Adam's 0/eps)
+  pairs = list(zip(jax.tree.leaves(new), jax.tree.leaves(params), leaves("bfloat16")))
+  moved = sum(int(jnp.sum((a != b) & (g != 0))) for a, b, g in pairs)
+  assert moved / sum(int(jnp.sum(g != 0)) for _, _, g in pairs) > 0.999
+  # bfloat16 masters would keep most of them: param_dtype=bfloat16 says so
+  with pytest.warns(UserWarning, match=r"lr=1e-06: .* resolution of 9\d% of the weights"):
+    train._warn_bf16_masters(TrainConfig(param_dtype="bfloat16", lr=1e-6), params)
+
+
+def test_freeze_vision_takes_no_gradient_through_the_vision_tower():
+  """freeze_vision: `_grad` differentiates the text params alone, so the vision tower's
+  backward is not in the program (FLOPs of the lowered program: the saving is more than one
+  vision forward); grad_norm is that of the trained params."""
+  import dataclasses
+  from rl import train
+  from rl.config import TrainConfig
+  from tests.vlm_jax import hf_models
+  from vlm_jax import config as config_lib, model as model_lib, params as params_lib, vision
+  config = config_lib.get_config("tiny").replace(
+      image_token_id=hf_models.IMG, video_token_id=hf_models.VID,
+      vision_start_token_id=hf_models.VSTART, vision_end_token_id=hf_models.VEND)
+  config = dataclasses.replace(config, text=dataclasses.replace(config.text, vocab_size=1024))
+  params = params_lib.init_params(config, jax.random.key(0))
+  batch = hf_models.build_batch([[5, ("image", (1, 8, 12)), 7], [3, ("image", (1, 12, 20)), 10]],
+                                config.vision.patch_dim, padding="left")
+  inputs = model_lib.prepare_inputs(config, **batch)
+  mask, adv = np.ones((2, 6), np.float32), np.array([1.0, -1.0], np.float32)
+  old = np.full((2, 6), -np.log(1024.0), np.float32)
+  args = lambda freeze: (params, config, inputs, mask, old, None, adv, np.float32(1.0),
+                         TrainConfig(kl_coef=0.0, freeze_vision=freeze))
+  trained, frozen = (train._grad.lower(*args(freeze)) for freeze in (False, True))
+  vision_forward = jax.jit(lambda p: vision.vision_forward(
+      p, config.vision, inputs["pixel_values"], inputs["vision_layout"])).lower(
+      params["vision"]).cost_analysis()["flops"]
+  flops = lambda lowered: lowered.cost_analysis()["flops"]
+  assert flops(trained) - flops(frozen) > vision_forward
+  _, grads = frozen.out_info
+  assert sorted(grads) == ["text"]
+  opt = train.make_optimizer(args(True)[-1], params)
+  text_grad = jax.tree.map(jnp.ones_like, {"text": params["text"]})
+  new, _, norm, _ = train._apply_updates(opt, jax.tree.map(jnp.copy, params), opt.init(params),
+                                         text_grad)
+  np.testing.assert_allclose(norm, np.sqrt(sum(x.size for x in jax.tree.leaves(text_grad))),
+                             rtol=1e-5)
+  jax.tree.map(np.testing.assert_array_equal, new["vision"], params["vision"])

@@ -22,6 +22,42 @@ def _metrics(out):
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
 
 
+@pytest.fixture
+def random_advantages(monkeypatch):
+  """Advantages drawn per step (seeded by the step, so a resumed run draws the same): the random
+  tiny model never earns a reward, and with every advantage 0 only the KL term, numerical noise
+  at first, would move the policy."""
+  from rl import rollout
+  real = rollout.collect
+
+  def collect(sampler, processor, preset, examples, step, *args, **kwargs):
+    ro = real(sampler, processor, preset, examples, step, *args, **kwargs)
+    ro.advantages = np.random.RandomState(step).randn(len(ro.lengths)).astype(np.float32)
+    return ro
+
+  monkeypatch.setattr(rollout, "collect", collect)
+
+
+def _record_updates(monkeypatch) -> list:
+  """Per optimizer update: the (weight, old given, ratio_mean) of each `_grad` call before it."""
+  updates, calls = [], []
+  real_grad, real_apply = train._grad, train._apply_updates
+
+  def grad(*args, **kwargs):
+    (loss, aux), g = real_grad(*args, **kwargs)
+    calls.append((float(args[7]), args[4] is not None, float(aux["ratio_mean"])))
+    return (loss, aux), g
+
+  def apply(*args):
+    updates.append(list(calls))
+    calls.clear()
+    return real_apply(*args)
+
+  monkeypatch.setattr(train, "_grad", grad)
+  monkeypatch.setattr(train, "_apply_updates", apply)
+  return updates
+
+
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
 def test_smoke_on_a_mesh(tmp_path):
   assert train.main(["--config", SMOKE, "--mesh", "2x4", "--out", str(tmp_path),
@@ -31,9 +67,11 @@ def test_smoke_on_a_mesh(tmp_path):
   assert [r["step"] for r in rows] == [1, 2]
   for r in rows:
     for key in ("loss", "kl", "clip_frac", "grad_norm", "reward/format", "reward/accuracy",
-                "reward/total", "accuracy", "consistency", "response_length", "entropy"):
+                "reward/total", "accuracy", "consistency", "response_length", "entropy",
+                "sampler_logp_diff"):
       assert np.isfinite(r[key]), key
-    assert abs(r["ratio_mean"] - 1.0) < 1e-4  # on-policy: rollout and training log-probs agree
+    # one update per step: "old" is the current log-probs under stop_gradient, the ratio is 1
+    assert r["ratio_mean"] == pytest.approx(1.0, abs=1e-6) and r["clip_frac"] == 0.0
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
   from vlm_jax import convert, hf
   assert convert.main(["train-to-hf", "--src", str(tmp_path), "--dst", str(tmp_path / "hf")]) == 0
@@ -52,10 +90,23 @@ def test_smoke_on_a_mesh(tmp_path):
         assert scalars[key][step] == pytest.approx(row[key], rel=1e-6), key
 
 
-def test_sigterm_then_resume_equals_uninterrupted(tmp_path, monkeypatch, capsys):
+def test_sigterm_then_resume_equals_uninterrupted(tmp_path, monkeypatch, capsys,
+                                                  random_advantages):
+  """... with two mini-batches per step (prompts_per_update=2 of 4): an update each, its
+  micro-batches' loss weights summing to 1, the "old" log-probs recomputed before the first."""
   config = apply_overrides(load_config(SMOKE), ["steps=3", "checkpoint_every=100", "lr=1e-2",
-                                                "kl_coef=0.1"])
+                                                "kl_coef=0.1", "prompts_per_update=2"])
+  updates = _record_updates(monkeypatch)
   full = train.train(config, out=str(tmp_path / "full"))
+  assert len(updates) == 3 * 2
+  for i, calls in enumerate(updates):
+    assert sum(w for w, _, _ in calls) == pytest.approx(1.0, rel=1e-6)
+    assert all(old for _, old, _ in calls)  # off-policy: recomputed old log-probs
+    ratios = [r for _, _, r in calls]
+    if i % 2 == 0:  # the step's first update: old is the current policy (same forward)
+      np.testing.assert_allclose(ratios, 1.0, atol=1e-5)
+    elif i > 1:  # the second: the policy moved since the rollout (update 0 had lr 0: warmup)
+      assert max(abs(r - 1.0) for r in ratios) > 1e-4, ratios
   real_step = train.Trainer.train_step
 
   def preempted(self):
@@ -80,15 +131,46 @@ def test_sigterm_then_resume_equals_uninterrupted(tmp_path, monkeypatch, capsys)
   out = str(tmp_path / "resumed")
   with open(os.path.join(out, "model_config.json")) as f:
     saved = f.read()
-  for change, field in (("dtype=bfloat16", "dtype"), ("model_preset=small", "text_config")):
+  for change, field in (("param_dtype=bfloat16", "dtype"), ("model_preset=small", "text_config")):
     with pytest.raises(ValueError, match=f"another model or dtype(.|\n)*{field}"):
       train.train(apply_overrides(config, [change]), out=out)
   with open(os.path.join(out, "model_config.json")) as f:
     assert f.read() == saved  # the checkpoints still export
   capsys.readouterr()
-  assert train.train(apply_overrides(config, ["lr=0.5"]), out=out).step == 3
+  # the compute dtype may change (the checkpoints hold float32 masters)
+  assert train.train(apply_overrides(config, ["lr=0.5", "dtype=bfloat16"]), out=out).step == 3
   err = capsys.readouterr().err
-  assert "changed settings: lr 0.01 -> 0.5" in err and "nothing to train" in err
+  assert "changed settings: dtype 'float32' -> 'bfloat16', lr 0.01 -> 0.5" in err
+  assert "nothing to train" in err
+
+
+def test_bf16_compute_updates_every_float32_master_weight(tmp_path, monkeypatch,
+                                                          random_advantages):
+  """dtype=bfloat16 at the study's lr 1e-6: one update changes essentially every trained
+  weight (pure bfloat16 params lost ~98% of such updates to rounding). With it: one update per
+  step is on-policy (ratio exactly 1; the sampler's bfloat16 log-probs differ from the training
+  forward's by a logged gap), kl_coef=0 holds and scores no reference, and freeze_vision leaves
+  the vision tower as it was."""
+  config = apply_overrides(load_config(SMOKE), [
+      "dtype=bfloat16", "lr=1e-6", "warmup_steps=0", "kl_coef=0", "freeze_vision=true",
+      "prompts_per_step=2", "group_size=2", "max_new_tokens=4", "steps=1"])
+  scored = []
+  monkeypatch.setattr(train, "_score", lambda *a: scored.append(a))
+  trainer = train.Trainer(config, None, str(tmp_path))
+  assert trainer.ref_params is None
+  start = jax.tree.map(np.asarray, trainer.params)
+  metrics = trainer.train_step()
+  assert jax.tree.leaves(trainer.params)[0].dtype == np.float32
+  assert not scored and "kl" not in metrics
+  assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-6) and metrics["clip_frac"] == 0.0
+  assert 0 < metrics["sampler_logp_diff"] < 0.1 and metrics["grad_norm"] > 0
+  jax.tree.map(np.testing.assert_array_equal, trainer.params["vision"], start["vision"])
+  # every weight but the embeddings of tokens the batch never saw (no gradient)
+  text = {k: v for k, v in trainer.params["text"].items() if k != "embed"}
+  pairs = list(zip(jax.tree.leaves(text), jax.tree.leaves(
+      {k: v for k, v in start["text"].items() if k != "embed"})))
+  moved = sum(int(np.sum(np.asarray(a) != b)) for a, b in pairs) / sum(b.size for _, b in pairs)
+  assert moved > 0.99, moved
 
 
 @pytest.mark.parametrize("poison,at_step", [("gradient", 1), ("loss", 0)])

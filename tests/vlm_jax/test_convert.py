@@ -93,6 +93,19 @@ def test_train_to_hf_takes_files_from_the_recorded_source_or_the_flag(tmp_path):
     convert.main(["train-to-hf", "--src", run, "--dst", str(tmp_path / "c")])
 
 
+def test_train_to_hf_exports_in_the_runs_compute_dtype(tmp_path):
+  # the run's checkpoints hold float32 masters; it trained and sampled in bfloat16
+  run = str(tmp_path / "run")
+  make_run_dir(run, small_config(), steps=(1,))
+  with open(os.path.join(run, "train_config.json"), "w") as f:
+    json.dump({"dtype": "bfloat16", "param_dtype": "float32"}, f)
+  for flags, want in (([], "bfloat16"), (["--dtype", "float32"], "float32")):
+    out = str(tmp_path / want)
+    assert convert.main(["train-to-hf", "--src", run, "--dst", out] + flags) == 0
+    _, params = vlm_jax.load_hf(out, dtype=None)  # as stored
+    assert {str(x.dtype) for x in jax.tree.leaves(params)} == {want}
+
+
 @pytest.mark.parametrize("argv, message", [
     (["hf-to-orbax", "--step", "3"], "--step does not apply to hf-to-orbax"),
     (["orbax-to-hf", "--step", "3"], "--step does not apply to orbax-to-hf"),

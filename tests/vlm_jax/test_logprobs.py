@@ -207,17 +207,25 @@ def test_auto_sweep_counts_the_tokens_of_one_device():
   assert logprobs.tokens_per_device(4, 512) == 2048
 
 
-def test_token_loss_bfloat16_params_give_bfloat16_grads():
+# chunk_t=T with the vocab sweep: the whole vocabulary is one tile (once failed to run on CPU:
+# XLA CPU had no bf16 x bf16 -> f32 dot for it)
+@pytest.mark.parametrize("sweep, chunk_t", [("sequence", 8), ("vocab", 8), ("vocab", T)])
+def test_token_loss_bfloat16_params_give_bfloat16_grads(sweep, chunk_t):
   hidden, w, targets = _inputs(5)
   hidden, w = hidden.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
   aux = {"weight": jnp.ones((B, T))}
   fn = lambda lp, e, a: -a["weight"] * lp
-  gh, gw = jax.grad(lambda h, w_: logprobs.token_loss(h, w_, targets, fn, aux, 8)[0],
-                    (0, 1))(hidden, w)
+  gh, gw = jax.jit(jax.grad(lambda h, w_: logprobs.token_loss(
+      h, w_, targets, fn, aux, chunk_t, sweep=sweep)[0], (0, 1)))(hidden, w)
   assert gh.dtype == jnp.bfloat16 and gw.dtype == jnp.bfloat16
   want = jax.grad(lambda h, w_: -jnp.sum(logprobs.naive_logprobs_and_entropy(
       h.astype(jnp.float32), w_.astype(jnp.float32), targets)[0]), (0, 1))(hidden, w)
   np.testing.assert_allclose(gw.astype(jnp.float32), want[1], atol=0.05, rtol=0.05)
+  np.testing.assert_allclose(gh.astype(jnp.float32), want[0], atol=0.05, rtol=0.05)
+  # the custom VJP of logprobs_and_entropy takes the same vocabulary sweep
+  gw2 = jax.jit(jax.grad(lambda w_: -jnp.sum(logprobs.logprobs_and_entropy(
+      hidden, w_, targets, chunk_t, sweep=sweep)[0])))(w)
+  np.testing.assert_allclose(gw2.astype(jnp.float32), want[1], atol=0.05, rtol=0.05)
 
 
 def test_token_loss_rejects_misshaped_aux():
