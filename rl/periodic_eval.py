@@ -45,4 +45,12 @@ def summarize(records: list[dict]) -> dict:
     out[f"eval/{variant}/consistency"] = metrics_lib.consistency_rate(sel)
     out[f"eval/{variant}/letter_entropy"] = metrics_lib.mean_entropy(sel)
     out[f"eval/{variant}/p_correct"] = metrics_lib.mean_p_correct(sel)
+    # where they apply (nan otherwise: left out of the logs): CoT consistency among concluded
+    # CoTs, answers that follow an injected option, abstentions
+    for name, fn in (("consistency_judged", metrics_lib.judged_consistency_rate),
+                     ("follows_target", metrics_lib.follows_target_rate),
+                     ("abstain_rate", metrics_lib.abstain_rate)):
+      value = fn(sel)
+      if value == value:
+        out[f"eval/{variant}/{name}"] = value
   return out
