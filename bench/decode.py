@@ -65,7 +65,7 @@ def main():
                                    + text.hidden_size * text.vocab_size)  # + the LM head
   kv_per_token = 2 * text.num_layers * text.num_kv_heads * text.head_dim * dtype.itemsize
   bandwidth = device_bandwidth()
-  sampling = sampler_lib.SamplingParams(max_new_tokens=args.new_tokens)
+  sampling = sampler_lib.SamplingParams(stop_token_ids=(), max_new_tokens=args.new_tokens)
   modes = {"both": (False, True), "yes": (True,), "no": (False,)}[args.unstack]
   rng = np.random.RandomState(0)
   device = jax.devices()[0]

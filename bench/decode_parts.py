@@ -125,7 +125,8 @@ def phases(model, params, config, batch, new_tokens: int, rounds: int):
   import torch
   from vlm_jax import sampler as sampler_lib
   s = sampler_lib.Sampler(params, config, pad_id=0)
-  tokens_only = sampler_lib.SamplingParams(max_new_tokens=new_tokens, logprobs=False)
+  tokens_only = sampler_lib.SamplingParams(max_new_tokens=new_tokens, logprobs=False,
+                                           stop_token_ids=())  # fixed length, as generate
   inputs, _ = s.prepare(batch)
   cache_len = inputs["input_ids"].shape[1] + new_tokens
   tensors = {k: torch.tensor(v) for k, v in batch.items()}

@@ -80,10 +80,11 @@ def main():
   sampler = Sampler(params, config, pad_id=0)
   temperature = 1.0 if args.n > 1 else 0.0
   # with log-probs + entropies (GRPO); tokens only, as `generate`
-  sampling = SamplingParams(max_new_tokens=args.new_tokens, n=args.n, temperature=temperature)
-  tokens_only = SamplingParams(max_new_tokens=args.new_tokens, n=args.n, temperature=temperature,
-                               logprobs=False)
-  one_token = SamplingParams(max_new_tokens=1, n=args.n, temperature=temperature, logprobs=False)
+  # no stop ids: every row makes all its tokens, as generate(min_new_tokens=..., eos=None)
+  fixed = dict(n=args.n, temperature=temperature, stop_token_ids=())
+  sampling = SamplingParams(max_new_tokens=args.new_tokens, **fixed)
+  tokens_only = SamplingParams(max_new_tokens=args.new_tokens, logprobs=False, **fixed)
+  one_token = SamplingParams(max_new_tokens=1, logprobs=False, **fixed)
   sample_kw = (dict(do_sample=True, num_return_sequences=args.n, temperature=1.0, top_k=None,
                     top_p=1.0) if args.n > 1 else dict(do_sample=False))
 
