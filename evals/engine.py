@@ -99,7 +99,7 @@ class Engine:
                                                       t.plain).sum(-1)
     out_probs = []
     for r, job in enumerate(jobs):
-      p = total[r, :len(job.spec.letters)]
+      p = total[r, :len(job.spec.letters)].astype(np.float64)  # H, P(correct) exact to p
       out_probs.append(None if prefixes[r] is None or p.sum() <= 0 else (p / p.sum(), p.sum()))
     return out_probs
 

@@ -2,7 +2,8 @@
 sharded by process.
 
 `stage(name, ...)` runs the benchmark's loader once, reports bad rows, keeps the first `limit`
-good items (reading no further: bad rows after them go unreported) and writes them with `tfds_builder.build_tfds` to
+good items (reading no further: bad rows after them go unreported) and writes them with
+`tfds_builder.build_tfds` to
 `cache_dir/<name>-<key>/<name>/1.0.0/` (key: a hash of the loader arguments, the data folder and
 the path, size and modification time of every file in it, so a fixed image or annotation file
 is staged anew), plus `bad_items.jsonl`. A benchmark with no usable item is not staged. It is

@@ -1,6 +1,6 @@
 """Test-wide setup: 8 fake CPU devices for the sharding tests (must precede the jax import), a
-persistent compilation cache shared by the suite's processes, and the compiled programs
-dropped after each test module.
+persistent compilation cache shared by the suite's processes, unoptimised machine code, and
+the compiled programs dropped after each test module.
 
 Most of the suite's time is XLA compiling the same tiny-model programs again (after each
 module's cache clear, in other test files, in the xdist workers and subprocesses): a
@@ -23,7 +23,10 @@ import tempfile
 
 import pytest
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# LLVM at -O0: the suite's programs are tiny and compiled far more often than run (the sampler
+# tests: 206 s -> 159 s); what XLA computes is the same, only its machine code is slower
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
+                      "--xla_backend_optimization_level=0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first process of the run (xdist's
   _cache = tempfile.mkdtemp(prefix="vlm_jax_test_xla_cache_")  # controller): workers inherit it

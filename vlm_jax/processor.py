@@ -22,8 +22,8 @@ from PIL import Image
 # Re-exported so callers can treat `processor` as the whole input path.
 from vlm_jax.images import (
     OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PREPROCESSOR_CONFIG_NAME, VIDEO_PREPROCESSOR_CONFIG_NAME,
-    ImageProcessorConfig, open_image, preprocess_images, preprocess_video, smart_resize, to_rgb_array,
-    video_patches)
+    ImageProcessorConfig, open_image, preprocess_images, preprocess_video, smart_resize,
+    to_rgb_array, video_patches)
 
 __all__ = [
     "CHAT_TEMPLATE", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "PREPROCESSOR_CONFIG_NAME",

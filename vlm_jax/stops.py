@@ -49,8 +49,8 @@ def stop_table(processor, stop_strings, vocab_size: int) -> np.ndarray:
   if strings:
     vocab = token_bytes(processor.tokenizer)
     if len(vocab.bytes) > vocab_size:
-      raise ValueError(f"the tokenizer has {len(vocab.bytes)} tokens, more than the model's vocabulary "
-                       f"({vocab_size})")
+      raise ValueError(f"the tokenizer has {len(vocab.bytes)} tokens, more than the model's "
+                       f"vocabulary ({vocab_size})")
     for i, s in enumerate(strings):
       _fill(table[i], s, vocab, width)
   return table

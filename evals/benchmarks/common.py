@@ -168,7 +168,8 @@ def make_item(benchmark: str, item_id: str, question: str, options: Sequence[str
     raise ItemError("empty question")
   letter = normalize_answer(answer, options)
   key = LETTERS.index(letter)
-  twins = [LETTERS[i] for i, o in enumerate(options) if i != key and _fold(o) == _fold(options[key])]
+  twins = [LETTERS[i] for i, o in enumerate(options)
+           if i != key and _fold(o) == _fold(options[key])]
   if twins:  # a "wrong" option would be the key in other words: perturbations would lie
     raise ItemError(f"option {', '.join(twins)} repeats the answer's text {options[key]!r}")
   return Item(id=item_id, benchmark=benchmark, question=text(question), options=tuple(options),
