@@ -329,9 +329,12 @@ def plot_p_base_hist(records: Sequence[dict], path: Path, bins: int = 20) -> Pat
   (survives = correct under the variant, flips = wrong), all benchmarks pooled: the AUROCs in the
   titles are pooled too (over all items and over the base-correct ones), unlike the tables'."""
   variants = [v for v in M.order_variants(r["variant"] for r in records) if v != M.BASE]
-  fig, axes = _grid(max(1, len(variants)), 4.5, 3.5)
   if not variants or not any(r["variant"] == M.BASE for r in records):
+    fig, axes = _grid(1)  # one panel that says so (empty panels collapsed the layout)
     axes[0].text(0.5, 0.5, "needs base and perturbation variants", ha="center", va="center")
+    axes[0].set_axis_off()
+    return _save(fig, path)
+  fig, axes = _grid(len(variants), 4.5, 3.5)
   for ax, variant in zip(axes, variants):
     scores, labels = M.robustness_scores(records, variant)
     edges = np.linspace(0, 1, bins + 1)

@@ -52,13 +52,15 @@ def target_text(example, answers: str = "correct", seed: int = 0) -> str:
   return f"<think>{statement.rstrip('.')}.</think><answer>{letter}</answer>"
 
 
-@functools.partial(jax.jit, static_argnums=(1, 4, 5, 6))
+@functools.partial(jax.jit, static_argnums=(1, 4, 5, 6, 7))
 def _nll_grad(params, model_config, inputs, mask, chunk_t: int, sweep: str = "auto",
-              head_sharding=None):
+              head_sharding=None, dtype: str = "float32"):
+  """(mean target-token NLL, its gradient) for the (master) `params`, computed in `dtype`."""
   aux = {"weight": mask.astype(jnp.float32) / jnp.maximum(jnp.sum(mask), 1.0)}
   nll = lambda logp, _, a: -a["weight"] * logp
 
   def loss(p):
+    p = jax.tree.map(lambda x: x.astype(dtype), p)  # gradients flow back to the masters
     return logprobs_lib.sequence_token_loss(p, model_config, inputs, nll, aux,
                                             last=mask.shape[1], chunk_t=chunk_t, sweep=sweep,
                                             head_sharding=head_sharding)[0]
@@ -92,7 +94,8 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
   """Run the warm-up; returns the loss per step and writes OUT/hf."""
   from vlm_jax import hf
   from vlm_jax.sampler import Sampler
-  model_config, params, processor = data.load_policy(config, mesh)
+  # float32 master weights and AdamW state under `dtype` compute, as rl.train (`param_dtype`)
+  model_config, params, processor = data.load_policy(config, mesh, config.param_dtype)
   examples = [e for e in data.load_items(config) if e.kind == "choice"]
   if not examples:
     raise ValueError(f"data={config.data!r} holds no multiple-choice items: the SFT warm-up "
@@ -110,11 +113,12 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
     batch = data.items_for_step(examples, step, config)
     inputs, mask = _batch(sampler, processor, preset, batch, config)
     loss, grads = _nll_grad(params, model_config, inputs, mask, config.logprob_chunk_t,
-                            config.logprob_sweep, sharding.head_sharding(mesh))
+                            config.logprob_sweep, sharding.head_sharding(mesh), config.dtype)
     updates, opt_state = opt.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     losses.append(float(loss))
     print(json.dumps({"step": step + 1, "sft_loss": round(losses[-1], 5)}), file=sys.stderr)
+  params = jax.tree.map(lambda x: x.astype(config.dtype), params)  # the model it trained
   hf.save_hf(params, model_config, os.path.join(out, "hf"), extra_files_from=config.model)
   if not config.model and jax.process_index() == 0:  # the tokenizer and image settings it
     hf.write_default_processor_files(os.path.join(out, "hf"))  # was trained with

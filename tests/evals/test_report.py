@@ -93,6 +93,17 @@ def test_only_base_variant_without_probabilities(tmp_path):
   assert "Bad items (skipped by the loaders): 4" in files["summary.md"].read_text()
 
 
+def test_variants_without_base_draw_without_layout_warnings(tmp_path):
+  import warnings
+  recs = [rec(i, v, probs=[0.6, 0.4], target="B") for i in range(3)
+          for v in ("wrong_think_but", "correct_think")]
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # a collapsed p_base_hist layout warned here
+    files = _written(report.write_summary(recs, tmp_path, n_boot=N_BOOT))
+  with Image.open(files["p_base_hist.png"]) as img:
+    assert img.width > 100 and img.height > 100
+
+
 def test_empty_records(tmp_path):
   files = _written(report.write_summary([], tmp_path / "new", n_boot=N_BOOT))
   assert set(files) == {"summary.csv", "summary.md"}

@@ -34,9 +34,15 @@ def test_random_targets_are_seeded_uniform_and_self_consistent():
 
 
 def test_sft_then_grpo(tmp_path):
-  config = apply_overrides(load_config(SMOKE), ["steps=6", "lr=3e-3", "warmup_steps=1"])
+  # bfloat16 compute over float32 master weights; the export is the bfloat16 model it trained
+  config = apply_overrides(load_config(SMOKE), ["steps=6", "lr=3e-3", "warmup_steps=1",
+                                                "dtype=bfloat16"])
   losses = sft.sft(config, str(tmp_path / "sft"))
   assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.5
+  import jax
+  import vlm_jax
+  _, saved = vlm_jax.load_hf(str(tmp_path / "sft" / "hf"), dtype=None)
+  assert {str(x.dtype) for x in jax.tree.leaves(saved)} == {"bfloat16"}
   grpo = apply_overrides(config, [f"model={tmp_path / 'sft' / 'hf'}", "steps=1",
                                   "dtype=float32"])
   trainer = train.train(grpo, out=str(tmp_path / "grpo"))
