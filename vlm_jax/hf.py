@@ -32,6 +32,7 @@ from vlm_jax import params as params_lib
 from vlm_jax import safetensors_io
 from vlm_jax import sharding as sharding_lib
 from vlm_jax.config import ModelConfig
+from vlm_jax.files import atomic_write
 
 _EXTRA_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
                 "special_tokens_map.json", "added_tokens.json", "chat_template.json",
@@ -303,10 +304,10 @@ def save_hf(params: dict, config: ModelConfig, out_dir: str, dtype=None,
     return
   if len(plan) > 1:
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-    with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
+    with atomic_write(os.path.join(out_dir, "model.safetensors.index.json")) as f:
       json.dump(index, f, indent=2)
   hf_config = config_lib.to_hf(config, dtype=str(jnp.dtype(leaf_dtype)), layout="flat")
-  with open(os.path.join(out_dir, "config.json"), "w") as f:
+  with atomic_write(os.path.join(out_dir, "config.json")) as f:
     json.dump(hf_config, f, indent=2)
   if extra_files_from:
     copy_extra_files(extra_files_from, out_dir)
