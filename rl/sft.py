@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from evals.schema import LETTERS
-from rl import data, rollout
+from rl import data, precision, rollout
 from rl.config import TrainConfig, parse_cli
 from vlm_jax import buckets, logprobs as logprobs_lib, sharding
 
@@ -60,7 +60,7 @@ def _nll_grad(params, model_config, inputs, mask, chunk_t: int, sweep: str = "au
   nll = lambda logp, _, a: -a["weight"] * logp
 
   def loss(p):
-    p = jax.tree.map(lambda x: x.astype(dtype), p)  # gradients flow back to the masters
+    p = precision.in_compute_dtype(p, dtype)  # gradients flow back to the masters
     return logprobs_lib.sequence_token_loss(p, model_config, inputs, nll, aux,
                                             last=mask.shape[1], chunk_t=chunk_t, sweep=sweep,
                                             head_sharding=head_sharding)[0]
@@ -96,6 +96,7 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
   from vlm_jax.sampler import Sampler
   # float32 master weights and AdamW state under `dtype` compute, as rl.train (`param_dtype`)
   model_config, params, processor = data.load_policy(config, mesh, config.param_dtype)
+  precision.warn_bf16_masters(config, params)
   examples = [e for e in data.load_items(config) if e.kind == "choice"]
   if not examples:
     raise ValueError(f"data={config.data!r} holds no multiple-choice items: the SFT warm-up "
@@ -118,7 +119,7 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
     params = optax.apply_updates(params, updates)
     losses.append(float(loss))
     print(json.dumps({"step": step + 1, "sft_loss": round(losses[-1], 5)}), file=sys.stderr)
-  params = jax.tree.map(lambda x: x.astype(config.dtype), params)  # the model it trained
+  params = precision.in_compute_dtype(params, config.dtype)  # the model it trained
   hf.save_hf(params, model_config, os.path.join(out, "hf"), extra_files_from=config.model)
   if not config.model and jax.process_index() == 0:  # the tokenizer and image settings it
     hf.write_default_processor_files(os.path.join(out, "hf"))  # was trained with

@@ -30,14 +30,13 @@ import os
 import signal
 import sys
 import time
-import warnings
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 import optax
 
-from rl import grpo, rollout
+from rl import grpo, precision, rollout
 from rl.config import TrainConfig, parse_cli
 from vlm_jax import buckets, logprobs as logprobs_lib, sharding
 from vlm_jax.files import atomic_write
@@ -81,20 +80,6 @@ def on_policy(config: TrainConfig) -> bool:
   return config.updates_per_step == 1
 
 
-def _in_compute_dtype(params: dict, dtype: str) -> dict:
-  """`params` in the compute dtype. Inside a differentiated function the cast's transpose
-  carries each (bf16) cotangent back to the master weight in its own (float32) dtype."""
-  return jax.tree.map(lambda x: x.astype(dtype), params)
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _cast(tree: dict, dtype: str) -> dict:
-  """`tree` in `dtype` as new arrays (copied where a leaf already is in it: the masters are
-  donated to each update, and a copy must not share their buffers)."""
-  return jax.tree.map(lambda x: jnp.copy(x) if x.dtype == jnp.dtype(dtype) else x.astype(dtype),
-                      tree)
-
-
 def _loss(params, model_config, inputs, mask, old, ref, adv, weight, config: TrainConfig,
           head_sharding=None, sampler_logp=None):
   """The GRPO loss through the one-sweep log-prob kernel (`logprobs.sequence_token_loss`):
@@ -103,7 +88,7 @@ def _loss(params, model_config, inputs, mask, old, ref, adv, weight, config: Tra
   dtype `config.dtype` here. old None: on-policy (`on_policy`), and `sampler_logp` (the
   rollout's log-probs) gives the `sampler_logp_diff` diagnostic. `head_sharding`:
   `sharding.head_sharding(mesh)`."""
-  params = _in_compute_dtype(params, config.dtype)
+  params = precision.in_compute_dtype(params, config.dtype)
   kl_coef = config.kl_coef if ref is not None else 0.0
   token_fn = functools.partial(grpo.token_terms, clip_low=config.clip_low,
                                clip_high=config.clip_high, kl_coef=kl_coef,
@@ -162,29 +147,6 @@ def _apply_updates(opt, params, opt_state, grads):
           step_norm)
 
 
-@jax.jit
-def _bf16_stuck_share(params, lr):
-  """Share of the weights that a step of `lr` (an AdamW step moves a weight by about lr) cannot
-  change in bfloat16: below half its spacing, 2^(e - 9) for |w| = m 2^e, m in [0.5, 1)."""
-  leaves = jax.tree.leaves(params)
-  def stuck(x):
-    x = x.astype(jnp.float32)
-    half_spacing = jnp.exp2((jnp.frexp(x)[1] - 9).astype(jnp.float32))
-    return jnp.sum((x != 0) & (lr < half_spacing))  # (a zero's neighbours are subnormal)
-
-  return sum(stuck(x) for x in leaves) / sum(x.size for x in leaves)
-
-
-def _warn_bf16_masters(config: TrainConfig, params: dict) -> None:
-  """param_dtype=bfloat16: say how many weights an update at `lr` cannot move."""
-  share = float(_bf16_stuck_share(params, config.lr))
-  if share > 0.01:
-    warnings.warn(f"param_dtype=bfloat16 with lr={config.lr}: an AdamW step (about lr per "
-                  f"weight) is below the bfloat16 resolution of {share:.0%} of the weights, "
-                  f"which will never change; param_dtype=float32 keeps float32 master weights",
-                  stacklevel=3)
-
-
 # One program per call, not one per leaf. Twice in full test runs (8 fake CPU devices) an
 # all-reduce of the gradient program never got its other participants while the eager per-leaf
 # adds were being dispatched: XLA CPU's launch threads all waited on in-flight slots. Fewer,
@@ -202,11 +164,10 @@ class Trainer:
     self.model_config, params, self.processor = data.load_policy(config, mesh,
                                                                  config.param_dtype)
     sharding.report_replicated(self.model_config, mesh)
-    if config.param_dtype == "bfloat16":
-      _warn_bf16_masters(config, params)
+    precision.warn_bf16_masters(config, params)
     # the frozen reference: the initial params in the compute dtype, never updated (a copy:
     # the masters are donated to each update)
-    self.ref_params = _cast(params, config.dtype) if config.kl_coef else None
+    self.ref_params = precision.cast(params, config.dtype) if config.kl_coef else None
     self.params = params
     self.opt = make_optimizer(config, params)
     self.opt_state = jax.jit(self.opt.init)(self.params)
@@ -226,7 +187,7 @@ class Trainer:
     the masters themselves when they are in the compute dtype."""
     if jnp.dtype(self.config.param_dtype) == jnp.dtype(self.config.dtype):
       return self.params
-    return _cast(self.params, self.config.dtype)
+    return precision.cast(self.params, self.config.dtype)
 
   def sampler(self, policy: dict | None = None):
     from vlm_jax.sampler import Sampler

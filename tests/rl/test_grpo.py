@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rl import grpo
+from rl import grpo, precision
 
 jax.config.update("jax_enable_x64", False)
 
@@ -234,7 +234,7 @@ def test_bf16_compute_over_float32_masters_matches_float32_and_moves_every_weigh
   assert moved / sum(int(jnp.sum(g != 0)) for _, _, g in pairs) > 0.999
   # bfloat16 masters would keep most of them: param_dtype=bfloat16 says so
   with pytest.warns(UserWarning, match=r"lr=1e-06: .* resolution of 9\d% of the weights"):
-    train._warn_bf16_masters(TrainConfig(param_dtype="bfloat16", lr=1e-6), params)
+    precision.warn_bf16_masters(TrainConfig(param_dtype="bfloat16", lr=1e-6), params)
 
 
 def test_freeze_vision_takes_no_gradient_through_the_vision_tower():
