@@ -39,20 +39,28 @@ def stop_ids(ids) -> np.ndarray:
 
 def stop_table(processor, stop_strings, vocab_size: int) -> np.ndarray:
   """[S, M, V] next-state table of the stop strings' automata (S, M bucketed; unused strings
-  and states never match); the value M means "matched"."""
+  and states never match); the value M means "matched". Built once per tokenizer, strings and
+  vocabulary size (read-only): every batch of an eval asks for the same one."""
   if stop_strings and processor is None:
     raise ValueError("stop_strings need a processor (tokenizer)")
+  tokenizer = processor.tokenizer if stop_strings else None
+  return _stop_table(tokenizer, tuple(stop_strings), int(vocab_size))
+
+
+@functools.lru_cache(maxsize=16)
+def _stop_table(tokenizer, stop_strings: tuple[str, ...], vocab_size: int) -> np.ndarray:
   strings = [s.encode("utf-8") for s in stop_strings]
   width = buckets.bucket(max([len(s) for s in strings] + [1]), 4)
   dtype = np.int8 if width < 127 else np.int16
   table = np.zeros((buckets.bucket(len(strings), 2) if strings else 1, width, vocab_size), dtype)
   if strings:
-    vocab = token_bytes(processor.tokenizer)
+    vocab = token_bytes(tokenizer)
     if len(vocab.bytes) > vocab_size:
       raise ValueError(f"the tokenizer has {len(vocab.bytes)} tokens, more than the model's "
                        f"vocabulary ({vocab_size})")
     for i, s in enumerate(strings):
       _fill(table[i], s, vocab, width)
+  table.flags.writeable = False
   return table
 
 
