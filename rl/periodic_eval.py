@@ -5,6 +5,7 @@ records go to OUT/eval/step_<N>.jsonl and summary numbers into the training metr
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from evals import metrics as metrics_lib
@@ -51,6 +52,6 @@ def summarize(records: list[dict]) -> dict:
                      ("follows_target", metrics_lib.follows_target_rate),
                      ("abstain_rate", metrics_lib.abstain_rate)):
       value = fn(sel)
-      if value == value:
+      if not math.isnan(value):
         out[f"eval/{variant}/{name}"] = value
   return out
