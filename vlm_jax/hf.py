@@ -48,7 +48,9 @@ def _index_files(path: str) -> dict[str, safetensors_io.SafetensorsFile]:
   if not os.path.isdir(path):
     raise FileNotFoundError(f"checkpoint directory {path} does not exist")
   index = os.path.join(path, "model.safetensors.index.json")
-  if os.path.exists(index):
+  if os.path.isfile(os.path.join(path, "model.safetensors")):  # first, as transformers reads
+    files = ["model.safetensors"]
+  elif os.path.exists(index):
     files = _index_shards(index)
   else:
     files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(path, "*.safetensors")))
@@ -262,7 +264,8 @@ def save_hf(params: dict, config: ModelConfig, out_dir: str, dtype=None,
 
   dtype: cast on write (default: keep the params' dtype). extra_files_from: a directory whose
   tokenizer / preprocessor / generation files are copied along. Files are written as they fill,
-  so host memory peaks at one shard. Under `jax.distributed` every process must call it (the
+  so host memory peaks at one shard. Saving over an earlier export is safe to kill: the new
+  shards are staged beside it and only moved into place once all are written. Under `jax.distributed` every process must call it (the
   gathers are collective); only process 0 writes.
   """
   params_lib.check_params(params, config)
@@ -287,30 +290,49 @@ def save_hf(params: dict, config: ModelConfig, out_dir: str, dtype=None,
            [f"model-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))])
   if writer:
     os.makedirs(out_dir, exist_ok=True)
-    # Weights of an earlier save would shadow these (transformers prefers model.safetensors;
-    # an old index points at old shards): remove them first.
-    for old in glob.glob(os.path.join(out_dir, "model*.safetensors")) + glob.glob(
-        os.path.join(out_dir, "model.safetensors.index.json")):
-      os.remove(old)
+    for stale in glob.glob(os.path.join(out_dir, _STAGED + "*")):  # a save killed earlier
+      os.remove(stale)
   tensors = hf_state_dict(params, config, np_dtype)
   weight_map, total = {}, 0
   for name, keys in zip(names, plan):
     shard = dict(next(tensors) for _ in keys)
     weight_map.update({k: name for k in shard})
     total += sum(a.nbytes for a in shard.values())
-    if writer:
-      safetensors_io.write(os.path.join(out_dir, name), shard)
+    if writer:  # staged: an earlier export here stays whole until every new shard is written
+      safetensors_io.write(os.path.join(out_dir, _STAGED + name), shard)
   if not writer:
     return
-  if len(plan) > 1:
-    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-    with atomic_write(os.path.join(out_dir, "model.safetensors.index.json")) as f:
-      json.dump(index, f, indent=2)
+  index = ({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+           if len(plan) > 1 else None)
+  _commit_weights(out_dir, names, index)
   hf_config = config_lib.to_hf(config, dtype=str(jnp.dtype(leaf_dtype)), layout="flat")
   with atomic_write(os.path.join(out_dir, "config.json")) as f:
     json.dump(hf_config, f, indent=2)
   if extra_files_from:
     copy_extra_files(extra_files_from, out_dir)
+
+
+_STAGED = ".staged-"  # the prefix of shards written but not yet committed
+
+
+def _commit_weights(out_dir: str, names: list[str], index: dict | None) -> None:
+  """Move the staged shards `names` into place and drop the earlier save's weights.
+
+  Each step is a rename or a removal, so a kill leaves at worst a folder transformers still
+  loads the new weights from: model.safetensors shadows an index (transformers reads it first),
+  so a single new file goes in before the old index goes; a new index goes in after its shards
+  and before an old model.safetensors that would shadow it is removed."""
+  for name in names:
+    os.replace(os.path.join(out_dir, _STAGED + name), os.path.join(out_dir, name))
+  index_path = os.path.join(out_dir, "model.safetensors.index.json")
+  if index is not None:
+    with atomic_write(index_path) as f:
+      json.dump(index, f, indent=2)
+  elif os.path.exists(index_path):
+    os.remove(index_path)
+  for old in glob.glob(os.path.join(out_dir, "model*.safetensors")):
+    if os.path.basename(old) not in names:
+      os.remove(old)
 
 
 def _extra_names(src_dir: str) -> list[str]:

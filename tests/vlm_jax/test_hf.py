@@ -235,6 +235,51 @@ def test_save_hf_into_the_folder_its_files_come_from(small_hf, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, again, doubled)
 
 
+def test_save_hf_killed_over_an_earlier_export_leaves_it_loadable(small_hf, tmp_path, monkeypatch):
+  """A save killed after some of its shards (preemption, a full disk) leaves the earlier
+  export whole: transformers and our loader still read the old weights; the next save
+  clears the staged leftovers and replaces the old shards."""
+  config, params = vlm_jax.load_hf(str(small_hf))
+  out = tmp_path / "export"
+  vlm_jax.save_hf(params, config, str(out))
+  old_files = sorted(p.name for p in out.iterdir())
+  write, calls = safetensors_io.write, []
+
+  def dies_on_the_third(path, tensors, metadata=None):
+    calls.append(path)
+    if len(calls) == 3:
+      raise KeyboardInterrupt
+    write(path, tensors, metadata)
+
+  monkeypatch.setattr(safetensors_io, "write", dies_on_the_third)
+  doubled = jax.tree.map(lambda x: 2 * x, params)
+  with pytest.raises(KeyboardInterrupt):
+    vlm_jax.save_hf(doubled, config, str(out), max_shard_size="100KB")
+  monkeypatch.setattr(safetensors_io, "write", write)
+  assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == old_files
+  batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
+  old_logits = _reload_logits(str(out), batch)
+  _, again = vlm_jax.load_hf(str(out))
+  jax.tree.map(np.testing.assert_array_equal, again, params)
+  vlm_jax.save_hf(doubled, config, str(out), max_shard_size="100KB")
+  names = sorted(p.name for p in out.iterdir())
+  assert "model.safetensors" not in names and not any(n.startswith(".") for n in names), names
+  assert not np.allclose(_reload_logits(str(out), batch), old_logits)  # transformers: new ones
+  _, again = vlm_jax.load_hf(str(out))
+  jax.tree.map(np.testing.assert_array_equal, again, doubled)
+
+
+def test_model_safetensors_is_read_first_as_transformers_does(small_hf, tmp_path):
+  """A folder with model.safetensors beside an index and shards (e.g. an export over a sharded
+  one) loads model.safetensors, as transformers does, not the index."""
+  config, params = vlm_jax.load_hf(str(small_hf))
+  vlm_jax.save_hf(jax.tree.map(lambda x: 2 * x, params), config, str(tmp_path),
+                  max_shard_size="100KB")
+  (tmp_path / "model.safetensors").write_bytes((small_hf / "model.safetensors").read_bytes())
+  _, again = vlm_jax.load_hf(str(tmp_path))
+  jax.tree.map(np.testing.assert_array_equal, again, params)
+
+
 def test_quantized_checkpoint_refused_up_front(small_hf, tmp_path):
   """An AWQ/GPTQ/FP8 export: one line naming config.json and the method, before any weight is
   matched (not the list of qweight/scales keys), also when the caller passes the config."""
