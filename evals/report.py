@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evals import metrics as M
+from evals import metrics as M, summary as S
 
 CSV_COLUMNS = ("benchmark", "variant", "metric", "value", "ci_low", "ci_high", "n")
 # (metric, column header, scale, decimals): rates in %, the rest as they are; scale None = the
@@ -95,7 +95,7 @@ def _csv_value(v) -> str:
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> Path:
-  """summary.csv: one line per row of `metrics.summarize`, floats written in full (repr)."""
+  """summary.csv: one line per row of `summary.summarize`, floats written in full (repr)."""
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(CSV_COLUMNS)
@@ -139,7 +139,7 @@ def _cell(row: dict | None, scale, decimals: int) -> str:
 
 def _variant_table(rows: Sequence[dict], benchmark: str, columns) -> list[str]:
   """Variants x columns; variants none of whose metrics apply are left out ([] if all are)."""
-  table = M.summary_table(rows, benchmark, [c[0] for c in columns])
+  table = S.summary_table(rows, benchmark, [c[0] for c in columns])
   body = [[variant] + [_cell(cell, scale, dec) for cell, (_, _, scale, dec) in zip(cells, columns)]
           for variant, cells in table if any(cells)]
   return markdown_table(["variant", *(c[1] for c in columns)], body) if body else []
@@ -147,7 +147,7 @@ def _variant_table(rows: Sequence[dict], benchmark: str, columns) -> list[str]:
 
 def _benchmark_section(rows: Sequence[dict], benchmark: str) -> list[str]:
   out = [f"## {benchmark}", ""]
-  if benchmark == M.MACRO:
+  if benchmark == S.MACRO:
     out += ["Mean over benchmarks of the values below (see Definitions).", ""]
   for title, columns in TABLES:
     table = _variant_table(rows, benchmark, columns)
@@ -201,10 +201,10 @@ def write_markdown(records: Sequence[dict], rows: Sequence[dict], path: Path, *,
     lines += ["No results: the record list is empty.", ""] + _bad_line(bad)
   else:
     lines += _counts_section(records, bad)
-    for bench in M.summary_benchmarks(rows):
+    for bench in S.summary_benchmarks(rows):
       lines += _benchmark_section(rows, bench)
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
-    lines += [DEFINITIONS.format(n_boot=n_boot, seed=seed, bins=bins, macro=M.MACRO)]
+    lines += [DEFINITIONS.format(n_boot=n_boot, seed=seed, bins=bins, macro=S.MACRO)]
   Path(path).write_text("\n".join(lines))
   return Path(path)
 
@@ -240,8 +240,8 @@ def _whiskers(cells: Sequence[dict]) -> np.ndarray:
 
 def plot_accuracy(rows: Sequence[dict], path: Path) -> Path:
   """Accuracy (%) by variant, one group of bars per benchmark, 95% CI whiskers."""
-  lookup, benchmarks = M.summary_lookup(rows), M.summary_benchmarks(rows)
-  variants = M.order_variants(r["variant"] for r in rows)
+  lookup, benchmarks = S.summary_lookup(rows), S.summary_benchmarks(rows)
+  variants = S.order_variants(r["variant"] for r in rows)
   fig = _figure(figsize=(min(20, max(6, 1.5 + 0.25 * len(benchmarks) * len(variants))), 4.5))
   ax, width = fig.subplots(), 0.8 / max(1, len(variants))
   for k, variant in enumerate(variants):
@@ -264,7 +264,7 @@ def _has_value(cells: Sequence[dict | None]) -> bool:
 def quadrant_table(rows: Sequence[dict], benchmark: str):
   """(summary_table of the quadrant shares, variants left out): a variant whose shares are all
   undefined (no reasoning of the model's own, stop_think) is left out rather than drawn as 0."""
-  full = M.summary_table(rows, benchmark, [f"q_{q}" for q in M.QUADRANTS])
+  full = S.summary_table(rows, benchmark, [f"q_{q}" for q in M.QUADRANTS])
   return ([(v, cells) for v, cells in full if _has_value(cells)],
           [v for v, cells in full if not _has_value(cells)])
 
@@ -272,7 +272,7 @@ def quadrant_table(rows: Sequence[dict], benchmark: str):
 def plot_quadrants(rows: Sequence[dict], path: Path) -> Path:
   """Stacked quadrant shares (correct/incorrect x consistent/inconsistent) per variant, a panel
   per benchmark; variants without reasoning of the model's own (stop_think) are left out."""
-  benchmarks = M.summary_benchmarks(rows)
+  benchmarks = S.summary_benchmarks(rows)
   fig, axes = _grid(len(benchmarks))
   for ax, bench in zip(axes, benchmarks):
     table, left_out = quadrant_table(rows, bench)
@@ -328,7 +328,7 @@ def plot_p_base_hist(records: Sequence[dict], path: Path, bins: int = 20) -> Pat
   """Histogram of P_base(correct) per perturbation variant, split by the variant's outcome
   (survives = correct under the variant, flips = wrong), all benchmarks pooled: the AUROCs in the
   titles are pooled too (over all items and over the base-correct ones), unlike the tables'."""
-  variants = [v for v in M.order_variants(r["variant"] for r in records) if v != M.BASE]
+  variants = [v for v in S.order_variants(r["variant"] for r in records) if v != M.BASE]
   if not variants or not any(r["variant"] == M.BASE for r in records):
     fig, axes = _grid(1)  # one panel that says so (empty panels collapsed the layout)
     axes[0].text(0.5, 0.5, "needs base and perturbation variants", ha="center", va="center")
@@ -372,7 +372,7 @@ def write_summary(records: Iterable[dict], out_dir, *, bad_items=None, meta: Map
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   records = list(records)
-  rows = M.summarize(records, n=n_boot, seed=seed, bins=bins)
+  rows = S.summarize(records, n=n_boot, seed=seed, bins=bins)
   # No plots for no records, nor without matplotlib (an optional extra): tables still get written.
   plots = write_plots(records, rows, out, bins) if records and have_matplotlib() else []
   md = write_markdown(records, rows, out / "summary.md", plots=plots, bad_items=bad_items,

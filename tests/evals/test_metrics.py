@@ -1,12 +1,11 @@
-"""Metrics: hand-computed values, pairing, bootstrap, summarize == the record-level functions."""
+"""Metrics record by record: hand-computed values, pairing, the generic bootstrap."""
 
-import functools
 import math
 
 import numpy as np
 import pytest
 
-from evals import metrics as M
+from evals import metrics as M, summary as S
 
 
 def rec(item, variant="base", correct=True, consistent=True, probs=None, bench="b", answer="A",
@@ -127,7 +126,7 @@ def test_stop_think_has_no_cot_metrics():
   assert not M.writes_own_reasoning(closed) and M.writes_own_reasoning(open_think)
   assert M.writes_own_reasoning(rec(11, "wrong_think")) and M.writes_own_reasoning(rec(12))
   assert M.consistency_rate([closed, open_think, rec(13)]) == pytest.approx(1 / 2)
-  rows = M.summary_lookup(M.summarize([rec(i, correct=i % 2 == 0) for i in range(6)] + stop, n=10))
+  rows = S.summary_lookup(S.summarize([rec(i, correct=i % 2 == 0) for i in range(6)] + stop, n=10))
   for metric in ("consistency", "consistency_judged", "no_conclusion_rate", "cons_adj_accuracy",
                  *(f"q_{q}" for q in M.QUADRANTS)):
     row = rows[("b", "stop_think", metric)]
@@ -185,7 +184,7 @@ def test_summary_auroc_among_base_correct_items():
     p = rng.uniform(0.6, 1.0) if base_ok else rng.uniform(0.0, 0.4)
     recs += [rec(i, correct=base_ok, p_correct=p, entropy=1 - p),
              rec(i, "wrong_think", correct=base_ok and not flip)]
-  rows = M.summary_lookup(M.summarize(recs, n=50))
+  rows = S.summary_lookup(S.summarize(recs, n=50))
   everyone = rows[("b", "wrong_think", "auroc_p_base")]
   among = rows[("b", "wrong_think", "auroc_p_base_base_correct")]
   assert everyone["value"] > 0.7 and abs(among["value"] - 0.5) < 0.1
@@ -249,7 +248,7 @@ def test_entropy_normalised_by_log_option_count():
   recs = [rec(1, probs=[0.5, 0.5]), rec(2, probs=[0.5, 0.25, 0.125, 0.125]), rec(3)]
   assert M.mean_entropy(recs) == pytest.approx(1.375 * math.log(2))
   assert M.mean_entropy_norm(recs) == pytest.approx(0.9375)
-  row = M.summary_lookup(M.summarize(recs, n=5))[("b", "base", "mean_entropy_norm")]
+  row = S.summary_lookup(S.summarize(recs, n=5))[("b", "base", "mean_entropy_norm")]
   assert row["value"] == pytest.approx(0.9375) and row["n"] == 2
 
 
@@ -270,7 +269,7 @@ def test_abstain_rate_and_follows_target():
            rec(4, "wrong_caption", parsed=None, target="B")]  # unparsed follows nothing
   assert M.follows_target_rate(wrong) == pytest.approx(1 / 4)
   assert math.isnan(M.follows_target_rate([rec(1)]))
-  rows = M.summary_lookup(M.summarize([rec(i) for i in range(1, 5)] + abstain + wrong, n=10))
+  rows = S.summary_lookup(S.summarize([rec(i) for i in range(1, 5)] + abstain + wrong, n=10))
   assert rows[("b", "abstain", "abstain_rate")]["value"] == pytest.approx(0.5)
   assert rows[("b", "wrong_caption", "follows_target")]["value"] == pytest.approx(0.25)
   assert rows[("b", "wrong_caption", "follows_target")]["n"] == 4
@@ -294,7 +293,7 @@ def test_duplicate_records_are_an_error():
   with pytest.raises(ValueError, match="two 'base' records"):
     M.accuracy_drop(recs + [rec(1, "stop_think")], "stop_think")
   with pytest.raises(ValueError, match="two 'base' records"):
-    M.summarize(recs, n=5)
+    S.summarize(recs, n=5)
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -317,133 +316,3 @@ def test_bootstrap_resamples_items_keeping_variants_paired():
 
 def test_percentile_interval_drops_undefined_resamples():
   assert M.percentile_interval([np.nan, 1.0, 2.0, 3.0], 0.5) == (1.5, 2.5)
-
-
-# ---------------------------------------------------------------- summarize
-
-
-def _record_level(records, bench, variant, metric):
-  """The record-level function that a summary row must equal."""
-  recs = [r for r in records if r["benchmark"] == bench]
-  own = [r for r in recs if r["variant"] == variant]
-  if metric.startswith("q_"):
-    return M.quadrants(own)[metric[2:]]
-  paired = {"accuracy_drop": lambda: M.accuracy_drop(recs, variant)}
-  for score, name in M.AUROC_METRICS.items():
-    paired[name] = functools.partial(M.robustness_auroc, recs, variant, score)
-    paired[name + "_base_correct"] = functools.partial(M.robustness_auroc, recs, variant, score,
-                                                       among_base_correct=True)
-  if metric in paired:
-    return paired[metric]()
-  single = {"accuracy": M.accuracy, "unparsed_rate": M.unparsed_rate,
-            "consistency": M.consistency_rate, "consistency_judged": M.judged_consistency_rate,
-            "no_conclusion_rate": M.no_conclusion_rate,
-            "cons_adj_accuracy": M.consistency_adjusted_accuracy, "mean_entropy": M.mean_entropy,
-            "mean_entropy_norm": M.mean_entropy_norm, "mean_p_correct": M.mean_p_correct,
-            "mean_letter_mass": M.mean_letter_mass,
-            "abstain_rate": M.abstain_rate, "follows_target": M.follows_target_rate,
-            "ece_max_prob": lambda r: M.calibration_error(r, "max_prob"),
-            "ece_p_correct": lambda r: M.calibration_error(r, "p_correct")}
-  return single[metric](own)
-
-
-def test_summarize_equals_record_level_functions():
-  records = synthetic_records()
-  rows = [r for r in M.summarize(records, n=20) if r["benchmark"] != M.MACRO]
-  assert {r["benchmark"] for r in rows} == {"b1", "b2"}
-  for row in rows:
-    expected = _record_level(records, row["benchmark"], row["variant"], row["metric"])
-    assert row["value"] == pytest.approx(expected, nan_ok=True), row
-  # 16 metrics for every variant; non-base ones add follows_target and 5 paired ones
-  assert len(rows) == 2 * (16 + 2 * (16 + 1 + 5))
-  n = M.summary_lookup(rows)[("b1", "wrong_think", "accuracy_drop")]["n"]
-  assert n == len(M.paired([r for r in records if r["benchmark"] == "b1"], "wrong_think"))
-
-
-def test_summarize_equals_record_level_functions_for_every_variant():
-  # stop_think (CoT metrics undefined), abstain (abstain_rate), correct_* (target = key)
-  records = synthetic_records(n_items=25, variants=M.VARIANTS, seed=4)
-  rows = [r for r in M.summarize(records, n=5) if r["benchmark"] != M.MACRO]
-  assert {r["variant"] for r in rows} == set(M.VARIANTS)
-  for row in rows:
-    expected = _record_level(records, row["benchmark"], row["variant"], row["metric"])
-    assert row["value"] == pytest.approx(expected, nan_ok=True), row
-  lookup = M.summary_lookup(rows)
-  assert ("b1", "abstain", "abstain_rate") in lookup
-  assert not any(m == "abstain_rate" for (_, v, m) in lookup if v != "abstain")
-  assert {v for (_, v, m) in lookup if m == "follows_target"} == {
-      v for v in M.VARIANTS if v.startswith(("wrong", "correct"))}
-
-
-@pytest.mark.parametrize("variant, metric", [
-    ("base", "accuracy"), ("base", "mean_entropy"), ("base", "ece_max_prob"),
-    ("wrong_think", "accuracy_drop"), ("wrong_think", "auroc_p_base"),
-    ("wrong_caption", "auroc_neg_entropy_base"), ("wrong_caption", "q_incorrect_consistent")])
-def test_summarize_intervals_equal_generic_bootstrap(variant, metric):
-  records = synthetic_records(n_items=25)
-  b1 = [r for r in records if r["benchmark"] == "b1"]
-  row = M.summary_lookup(M.summarize(records, n=60, seed=3))[("b1", variant, metric)]
-  expected = M.bootstrap(lambda rs: _record_level(rs, "b1", variant, metric), b1, n=60, seed=3)
-  assert (row["ci_low"], row["ci_high"]) == pytest.approx(expected)
-  if metric != "ece_max_prob":  # ECE is biased upward under resampling; its interval may not
-    assert row["ci_low"] <= row["value"] <= row["ci_high"]  # contain the estimate
-
-
-def test_summarize_base_only_without_probabilities():
-  recs = [rec(i, correct=i % 2 == 0) for i in range(10)]
-  rows = M.summary_lookup(M.summarize(recs, n=50))
-  assert {m for (_, v, m) in rows} == {m for (_, v, m) in rows if v == "base"}
-  assert not any(m.startswith(("accuracy_drop", "auroc")) for (_, _, m) in rows)
-  assert {b for (b, _, _) in rows} == {"b"}  # one benchmark: no macro row
-  assert rows[("b", "base", "accuracy")]["value"] == 0.5
-  entropy = rows[("b", "base", "mean_entropy")]
-  assert math.isnan(entropy["value"]) and math.isnan(entropy["ci_low"]) and entropy["n"] == 0
-  assert M.summarize([], n=10) == []
-
-
-def _replicates(fn, records, n, seed):
-  """fn on each of `bootstrap`'s resamples of records (same draws as summarize)."""
-  groups = M._item_groups(records)
-  return np.array([fn(M._resample(groups, idx)) for idx in M._draws(len(groups), n, seed)])
-
-
-@pytest.mark.parametrize("variant, metric", [("base", "accuracy"),
-                                             ("wrong_think", "accuracy_drop"),
-                                             ("wrong_caption", "auroc_p_base")])
-def test_macro_row_averages_benchmarks_and_their_replicates(variant, metric):
-  records = synthetic_records(n_items=20, benchmarks=("b1", "b2", "b3"))
-  rows = M.summary_lookup(M.summarize(records, n=40, seed=2))
-  parts = [[r for r in records if r["benchmark"] == b] for b in ("b1", "b2", "b3")]
-  macro = rows[(M.MACRO, variant, metric)]
-  assert macro["value"] == pytest.approx(np.mean([rows[(b, variant, metric)]["value"]
-                                                  for b in ("b1", "b2", "b3")]))
-  assert macro["n"] == sum(rows[(b, variant, metric)]["n"] for b in ("b1", "b2", "b3"))
-  fn = lambda b: lambda rs: _record_level(rs, b, variant, metric)  # noqa: E731
-  reps = np.mean([_replicates(fn(p[0]["benchmark"]), p, 40, 2) for p in parts], axis=0)
-  assert (macro["ci_low"], macro["ci_high"]) == pytest.approx(M.percentile_interval(reps))
-  assert M.summary_benchmarks(rows.values()) == ["b1", "b2", "b3", M.MACRO]
-
-
-def test_macro_row_skips_benchmarks_without_a_value():
-  # b2 never ran wrong_think and has no letter probabilities: the macro is b1's value alone
-  records = synthetic_records(n_items=15, benchmarks=("b1",))
-  records += [rec(i, bench="b2", correct=i % 3 == 0) for i in range(9)]
-  rows = M.summary_lookup(M.summarize(records, n=20))
-  for key in (("wrong_think", "accuracy"), ("base", "mean_entropy")):
-    assert rows[(M.MACRO, *key)]["value"] == rows[("b1", *key)]["value"]
-    assert rows[(M.MACRO, *key)]["n"] == rows[("b1", *key)]["n"]
-  assert rows[(M.MACRO, "base", "accuracy")]["value"] == pytest.approx(
-      (rows[("b1", "base", "accuracy")]["value"] + 1 / 3) / 2)
-
-
-def test_summarize_is_deterministic_given_seed():
-  records = synthetic_records(n_items=15)
-  # repr: rows may hold nan (e.g. a base-correct AUROC with one class empty), and nan != nan
-  assert repr(M.summarize(records, n=30, seed=5)) == repr(M.summarize(records, n=30, seed=5))
-
-
-def test_summary_table_orders_variants_and_fills_gaps():
-  records = synthetic_records(n_items=10, variants=("wrong_caption", "base", "stop_think"))
-  table = M.summary_table(M.summarize(records, n=5), "b1", ["accuracy", "accuracy_drop"])
-  assert [v for v, _ in table] == ["base", "stop_think", "wrong_caption"]
-  assert table[0][1][1] is None and table[1][1][1]["metric"] == "accuracy_drop"

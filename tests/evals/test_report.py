@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evals import metrics as M, report
+from evals import metrics as M, report, summary as S
 from evals.schema import BadItem
 from tests.evals.test_metrics import rec, synthetic_records
 
@@ -46,8 +46,8 @@ def test_all_files_written(full_report):
 def test_csv_values_equal_metric_functions(full_report):
   records, files = full_report
   rows = report.read_csv(files["summary.csv"])
-  _same_with_nan(rows, M.summarize(records, n=N_BOOT, seed=0))
-  lookup = M.summary_lookup(rows)
+  _same_with_nan(rows, S.summarize(records, n=N_BOOT, seed=0))
+  lookup = S.summary_lookup(rows)
   b2 = [r for r in records if r["benchmark"] == "b2"]
   base = [r for r in b2 if r["variant"] == "base"]
   assert lookup[("b2", "base", "accuracy")]["value"] == M.accuracy(base)
@@ -87,7 +87,7 @@ def test_only_base_variant_without_probabilities(tmp_path):
   for name in report.PLOTS:
     with Image.open(files[name]) as img:
       assert img.width > 100 and img.height > 100
-  rows = M.summary_lookup(report.read_csv(files["summary.csv"]))
+  rows = S.summary_lookup(report.read_csv(files["summary.csv"]))
   assert rows[("b", "base", "accuracy")]["value"] == pytest.approx(8 / 12)
   assert math.isnan(rows[("b", "base", "mean_p_correct")]["value"])
   assert "Bad items (skipped by the loaders): 4" in files["summary.md"].read_text()
@@ -149,7 +149,7 @@ def audit_report(tmp_path_factory):
       r["letter_probs"] = None
   out = tmp_path_factory.mktemp("audit")
   files = _written(report.write_summary(records, out, n_boot=N_BOOT))
-  return records, M.summary_lookup(report.read_csv(files["summary.csv"])), files
+  return records, S.summary_lookup(report.read_csv(files["summary.csv"])), files
 
 
 def test_uncertainty_n_counts_records_with_letter_probs(audit_report):
@@ -182,8 +182,8 @@ def test_stop_think_cot_columns_are_na(audit_report):
 def test_macro_section_and_base_correct_auroc(audit_report):
   _, rows, files = audit_report
   text = files["summary.md"].read_text()
-  assert text.index("## b2") < text.index(f"## {M.MACRO}") < text.index("## Plots")
-  macro = _md_row(text, M.MACRO, "Accuracy and CoT consistency", "base")
+  assert text.index("## b2") < text.index(f"## {S.MACRO}") < text.index("## Plots")
+  macro = _md_row(text, S.MACRO, "Accuracy and CoT consistency", "base")
   mean = np.mean([rows[(b, "base", "accuracy")]["value"] for b in ("b1", "b2")])
   assert macro["Acc %"].startswith(f"{100 * mean:.1f} [")
   assert macro["n"] == str(sum(rows[(b, "base", "accuracy")]["n"] for b in ("b1", "b2")))
