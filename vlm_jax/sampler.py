@@ -48,13 +48,19 @@ class SamplingParams:
   seed: int = 0
   suppress_vision_tokens: bool = True  # never sample <|image_pad|> / <|video_pad|>
   logprobs: bool = True     # per-token log-probs and entropies (GRPO); off: tokens only
+  # transformers' repetition_penalty (Qwen2.5-VL's generation_config.json asks 1.05): the logit
+  # of every token already in the row (its prompt's real tokens, then what it generated) is
+  # divided by it where positive, multiplied where negative, before temperature, top-k, top-p
+  # and greedy. 1: off. Log-probs and entropies stay those of the model's own distribution.
+  repetition_penalty: float = 1.0
 
   def __post_init__(self):
     if self.max_new_tokens < 1 or self.n < 1:
       raise ValueError(f"max_new_tokens and n must be >= 1, got {self.max_new_tokens}, {self.n}")
-    if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+    if (self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0
+        or not self.repetition_penalty > 0):
       raise ValueError(f"bad sampling values: temperature={self.temperature}, top_p={self.top_p}, "
-                       f"top_k={self.top_k}")
+                       f"top_k={self.top_k}, repetition_penalty={self.repetition_penalty}")
     if self.stop_token_ids is not None:
       object.__setattr__(self, "stop_token_ids", tuple(int(i) for i in self.stop_token_ids))
     if isinstance(self.stop_strings, str) or any(not s for s in self.stop_strings):
@@ -84,10 +90,11 @@ class _Spec:
   top_p: bool
   stats: bool  # log-probs and entropies
   screen: bool = False  # greedy through `greedy_screen` (needs greedy and not stats)
+  penalty: bool = False  # a repetition penalty (the state then carries `seen` [R, V])
 
   def __post_init__(self):
-    if self.screen and (self.stats or not self.greedy):
-      raise ValueError("the greedy screen needs greedy decoding without log-probs")
+    if self.screen and (self.stats or not self.greedy or self.penalty):
+      raise ValueError("the greedy screen needs greedy decoding without log-probs or penalty")
 
 
 def _choose(logits, key, spec: _Spec, temperature, top_p):
@@ -104,6 +111,23 @@ def _choose(logits, key, spec: _Spec, temperature, top_p):
     threshold = jnp.min(jnp.where(keep, desc, jnp.inf), -1, keepdims=True)
     z = jnp.where(z < threshold, -jnp.inf, z)
   return token_choice.gumbel_max(z, key)
+
+
+def _penalize(z, seen, penalty):
+  """transformers' RepetitionPenaltyLogitsProcessor: seen tokens' logits / penalty where
+  positive, * penalty where not."""
+  return jnp.where(seen, jnp.where(z < 0, z * penalty, z / penalty), z)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _seen_tokens(input_ids, token_mask, n: int, vocab: int):
+  """bool [B * n, V]: which ids each row's prompt holds (its real tokens only: unlike
+  transformers, which also counts a padded row's pad id, a row is penalised as if alone)."""
+  rows = jnp.repeat(jnp.arange(input_ids.shape[0]), n)
+  ids = jnp.repeat(input_ids, n, axis=0)
+  mask = jnp.repeat(token_mask, n, axis=0)
+  return jnp.zeros((rows.shape[0], vocab), bool).at[
+      jnp.arange(rows.shape[0])[:, None], jnp.where(mask, ids, vocab)].set(True, mode="drop")
 
 
 def _kv_constraint(cache: dict, mesh) -> dict:
@@ -202,7 +226,7 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
       z = s["logits"].astype(jnp.float32)
       step_key = jax.random.fold_in(controls["rng"], s["step"])
       key = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(controls["row_ids"])
-      allowed = ban(z)
+      allowed = ban(_penalize(z, s["seen"], controls["penalty"]) if spec.penalty else z)
       if spec.greedy:
         token, allowed_max = token_choice.argmax(allowed)
       else:
@@ -212,12 +236,14 @@ def _decode(params, config: ModelConfig, state, spec: _Spec, controls, unstack: 
     write = lambda buf, v: jax.lax.dynamic_update_slice_in_dim(buf, v[:, None], s["step"], 1)
     if spec.stats:  # one exp pass over the vocabulary: 6-10% of a CPU decode step
       z_max = None  # greedy: the argmax's max, with the banned logits, is max(z)
-      if spec.greedy:
+      if spec.greedy and not spec.penalty:
         banned = jnp.take(z, controls["banned"], axis=1, mode="clip")
         z_max = jnp.maximum(allowed_max, jnp.max(banned, -1))
       logp, entropy = token_choice.logp_entropy(z, token, z_max)
       s = dict(s, logprobs=write(s["logprobs"], jnp.where(live, logp, 0.0)),
                entropies=write(s["entropies"], jnp.where(live, entropy, 0.0)))
+    if spec.penalty:
+      s = dict(s, seen=s["seen"].at[jnp.arange(rows), token].set(True))
     stop_state, stopped = stops.hit(s["stop_state"], controls["stop_table"], controls["stop_ids"],
                                     token)
     done = s["done"] | stopped
@@ -326,9 +352,11 @@ class Sampler:
     greedy = sampling.temperature == 0
     # max_new_tokens is bucketed like the prompt length: other counts in the bucket reuse both
     # programs (the loop stops at the count; cache and output slots past it stay unused)
+    penalty = sampling.repetition_penalty != 1
     spec = _Spec(buckets.new_tokens_bucket(sampling.max_new_tokens), sampling.n, greedy, top_k,
                  sampling.top_p < 1, sampling.logprobs,
-                 screen=greedy and not sampling.logprobs and self.greedy_screen)
+                 screen=greedy and not sampling.logprobs and self.greedy_screen and not penalty,
+                 penalty=penalty)
     cache_len = inputs["input_ids"].shape[1] + spec.max_new
     per_layer = self._per_layer(inputs["input_ids"].shape[0] * sampling.n, cache_len)
     # a kept copy (CPU) serves the prefill too: no per-layer slice of the stacked weights
@@ -339,6 +367,9 @@ class Sampler:
                                   self.config.text.vocab_size)
     live = np.repeat(np.arange(inputs["input_ids"].shape[0]) < rows, sampling.n)
     state = _init_state(out, spec, stop_table.shape[0], self.pad_id, live)
+    if penalty:
+      state["seen"] = _seen_tokens(inputs["input_ids"], inputs["token_mask"], sampling.n,
+                                   out["logits"].shape[-1])
     controls = {"rng": jax.random.key(sampling.seed),
                 "max_new": jnp.int32(sampling.max_new_tokens),
                 "temperature": jnp.float32(max(sampling.temperature, 1e-6)),
@@ -346,6 +377,7 @@ class Sampler:
                 "stop_table": jnp.asarray(stop_table),
                 "stop_ids": jnp.asarray(stops.stop_ids(sampling.stop_token_ids)),
                 "banned": jnp.asarray(self._banned(sampling), jnp.int32),
+                "penalty": jnp.float32(sampling.repetition_penalty),
                 "row_ids": jnp.asarray(_row_ids(row_keys, rows, inputs["input_ids"].shape[0],
                                                 sampling.n))}
     if spec.screen:

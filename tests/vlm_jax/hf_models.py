@@ -147,12 +147,13 @@ def hf_truncates_video_seconds() -> bool:
   return "int(next(second_per_grid_ts))" in inspect.getsource(modeling_qwen2_5_vl)
 
 
-def hf_greedy(model, batch, max_new_tokens: int, pad_id: int = 0) -> np.ndarray:
+def hf_greedy(model, batch, max_new_tokens: int, pad_id: int = 0, **generate_kw) -> np.ndarray:
   """transformers' `generate(do_sample=False)` continuation tokens, no eos stopping."""
   import torch
   with torch.no_grad():
     out = model.generate(**{k: torch.tensor(v) for k, v in batch.items()}, do_sample=False,
-                         max_new_tokens=max_new_tokens, eos_token_id=None, pad_token_id=pad_id)
+                         max_new_tokens=max_new_tokens, eos_token_id=None, pad_token_id=pad_id,
+                         **generate_kw)
   return out[:, batch["input_ids"].shape[1]:].numpy()
 
 

@@ -79,6 +79,55 @@ def test_greedy_matches_transformers_generate(lively, samples, padding):
     assert (out.tokens[r, end:] == 0).all()
 
 
+@pytest.mark.parametrize("samples", [BATCH, VIDEO_BATCH], ids=["images", "video"])
+def test_repetition_penalty_matches_transformers_generate(lively, samples):
+  """Greedy with transformers' repetition_penalty: each row as transformers continues it alone
+  (its prompt's tokens and its own output penalised), in a padded batch, with and without
+  log-probs (the greedy screen is off under a penalty); the penalty changes the tokens."""
+  model, config, params, _ = lively
+  batch = hf_models.build_batch(samples, config.vision.patch_dim)
+  s = Sampler(params, config, pad_id=0)
+  kw = dict(max_new_tokens=24, suppress_vision_tokens=False, stop_token_ids=())
+  plain = s(batch, SamplingParams(**kw, logprobs=False)).tokens
+  for with_logprobs in (True, False):
+    out = s(batch, SamplingParams(**kw, logprobs=with_logprobs, repetition_penalty=1.3))
+    for r, sample in enumerate(samples):
+      alone = _repeat_rows(batch, [r])
+      real = alone["attention_mask"][0] == 1  # without its padding: transformers counts pad ids
+      alone.update({k: alone[k][:, real] for k in ("input_ids", "attention_mask",
+                                                   "mm_token_type_ids")})
+      want = hf_models.hf_greedy(model, alone, 24, repetition_penalty=1.3)[0]
+      np.testing.assert_array_equal(out.tokens[r], want, err_msg=f"row {r}")
+  assert not np.array_equal(out.tokens, plain)
+
+
+def test_repetition_penalty_keeps_the_models_own_logprobs(lively):
+  """Sampled under a penalty, the returned log-probs are the model's (what GRPO's ratio
+  needs): equal to the kernel's on the same tokens; seeded runs repeat."""
+  _, config, params, _ = lively
+  batch = hf_models.build_batch(BATCH[:2], config.vision.patch_dim)
+  s = Sampler(params, config, pad_id=0)
+  sp = SamplingParams(max_new_tokens=24, temperature=0.5, n=2, seed=5, repetition_penalty=3.0,
+                      stop_token_ids=())
+  a, b = s(batch, sp), s(batch, sp)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  plain = s(batch, SamplingParams(max_new_tokens=24, temperature=0.5, n=2, seed=5,
+                                  stop_token_ids=()))
+  assert not np.array_equal(a.tokens, plain.tokens)
+  full = _repeat_rows(batch, [0, 0, 1, 1])
+  for key, tail in (("input_ids", a.tokens), ("attention_mask", np.ones_like(a.tokens)),
+                    ("mm_token_type_ids", np.zeros_like(a.tokens))):
+    full[key] = np.concatenate([full[key], tail], 1)
+  inputs = model_lib.prepare_inputs(config, **full)
+  inputs.pop("rope_deltas")
+  logp, ent = logprobs.sequence_logprobs(params, config, inputs, chunk_t=16)
+  gen = slice(batch["input_ids"].shape[1] - 1, None)
+  np.testing.assert_allclose(a.logprobs, np.asarray(logp[:, gen]), atol=2e-5)
+  np.testing.assert_allclose(a.entropies, np.asarray(ent[:, gen]), atol=2e-5)
+  with pytest.raises(ValueError, match="repetition_penalty"):
+    SamplingParams(repetition_penalty=0.0)
+
+
 def test_stacked_and_unstacked_decode_agree(lively):
   """Decode over per-layer weight copies (`text.unstack_layers`) = decode through lax.scan."""
   _, config, params, _ = lively
