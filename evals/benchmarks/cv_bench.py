@@ -8,6 +8,9 @@ the first that is present is used:
   3. test-*.parquet or */test/*.parquet       (HF parquet conversion: default/test/0000.parquet)
   4. test.jsonl + img/                        (annotations only; `filename` such as
                                                img/2D/count/ade20k_10.png relative to cv_bench/)
+  5. test_2d.jsonl and/or test_3d.jsonl + img/ (the same, split; the current release ships
+                                               them beside the parquets, and its build_img.py
+                                               writes img/ from the parquets)
 
 Columns: idx, type ("2D"/"3D"), task (Count/Relation/Depth/Distance), image (HF Image struct
 with `bytes`; absent in the jsonl), question, choices (list), answer ("(A)"), prompt, filename,
@@ -31,7 +34,8 @@ NAME = "cv_bench"
 HOW = ("Download test_2d.parquet and test_3d.parquet (or test.jsonl + img/) from "
        "https://huggingface.co/datasets/nyu-visionx/CV-Bench into --data-dir/cv_bench/.")
 LAYOUTS = (("test_2d.parquet", "test_3d.parquet"), ("test.parquet",),
-           ("test-*.parquet", "*/test/*.parquet"), ("test.jsonl",))
+           ("test-*.parquet", "*/test/*.parquet"), ("test.jsonl",),
+           ("test_2d.jsonl", "test_3d.jsonl"))
 META_KEYS = ("type", "source", "source_dataset", "filename")
 
 

@@ -18,6 +18,12 @@ from pathlib import Path, PurePosixPath
 from evals.benchmarks.common import ItemError, is_missing
 
 KEPT_FORMATS = ("PNG", "JPEG")
+# The PIL modes the model's image path (vlm_jax.images.SUPPORTED_PIL_MODES, not imported here:
+# that would pull jax into the loaders) turns into RGB without guessing a value range. 16-bit
+# and float images ("I;16", "I", "F") are refused there, and PIL's convert("RGB") clips them
+# to near white, so they are bad items here, at load time, rather than a crash mid-evaluation.
+MODEL_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV",
+               "LAB")
 
 
 def checked_image(data: bytes, what: str) -> bytes:
@@ -25,12 +31,15 @@ def checked_image(data: bytes, what: str) -> bytes:
   from PIL import Image
   try:
     with Image.open(io.BytesIO(data)) as img:
-      fmt = img.format
+      fmt, mode = img.format, img.mode
       img.verify()  # integrity check without decoding every pixel
   except Exception as e:  # PIL raises many types for corrupt data
     # PIL's messages embed the BytesIO repr (a memory address): drop it for stable reasons.
     detail = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the data", str(e))
     raise ItemError(f"unreadable image ({what}): {type(e).__name__}: {detail}") from e
+  if mode not in MODEL_MODES:
+    raise ItemError(f"unsupported image mode {mode!r} ({what}): 16-bit or float pixels have no "
+                    f"agreed 8-bit rendering; convert the image to 8-bit RGB or grayscale")
   if fmt in KEPT_FORMATS:
     return data
   with Image.open(io.BytesIO(data)) as img:
@@ -40,10 +49,13 @@ def checked_image(data: bytes, what: str) -> bytes:
 
 
 def decode_base64(value: str, what: str) -> bytes:
-  """Bytes of a base64 image (a "data:image/...;base64," prefix is allowed)."""
+  """Bytes of a base64 image (a "data:image/...;base64," prefix is allowed). Whitespace inside
+  (MIME-style line wrapping, stray spaces) is ignored, as VLMEvalKit's b64decode ignores it;
+  any other non-base64 character is an error."""
   s = value.strip()
   if s.startswith("data:") and "," in s:
     s = s.split(",", 1)[1]
+  s = "".join(s.split())
   try:
     data = base64.b64decode(s, validate=True)
   except (binascii.Error, ValueError) as e:

@@ -1,12 +1,15 @@
 """3DSRBench (ccvl/3DSRBench on Hugging Face): 3D spatial reasoning, 4-option MCQs on COCO images.
 
 Obtain: https://huggingface.co/datasets/ccvl/3DSRBench. Files (any one is enough):
-  3dsrbench_v1_vlmevalkit.tsv           VLMEvalKit TSV with base64 `image` (default)
+  3dsrbench_v1_vlmevalkit.tsv           VLMEvalKit TSV with base64 `image` (default): every
+                                        question and its flipped twin (qid "Q" and "Q-flip")
   3dsrbench_v1.csv                      same columns but `image_url` (COCO URLs) instead of image
   3dsrbench_v1-00000-of-00001.parquet   parquet variant of the csv
-  3dsrbench_v1_vlmevalkit_circular.tsv  circular-evaluation copies (options rotated per copy);
-                                        only used when asked for with file=..., and then
-                                        its copies only with circular=True (vlmeval.load_table)
+  3dsrbench_v1_vlmevalkit_circular.tsv  the TSV plus circular copies (options rotated; qid
+                                        "Q-1", "Q-flip-2", ...; what VLMEvalKit's "3DSRBench"
+                                        downloads); only used when asked for with file=...,
+                                        and then its copies only with circular=True
+                                        (vlmeval.load_table)
 
 Layout of `--data-dir/threedsr_bench/`:
     threedsr_bench/3dsrbench_v1_vlmevalkit.tsv
@@ -17,10 +20,13 @@ Layout of `--data-dir/threedsr_bench/`:
                                      images/val2017/X.jpg, or as a file named X.jpg anywhere
                                      under threedsr_bench/ (the name must be unique there)
 
-Columns: index, question, A-D, answer, category (height / location / orientation /
-multi_object ...), image or image_url, image_source. Item: id = index, meta = image_source,
-image_url when present. Verified: file names and columns (VLMEvalKit's dataset table and public
-loaders of the csv/parquet); the files themselves were not available offline.
+Columns: index, qid, question, A-D, answer, category (height_higher, location_above,
+orientation_viewpoint, multi_object_facing, ...), image or image_url, image_source. Item: id =
+index, meta = qid (group flip twins and copies by it), image_source, image_url when present.
+Verified: file names and columns (VLMEvalKit's dataset table and public loaders of the
+csv/parquet), the qid convention (lmms-eval's 3dsrbench task groups results by it); the files
+themselves were not available offline. The csv is described upstream only as "raw
+annotations": it is read with the TSV's columns, which is not verified.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ NAME = "threedsr_bench"
 HOW = ("Download 3dsrbench_v1_vlmevalkit.tsv from https://huggingface.co/datasets/ccvl/3DSRBench "
        "into --data-dir/threedsr_bench/ (or 3dsrbench_v1.csv plus the COCO images under images/).")
 PREFERRED = ("3dsrbench_v1_vlmevalkit.tsv", "3dsrbench_v1.csv", "3dsrbench_v1*.parquet")
-META_KEYS = ("image_source", "image_url")
+META_KEYS = ("qid", "image_source", "image_url")
 
 
 def load(root, file: str | None = None, circular: bool = False):

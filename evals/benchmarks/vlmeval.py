@@ -2,6 +2,8 @@
 
 Columns (as VLMEvalKit writes and reads them):
   index        the item id (unique per file)
+  qid          (3DSRBench) the question id: "VIN6MS3J", its flipped twin "VIN6MS3J-flip", and the
+               circular copies "VIN6MS3J-1", "VIN6MS3J-flip-2", ... (qid of the copied row + "-N")
   question     question text
   hint         optional context; when present (not NA) the question becomes
                "Hint: {hint}\\nQuestion: {question}", VLMEvalKit's own MCQ prompt wording
@@ -18,6 +20,7 @@ Columns (as VLMEvalKit writes and reads them):
 from __future__ import annotations
 
 import ast
+import re
 import string
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -35,15 +38,18 @@ def load_table(benchmark: str, path: Path, root: Path, meta_keys: Sequence[str] 
                circular: bool = False) -> Iterator[Item | BadItem]:
   """Items of one VLMEvalKit table file; `meta_keys` columns are copied into `meta`.
 
-  Circular copies (VLMEvalKit's CircularEval: the row with index k + j * 1e6, j >= 1, is row
-  k with its options rotated; MMBench's DEV_EN TSV holds 4329 rows for 1164 questions) are
-  left out unless `circular`: counted as items, they would weigh each question up to 4 times
-  and narrow its bootstrap intervals as if the copies were independent. With `circular` they
-  run as items of their own (meta "circular_of" = k), scored per copy: a pooled accuracy over
-  rotations, not CircularEval's all-rotations-correct score."""
+  Circular copies are left out unless `circular`: counted as items, they would weigh each
+  question up to 4 times and narrow its bootstrap intervals as if the copies were independent.
+  Two conventions mark them: VLMEvalKit's CircularEval (the row with index k + j * 1e6, j >= 1,
+  is row k with its options rotated; MMBench's DEV_EN TSV holds 4329 rows for 1164 questions)
+  and 3DSRBench's circular TSV (qid Q + "-N" is a copy of the row with qid Q, whatever its
+  index; its flipped twins "Q-flip" are questions of their own). With `circular` the copies run
+  as items of their own (meta "circular_of" = the index of the copied row), scored per copy: a
+  pooled accuracy over rotations, not CircularEval's all-rotations-correct score."""
   rows = list(read_rows(path))
   by_index = {text(r.get("index")): r.get("image") for r in rows}
   origin = {k: _circular_origin(k, by_index) for k in by_index}
+  origin.update(_qid_copies(rows))
   if not circular:
     rows = [r for r in rows if origin.get(text(r.get("index"))) is None]
   index = ImageIndex(root)
@@ -71,6 +77,20 @@ def _circular_origin(index: str, indices) -> str | None:
   return origin if origin in indices else None
 
 
+_QID_COPY = re.compile(r"^(.+)-(\d+)$")
+
+
+def _qid_copies(rows: Sequence[dict]) -> dict[str, str]:
+  """{index of a copy: index of its original} for rows whose qid is another row's qid + "-N"."""
+  index_of = {text(r.get("qid")): text(r.get("index")) for r in rows if text(r.get("qid"))}
+  copies = {}
+  for qid, index in index_of.items():
+    m = _QID_COPY.match(qid)
+    if m and m.group(1) in index_of:
+      copies[index] = index_of[m.group(1)]
+  return copies
+
+
 def _question(row: dict) -> str:
   question = text(row.get("question"))
   hint = text(row.get("hint"))
@@ -90,14 +110,17 @@ def _row_image(row: dict, by_index: dict, index: ImageIndex, root: Path, what: s
   if isinstance(cell, (dict, bytes, bytearray, memoryview)):
     return [image_from_cell(cell, what)]
   if not is_missing(cell):
-    return _base64_images(str(cell).strip(), by_index, what)
+    return base64_images(str(cell).strip(), by_index, what)
   for key in ("image_path", "image_url"):
     if not is_missing(row.get(key)):
       return [image_from_cell(row[key], what, lambda ref: index.resolve(ref, root / "images"))]
   raise ItemError(f"no image ({what}: no image, image_path or image_url value)")
 
 
-def _base64_images(cell: str, by_index: dict, what: str) -> list[bytes]:
+def base64_images(cell: str, by_index: dict, what: str) -> list[bytes]:
+  """The images of a VLMEvalKit `image` cell: base64, a list literal of base64 strings, or (at
+  most 64 characters) the index of the row whose image it shares; `by_index` maps index ->
+  that row's image cell."""
   if len(cell) <= _REF_MAX_CHARS:
     if cell not in by_index:
       raise ItemError(f"image value {cell!r} is too short for base64 image data and is not the "

@@ -148,13 +148,29 @@ def mme(out: Path) -> None:
       rec("perception/remote_sensing/position/2", "missing_2.png", "A"),
       rec("perception/remote_sensing/position/3", "bad_3.png", "A"),
       rec("perception/remote_sensing/position/4", "good_4.png", "F")])
-  put_parquet(out / "variants/mme_parquet/test-00000-of-00001.parquet", [
+  # lmms-eval's parquet and VLMEvalKit's TSV: category = "Task/Subtask", l2-category = the
+  # JSON's fine "Category".
+  put_parquet(out / "variants/mme_parquet/data/train-00000-of-00004.parquet", [
       {"index": 11, "question": "What is written on the sign?",
        "multi-choice options": ["(A) STOP", "(B) GO", "(C) YIELD", "(D) EXIT"], "answer": "C",
-       "category": "ocr", "l2-category": "OCR with Complex Context", "bytes": b64("blue")},
+       "category": "Perception/OCR with Complex Context", "l2-category": "ocr",
+       "bytes": b64("blue")},
       {"index": 12, "question": "What colour is the car?",
-       "multi-choice options": ["(A) red", "(B) blue"], "answer": "A", "category": "color",
-       "l2-category": "Monitoring", "bytes": "%%%% not base64 %%%%"}])
+       "multi-choice options": ["(A) red", "(B) blue"], "answer": "A",
+       "category": "Perception/Monitoring", "l2-category": "color",
+       "bytes": "%%%% not base64 %%%%"}])
+  options = str(["(A) left", "(B) right", "(C) top", "(D) bottom",
+                 "(E) This image doesn't feature the position."])
+  put_table(out / "variants/mme_tsv/mme_realworld_lite.tsv", [
+      {"index": "21", "image": b64("magenta"), "question": "Where is the plane?",
+       "multi-choice options": options, "answer": "B", "category": "Perception/Remote Sensing",
+       "l2-category": "position"},
+      {"index": "22", "image": "21", "question": "Where will the plane go?",  # shares 21's image
+       "multi-choice options": options, "answer": "E", "category": "Reasoning/Remote Sensing",
+       "l2-category": "intention"},
+      {"index": "23", "image": "99", "question": "Where is the car?",
+       "multi-choice options": options, "answer": "A", "category": "Perception/Remote Sensing",
+       "l2-category": "position"}], "\t")
 
 
 def vstar(out: Path) -> None:

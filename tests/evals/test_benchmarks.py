@@ -22,6 +22,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 VARIANTS = FIXTURES / "variants"
 MME_OPTIONS = ("In the upper left", "In the lower right", "In the middle", "At the top",
                "This image doesn't feature the position.")
+MME_TSV_OPTIONS = ("left", "right", "top", "bottom", "This image doesn't feature the position.")
 
 # id -> (question, options, answer letter, category, image colour). Options given as a set
 # with the answer as TEXT mark a benchmark whose options are shuffled per item.
@@ -136,6 +137,10 @@ VARIANT_CASES = [
      {"11": ("What is written on the sign?", ("STOP", "GO", "YIELD", "EXIT"), "C", "ocr",
              "blue")},
      {"12": "undecodable base64"}),
+    (mme_realworld_lite, "mme_tsv",
+     {"21": ("Where is the plane?", MME_TSV_OPTIONS, "B", "position", "magenta"),
+      "22": ("Where will the plane go?", MME_TSV_OPTIONS, "E", "intention", "magenta")},
+     {"23": "'99' is too short for base64 image data and is not the index of another row"}),
     (vstar_bench, "vstar_jsonl",
      {"direct_attributes/sa_9": ("What is the colour of the umbrella?",
                                  {"black", "cyan", "white", "pink"}, "cyan", "direct_attributes",
@@ -150,6 +155,96 @@ def test_alternative_layouts(module, folder, expected, bad):
   if folder == "mme_parquet":
     pytest.importorskip("pyarrow")
   _check_items(module.load(VARIANTS / folder), expected, bad, module.NAME)
+
+
+def test_mme_category_is_the_fine_category_in_every_format():
+  """The JSON's "Category" is the tables' "l2-category"; their "category" is "Task/Subtask".
+  Reading the tables' category as the item category would put the JSON and TSV/parquet copies
+  of one benchmark into different categories (VLMEvalKit's get_dimension_rating and lmms-eval's
+  mme_realworld aggregation split "category" on "/" into task and subtask)."""
+  pytest.importorskip("pyarrow")
+  json_meta = dict(next(iter(benchmarks.load("mme_realworld_lite", FIXTURES))).meta)
+  for folder, item_id, meta in (
+      ("mme_parquet", "11", {"task": "Perception", "subtask": "OCR with Complex Context"}),
+      ("mme_tsv", "22", {"task": "Reasoning", "subtask": "Remote Sensing"})):
+    items, _ = benchmarks.split_bad(mme_realworld_lite.load(VARIANTS / folder))
+    item = next(x for x in items if x.id == item_id)
+    assert dict(item.meta) == meta and set(meta) <= set(json_meta)
+
+
+def test_threedsr_circular_tsv_copies_are_marked_by_qid(tmp_path):
+  """3dsrbench_v1_vlmevalkit_circular.tsv numbers its rows plainly; the copies are the rows whose
+  qid is another row's qid + "-N" (lmms-eval's 3dsrbench task groups by it). Flipped twins
+  ("-flip") are questions of their own."""
+  from tests.evals.make_fixtures import b64, put_table
+  cols = ("index", "qid", "question", "A", "B", "C", "D", "answer", "category", "image")
+  q, facing = "Which side of the car faces the camera?", ("front", "back", "left", "right")
+  rows = [("0", "VIN6MS3J", q, *facing, "C", "orientation_viewpoint", b64("red")),
+          ("1", "VIN6MS3J-1", q, "back", "left", "right", "front", "B", "orientation_viewpoint",
+           "0"),
+          ("2", "VIN6MS3J-flip", "Is the car facing away?", "yes", "no", "", "", "B",
+           "orientation_in_front_of", b64("green")),
+          ("3", "VIN6MS3J-flip-1", "Is the car facing away?", "no", "yes", "", "", "A",
+           "orientation_in_front_of", "2"),
+          ("4", "K2P0QX7A", "Is the dog higher than the cat?", "yes", "no", "", "", "A",
+           "height_higher", b64("blue"))]
+  put_table(tmp_path / "threedsr_bench/3dsrbench_v1_vlmevalkit_circular.tsv",
+            [dict(zip(cols, r)) for r in rows], "\t")
+  file = "3dsrbench_v1_vlmevalkit_circular.tsv"
+  items, bad = benchmarks.split_bad(benchmarks.load("threedsr_bench", tmp_path, file=file))
+  assert not bad and [x.id for x in items] == ["0", "2", "4"]
+  assert dict(items[1].meta)["qid"] == "VIN6MS3J-flip"
+  items, _ = benchmarks.split_bad(benchmarks.load("threedsr_bench", tmp_path, file=file,
+                                                  circular=True))
+  copies = {x.id: dict(x.meta).get("circular_of") for x in items}
+  assert copies == {"0": None, "1": "0", "2": None, "3": "2", "4": None}
+
+
+def test_base64_with_whitespace_is_read_as_vlmevalkit_reads_it():
+  import base64
+  from evals.benchmarks.images import decode_base64
+  data = make_fixtures.image("red")
+  text = base64.b64encode(data).decode()
+  wrapped = "\n".join(text[i:i + 76] for i in range(0, len(text), 76))  # MIME-style lines
+  assert base64.b64decode(wrapped) == data  # what VLMEvalKit's decode_base64_to_image does
+  assert decode_base64(wrapped, "w") == data
+  assert decode_base64(f" {text[:9]} \r\n{text[9:]}\t", "s") == data
+  with pytest.raises(common.ItemError, match="undecodable base64"):
+    decode_base64(text[:9] + "%" + text[9:], "junk")
+
+
+def test_images_the_model_cannot_take_are_bad_items_at_load_time():
+  """16-bit and float images pass PIL's verify but the model's image path refuses them (and
+  PIL's convert("RGB") clips them to white): refused when loading, not mid-evaluation."""
+  import io
+  import numpy as np
+  from PIL import Image
+  from evals.benchmarks.images import MODEL_MODES, checked_image
+  from vlm_jax.images import SUPPORTED_PIL_MODES
+  assert MODEL_MODES == SUPPORTED_PIL_MODES
+  def encoded(img, fmt):
+    out = io.BytesIO()
+    img.save(out, format=fmt)
+    return out.getvalue()
+  sixteen = Image.fromarray(np.full((8, 8), 40000, np.uint16))
+  for data in (encoded(sixteen, "PNG"), encoded(sixteen, "TIFF"),
+               encoded(Image.fromarray(np.full((8, 8), 0.5, np.float32)), "TIFF")):
+    with pytest.raises(common.ItemError, match="unsupported image mode 'I;16|F'"):
+      checked_image(data, "deep")
+  for img in (Image.new("L", (8, 8), 100), Image.new("CMYK", (8, 8), (0, 255, 255, 0)),
+              Image.new("LA", (8, 8), (100, 255)), Image.new("P", (8, 8))):
+    fmt = "JPEG" if img.mode == "CMYK" else "PNG"
+    data = checked_image(encoded(img, fmt), img.mode)
+    item = Item(id="1", benchmark="toy", question="?", options=("a", "b"), answer="A",
+                images=(data,))
+    assert item.pil_images()[0].mode == "RGB"
+
+
+def test_cv_bench_split_jsonl_annotations(tmp_path):
+  # the current release's test_2d.jsonl / test_3d.jsonl with img/ (e.g. from its build_img.py)
+  shutil.copytree(VARIANTS / "cv_bench_jsonl", tmp_path / "cv_bench")
+  (tmp_path / "cv_bench/test.jsonl").rename(tmp_path / "cv_bench/test_2d.jsonl")
+  _check_items(benchmarks.load("cv_bench", tmp_path), *VARIANT_CASES[0][2:], "cv_bench")
 
 
 def test_shuffle_off_keeps_release_order_with_key_first():
