@@ -44,8 +44,11 @@ class Manager:
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
         target)
-    restored = self.manager.restore(step, args=self._ocp.args.Composite(
-        state=self._ocp.args.StandardRestore(abstract), data=self._ocp.args.JsonRestore()))
+    try:
+      restored = self.manager.restore(step, args=self._ocp.args.Composite(
+          state=self._ocp.args.StandardRestore(abstract), data=self._ocp.args.JsonRestore()))
+    except Exception as e:  # orbax's errors name neither the directory nor a way out
+      raise ValueError(self._restore_error(step, e)) from e
     state = restored["state"]
     trainer.params, trainer.opt_state = state["params"], state["opt_state"]
     trainer.data.set_state(restored["data"])
@@ -53,6 +56,15 @@ class Manager:
       raise ValueError(f"checkpoint {step}: data state at step {trainer.data.step}, model state "
                        f"at step {int(state['step'])}")
     return int(state["step"])
+
+  def _restore_error(self, step: int, error: Exception) -> str:
+    path = os.path.join(str(self.manager.directory), str(step))
+    earlier = [s for s in self.manager.all_steps() if s < step]
+    way_out = (f"to resume from step {max(earlier)}, move {path} out of "
+               f"{self.manager.directory}" if earlier else "no earlier checkpoint is left")
+    return (f"checkpoint {path} (step {step}) could not be restored: it is incomplete or "
+            f"corrupt (e.g. copied in part), or holds another model or optimizer. Nothing was "
+            f"changed; {way_out}. ({type(error).__name__}: {str(error)[:500]})")
 
   def close(self) -> None:
     self.manager.close()

@@ -15,28 +15,32 @@ from rl import augment as augment_lib
 
 
 def load_items(config) -> list[Example]:
-  """Training examples of every source in `config.data` (bad rows skipped and counted)."""
+  """Training examples of every source in `config.data`; bad rows are skipped and reported per
+  source with the first few ids and reasons (a source whose rows are all bad is then findable)."""
   from evals import benchmarks
-  items, bad = [], 0
+  from rl.datasets.common import BadExample
+  items, bad = [], {}
   for name in config.data.split(","):
     if name in TRAINING_SOURCES:
       from rl import datasets
-      for x in datasets.load(name, config.data_dir):
-        if isinstance(x, Example):
-          items.append(x)
-        else:
-          bad += 1
-      continue
-    kw = {"n": config.synthetic_n, "seed": config.seed} if name == "synthetic" else {}
-    for x in benchmarks.load(name, config.data_dir, **kw):
-      if isinstance(x, BadItem):
-        bad += 1
+      rows = datasets.load(name, config.data_dir)
+    else:
+      kw = {"n": config.synthetic_n, "seed": config.seed} if name == "synthetic" else {}
+      rows = benchmarks.load(name, config.data_dir, **kw)
+    for x in rows:
+      if isinstance(x, (BadItem, BadExample)):
+        bad.setdefault(name, []).append(f"{name}/{x.id}: {x.reason}")
       else:
-        items.append(Example.from_item(x))
+        items.append(x if isinstance(x, Example) else Example.from_item(x))
   if bad:
-    print(f"skipped {bad} unusable training rows", flush=True)
+    print(f"skipped {sum(map(len, bad.values()))} unusable training rows", flush=True)
+    for name, reasons in bad.items():
+      more = f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else ""
+      print(f"  {name}: {len(reasons)} bad, e.g. " + "; ".join(reasons[:3]) + more, flush=True)
   if len(items) < config.prompts_per_step:
-    raise ValueError(f"{len(items)} training items < prompts_per_step={config.prompts_per_step}")
+    raise ValueError(f"{len(items)} training items < prompts_per_step={config.prompts_per_step}"
+                     + (f" ({', '.join(f'{n}: {len(r)} bad rows' for n, r in bad.items())})"
+                        if bad else ""))
   return items
 
 

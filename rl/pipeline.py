@@ -61,11 +61,13 @@ def decode_example(record: bytes) -> Example:
 
 def step_indices(step: int, prompts_per_step: int, num_items: int, seed: int) -> np.ndarray:
   """Global example indices of step `step` (see the module docstring)."""
-  out = []
-  for k in range(step * prompts_per_step, (step + 1) * prompts_per_step):
-    epoch, pos = divmod(k, num_items)
-    out.append(np.random.default_rng([seed, epoch]).permutation(num_items)[pos])
-  return np.asarray(out, np.int64)
+  positions = np.arange(step * prompts_per_step, (step + 1) * prompts_per_step)
+  epochs, pos = np.divmod(positions, num_items)
+  out = np.empty(prompts_per_step, np.int64)
+  for epoch in np.unique(epochs):  # one permutation per epoch the step touches, not per prompt
+    here = epochs == epoch
+    out[here] = np.random.default_rng([seed, int(epoch)]).permutation(num_items)[pos[here]]
+  return out
 
 
 def cache_key(config) -> str:

@@ -28,6 +28,9 @@ _FORMAT = re.compile(r"^\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*$", r
 _TAG = re.compile(r"</?(?:think|answer)>")
 # a minus sign only where no digit or word precedes it: "3-4" is a range, not 3 and -4
 _NUMBER = re.compile(r"(?:(?<![\w.])-)?\d+(?:\.\d+)?")
+# a thousands separator only before a group of exactly three digits: "1,000" is 1000, while an
+# enumeration "1,2,3" (a count in the think) or "2,3" (a hedge) stays several numbers
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten "
                                      "eleven twelve".split())}
 
@@ -63,7 +66,7 @@ def parse_number(text: str | None, single: bool = False) -> float | None:
   or a range ("3-4") is not read as its last number, as two option letters give no letter."""
   if not text:
     return None
-  found = [float(x) for x in _NUMBER.findall(text.replace(",", ""))]
+  found = [float(x) for x in _NUMBER.findall(_THOUSANDS.sub("", text))]
   if not found:
     found = [float(_WORDS[w]) for w in re.findall(r"[a-z]+", text.lower()) if w in _WORDS]
   if not found or (single and len(set(found)) > 1):
@@ -113,7 +116,11 @@ def compute_rewards(texts: list[str], targets: list[Target], config: RewardConfi
   if judge is not None and choice:
     requests = [JudgeRequest(targets[i].question, list(targets[i].options), targets[i].letters,
                              split_output(texts[i])[0] or "") for i in choice]
-    for i, verdict in zip(choice, judge.judge(requests)):
+    verdicts = list(judge.judge(requests))
+    if len(verdicts) != len(requests):  # zip would leave the rest silently "inconsistent"
+      raise ValueError(f"the judge returned {len(verdicts)} verdicts for {len(requests)} "
+                       "requests")
+    for i, verdict in zip(choice, verdicts):
       letters[i] = verdict.letter
       judge_error[i] = verdict.error not in (None, NO_THINK)  # no think: nothing to judge
   consistent = np.array([_consistent(t, g, l) for t, g, l in zip(texts, targets, letters)],

@@ -84,7 +84,8 @@ def _prompt(example: Example, step: int, preset, config, augment_config):
     content.append({"type": "text", "text": f"{example.question}\n{NUMBER_INSTRUCTION}"})
     spec = augment_lib.PromptSpec("base", example.question, (), example.answer)
     target = rewards_lib.Target(example.question, example.answer, kind="number")
-    return [{"role": "user", "content": content}], spec, target
+    system = [{"role": "system", "content": preset.system}] if preset.system else []
+    return system + [{"role": "user", "content": content}], spec, target
   item = example.as_item()
   spec = (augment_lib.augment(item, step, augment_config) if augment_config else
           augment_lib.make_variant(item, "base", config.seed))

@@ -158,7 +158,15 @@ def test_rl_data_loads_every_source_and_skips_bad_rows(capsys):
                                  prompts_per_step=2, synthetic_n=0, seed=0)
   items = load_items(config)
   assert [x.source for x in items] == ["sat2"] * 3 + ["pixmo_count"] * 3 + ["geometry3k"] * 2
-  assert "skipped 11 unusable training rows" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "skipped 11 unusable training rows" in out
+  # each source's bad rows are named with their reasons, so a broken release can be found
+  assert "sat2: 3 bad, e.g. sat2/train_2: answer 'the sofa' is neither" in out
+  assert "geometry3k: 4 bad, e.g. geometry3k/12: answer 'E' is outside" in out
+  assert "(and 1 more)" in out
+  with pytest.raises(ValueError, match=r"8 training items < prompts_per_step=9 \(sat2: 3 bad "
+                                       r"rows, pixmo_count: 4 bad rows, geometry3k: 4 bad rows\)"):
+    load_items(types.SimpleNamespace(**{**vars(config), "prompts_per_step": 9}))
 
 
 def test_fixture_script_matches_committed_text_fixtures(tmp_path):

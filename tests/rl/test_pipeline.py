@@ -72,3 +72,28 @@ def test_state_round_trip_and_mismatch_errors():
                                                        seed=5))
   with pytest.raises(ValueError, match="seed"):
     other.set_state(state)
+
+
+def test_step_indices_draw_one_permutation_per_epoch(monkeypatch):
+  def reference(step, p, n, seed):  # the definition: position k of the endless stream
+    return [np.random.default_rng([seed, k // n]).permutation(n)[k % n]
+            for k in range(step * p, (step + 1) * p)]
+  for step, p, n in ((0, 4, 10), (2, 4, 10), (7, 3, 5), (1, 16, 16)):
+    assert pipeline.step_indices(step, p, n, 3).tolist() == reference(step, p, n, 3)
+  calls = []
+  rng = np.random.default_rng
+  monkeypatch.setattr(np.random, "default_rng", lambda s: calls.append(s) or rng(s))
+  pipeline.step_indices(1, 128, 200, seed=0)  # positions 128..255: epochs 0 and 1
+  assert len(calls) == 2  # not one 200-long permutation per prompt (0.9 s a step at 190K)
+
+
+def test_number_prompts_get_the_presets_system_prompt():
+  from evals import presets
+  from rl import rollout
+  e = Example(id="7", source="pixmo_count", question="How many?", answer="4", kind="number",
+              images=(b"png",))
+  for name in ("vlaa_thinker", "qwen2_5_vl_instruct"):
+    preset = presets.get_preset(name)
+    messages, _, target = rollout._prompt(e, 0, preset, CONFIG, None)
+    assert [m["role"] for m in messages] == ["system"] * bool(preset.system) + ["user"]
+    assert target.kind == "number" and target.answer == "4"

@@ -50,6 +50,8 @@ def test_accuracy_letters_text_and_numbers():
     ("3", True, 3.0), ("-2", True, -2.0), ("1,000", True, 1000.0), ("three", True, 3.0),
     ("3 cats and 3 dogs", True, 3.0), ("3-4", True, None), ("2 or 3", True, None),
     ("3-4", False, 4.0), ("I see 2, then 3", False, 3.0), ("x-3", False, 3.0), ("none", True, None),
+    # commas separate thousands only before three digits: an enumeration is not one number
+    ("I count 1,2,3,4 dogs", False, 4.0), ("2,3", True, None), ("12,345,678", True, 12345678.0),
 ])
 def test_parse_number(text, single, want):
   assert rewards.parse_number(text, single) == want
@@ -99,3 +101,37 @@ def test_augmentation_rates_and_reproducibility():
   assert spec.variant == augment.choose_variant(items[0], 7, cfg)
   with pytest.raises(ValueError):
     augment.AugmentConfig(probs=(0.5, 0.5, 0.5, 0.5))
+
+
+OPTS = Target("Where is the cup?", "B", ("left of the dog", "right of the dog", "behind it"))
+
+
+@pytest.mark.parametrize("text, fmt, acc", [
+    ("<think>\nThe cup is right.\n</think>\n\n<answer>\nB\n</answer>\n", 1, 1),
+    ("<think>.</think><answer>(B)</answer>", 1, 1),
+    ("<think>.</think><answer>B. right of the dog</answer>", 1, 1),
+    ("<think>.</think><answer>B. left of the dog</answer>", 1, 0),  # label contradicts its text
+    ("<think>.</think><answer>Right of the dog.</answer>", 1, 1),    # option text (ViGoRL)
+    ("<think>.</think><answer>b</answer>", 1, 1),
+    ("<think>.</think><answer>Ｂ</answer>", 1, 1),                    # full-width
+    ("<think>.</think><answer>The answer is B.</answer>", 1, 1),
+    ("<think>.</think><answer>B or C</answer>", 1, 0),               # hedge
+    ("<think>.</think><answer>ABC</answer>", 1, 0),
+    ("<think>.</think><answer>A</answer><answer>B</answer>", 0, 0),  # the first answer counts
+    ("<think>.</think><answer>A</answer> Actually B.", 0, 0),        # nothing after </answer>
+    ("<think>.</think><answer>B", 0, 1),                             # unclosed: format only
+    ("<think>.<answer>B</answer></think><answer>B</answer>", 0, 1),  # nested tag
+    ("<think></think><answer>B</answer>", 0, 1),                     # empty think
+    ("<think>看图。</think><answer>B</answer>", 1, 1),
+])
+def test_realistic_outputs(text, fmt, acc):
+  assert (rewards.format_reward(text), rewards.accuracy_reward(text, OPTS)) == (fmt, acc)
+
+
+def test_a_judge_returning_too_few_verdicts_is_an_error():
+  class Short:  # a batching bug in a judge must not read as "inconsistent"
+    def judge(self, batch):
+      return [Verdict("B", "B", "x", "v1")]
+  texts = ["<think>so B</think><answer>B</answer>"] * 3
+  with pytest.raises(ValueError, match="1 verdicts for 3 requests"):
+    rewards.compute_rewards(texts, [CHOICE] * 3, RewardConfig(faithful=True), Short())
