@@ -21,5 +21,5 @@ def get_config(mode: str = "") -> TrainConfig:
       prompts_per_step=128, prompts_per_update=64, group_size=8, micro_batch=16,
       max_new_tokens=1024, temperature=1.0, lr=1e-6, warmup_steps=10, grad_clip=1.0,
       clip_low=0.2, clip_high=0.2, kl_coef=1e-2, format_weight=0.1, accuracy_weight=1.0,
-      steps=1000, checkpoint_every=250, freeze_vision=False)
+      steps=1000, checkpoint_every=250, keep_every=250, freeze_vision=False)
   return smoke(config) if mode == "smoke" else config

@@ -18,12 +18,15 @@ from vlm_jax.files import atomic_write
 
 
 class Manager:
-  def __init__(self, directory: str, keep: int = 3):
+  def __init__(self, directory: str, keep: int = 3, keep_every: int = 0):
+    """keep: the newest checkpoints kept; keep_every: steps at multiples of it are also kept
+    (never rotated out by later saves, preemption saves included); 0: off."""
     import orbax.checkpoint as ocp  # lazily: heavy
     self._ocp = ocp
     self.manager = ocp.CheckpointManager(
         os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, keep_period=keep_every or None,
+                                             create=True))
 
   def save(self, trainer) -> None:
     if self.manager.latest_step() == trainer.step:

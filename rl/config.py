@@ -50,6 +50,9 @@ class TrainConfig:
   steps: int = 1000
   checkpoint_every: int = 250
   keep_checkpoints: int = 3
+  # checkpoints at multiples of this step are kept for good, besides the last keep_checkpoints
+  # (0: none); the study evaluates every checkpoint_every-th one (configs/grpo_study.py)
+  keep_every: int = 0
   log_every: int = 1
   seed: int = 0
   preset: str = "qwen2_5_vl_instruct"
@@ -91,7 +94,7 @@ class TrainConfig:
       if getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
     for name in ("steps", "eval_every", "warmup_steps", "lr", "temperature", "weight_decay",
-                 "kl_coef", "grad_clip", "clip_low", "clip_high", "seed"):
+                 "kl_coef", "grad_clip", "clip_low", "clip_high", "seed", "keep_every"):
       if not getattr(self, name) >= 0:  # (NaN too)
         raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
     self._check_batches()
@@ -169,7 +172,7 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
 # length, run length. The rest (loss, rewards, augmentation, schedule shape) stays the run's.
 SMOKE_FIELDS = ("model", "model_preset", "dtype", "data", "data_dir", "synthetic_n",
                 "prompts_per_step", "group_size", "micro_batch", "max_new_tokens", "steps",
-                "warmup_steps", "checkpoint_every", "eval_every", "eval_items",
+                "warmup_steps", "checkpoint_every", "keep_every", "eval_every", "eval_items",
                 "eval_max_new_tokens")
 
 

@@ -414,7 +414,8 @@ def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
   if config.group_size == 1:
     print("warning: group_size=1: every GRPO advantage is 0 (one sample per prompt, nothing to "
           "compare it with), so only the KL term moves the policy", file=sys.stderr)
-  manager = checkpoints.Manager(os.path.join(out, "checkpoints"), config.keep_checkpoints)
+  manager = checkpoints.Manager(os.path.join(out, "checkpoints"), config.keep_checkpoints,
+                                config.keep_every)
   try:
     if manager.manager.latest_step() is not None:
       _check_resume(config, out)  # before the model loads

@@ -101,3 +101,17 @@ def test_a_checkpoint_of_other_data_is_refused(saved):
   directory, _ = saved
   with pytest.raises(ValueError, match="seed=3 but this run has 4"):
     _restore(directory, _trainer(TrainConfig(synthetic_n=10, prompts_per_step=4, seed=4)))
+
+
+def test_keep_every_keeps_the_periodic_checkpoints_a_study_evaluates(tmp_path):
+  """keep=2, keep_every=2 over steps 1..7: the last two plus every even step survive the
+  rotation (the study evaluates each checkpoint_every-th checkpoint after the run)."""
+  directory = str(tmp_path / "checkpoints")
+  manager, trainer = checkpoints.Manager(directory, keep=2, keep_every=2), _trainer()
+  for _ in range(7):
+    _advance(trainer)
+    manager.save(trainer)
+  manager.close()
+  assert sorted(os.listdir(directory), key=int) == ["2", "4", "6", "7"]
+  with pytest.raises(ValueError, match="keep_every"):
+    TrainConfig(keep_every=-1)
