@@ -4,14 +4,18 @@ Mesh specs:
   * "AxB" (e.g. "4x4"): axes (data, model) = data parallel x tensor parallel;
   * named, e.g. "data=2,fsdp=4,tensor=2": any of data (replicated params), fsdp (params and
     optimizer state sharded over their `embed` axis, batch sharded too) and tensor (heads, MLP
-    and vocabulary split); `model` is accepted as a synonym of `tensor`.
+    and vocabulary split); `model` is accepted as a synonym of `tensor`. The device array's axes
+    are in that order whatever the spec's (tensor innermost: on neighbouring devices).
 The mesh spans all devices of all processes (`jax.devices()`), so the same spec works on one host
 and under `jax.distributed` on a TPU pod or a multi-node GPU job.
 
 Every parameter's logical axes (see `params.py`) map through `RULES` to mesh axes; activations
 shard their batch axis over (data, fsdp). A mesh axis that does not divide the dimension it would
-split raises an error naming the parameter, except for the axes in `REPLICATE_IF_INDIVISIBLE`:
-KV heads (Qwen2.5-VL-3B has 2, 7B has 4: a 3B on "4x4" or a 7B on tensor=8 keeps every KV head
+split raises an error naming the parameter and same-size meshes that work: a tensor axis must
+divide the query heads (7B's 28 refuse tensor=8, 32B's 40 tensor=16), as in vLLM; keeping them
+whole would replicate the whole attention block (10-12% of the parameters: 2.8x the per-device
+weights of 32B on tensor=16 against the suggested mesh). The exceptions, `REPLICATE_IF_INDIVISIBLE`:
+KV heads (Qwen2.5-VL-3B has 2, 7B has 4: a 3B on "4x4" or a 72B on tensor=16 keeps every KV head
 on every tensor shard, as vLLM does when TP exceeds the KV heads, and as the KV cache already
 did) and the vision tower's heads and MLP (3B/7B's vision MLP is 3420 wide, which 8 does not
 divide; the tower is ~0.7B parameters at most). `replicated_dims` lists what a mesh replicates.
@@ -63,7 +67,8 @@ class MeshError(ValueError):
 
 
 def parse_mesh_spec(spec: str) -> dict[str, int]:
-  """"4x4" -> {data: 4, model: 4}; "data=2,fsdp=4" -> {data: 2, fsdp: 4}."""
+  """"4x4" -> {data: 4, model: 4}; "fsdp=4,data=2" -> {data: 2, fsdp: 4} (axes in the
+  order of `MESH_AXES`)."""
   spec = spec.strip().lower()
   if re.fullmatch(r"[0-9]+x[0-9]+", spec):
     data, model = (int(x) for x in spec.split("x"))
@@ -83,7 +88,10 @@ def parse_mesh_spec(spec: str) -> dict[str, int]:
     axes[name] = int(size)
   if "tensor" in axes and "model" in axes:
     raise MeshError(f"bad mesh spec {spec!r}: 'model' and 'tensor' are the same axis")
-  return axes
+  # (data, fsdp, tensor) whatever order the spec names them in: the last axis of the device
+  # array holds neighbouring devices (one host's GPUs; a TPU's nearest chips), where tensor
+  # parallelism's per-layer all-reduces belong, and data's rare gradient all-reduce the farthest
+  return {a: axes[a] for a in MESH_AXES if a in axes}
 
 
 def parse_mesh(spec: str, devices=None) -> Mesh:
@@ -108,13 +116,16 @@ def logical_to_spec(axes: tuple[str | None, ...], mesh: Mesh) -> P:
   return P(*out)
 
 
-def _indivisible(path: str, shape, spec: P, mesh: Mesh) -> list[str]:
+def _indivisible(path: str, shape, spec: P, mesh: Mesh, names=()) -> list[str]:
+  """One line per dimension of `shape` that `spec` splits unevenly; `names`: its logical axes."""
   problems = []
+  names = tuple(names) + (None,) * len(shape)
   for dim, (size, axes) in enumerate(zip(shape, tuple(spec) + (None,) * len(shape))):
     split = _split(axes, mesh)
     if size % split:
-      problems.append(f"{path}: dimension {dim} of shape {tuple(shape)} is not divisible by "
-                      f"mesh axes {axes} (size {split})")
+      what = f"mesh axis {axes!r}" if isinstance(axes, str) else f"mesh axes {tuple(axes)}"
+      problems.append(f"{path}: dimension {dim} ({names[dim]}: {size}) of shape {tuple(shape)} "
+                      f"is not divisible by {what} (size {split})")
   return problems
 
 
@@ -141,34 +152,42 @@ def param_shardings(config: ModelConfig, mesh: Mesh) -> dict:
 
   def one(path, spec: params_lib.Spec):
     pspec, _ = _param_spec(spec, mesh)
-    problems.extend(_indivisible(jax.tree_util.keystr(path), spec.shape, pspec, mesh))
+    problems.extend(_indivisible(jax.tree_util.keystr(path), spec.shape, pspec, mesh, spec.axes))
     return NamedSharding(mesh, pspec)
 
   out = jax.tree_util.tree_map_with_path(one, specs, is_leaf=params_lib.is_spec)
   if problems:
-    hint = _suggest(specs, dict(mesh.shape))
+    hints = _suggest(specs, dict(mesh.shape))
+    hint = f"; the mesh {hints[0]!r} can" if hints else ""
+    if len(hints) > 1:
+      hint += (f" (so can {hints[1]!r}: params replicated over data rather than split over "
+               "fsdp, more memory per device but no per-layer gathers)")
     raise MeshError(f"mesh {dict(mesh.shape)} cannot split these parameters (a tensor axis must "
                     "divide the attention heads, the MLP width and the vocabulary; fsdp only the "
-                    "model width)" + (f"; the mesh {hint!r} can" if hint else "") + ":\n  "
-                    + "\n  ".join(problems))
+                    "model width)" + hint + ":\n  " + "\n  ".join(problems))
   return out
 
 
-def _suggest(specs, sizes: dict[str, int]) -> str | None:
-  """A named mesh spec of the same device count that splits every parameter: the tensor axis
-  shrunk to its largest working divisor, the rest of it moved to fsdp."""
+def _suggest(specs, sizes: dict[str, int]) -> list[str]:
+  """Mesh specs of the same device count that split every parameter, the tensor axis shrunk to
+  its largest working divisor: the rest of it moved to fsdp (per-device memory as asked), then
+  to data (an "AxB" spec where one was given)."""
   tensor = next((a for a in _TENSOR if a in sizes), None)
   if tensor is None:
-    return None
+    return []
   fits = lambda shape: all(
       not _indivisible("", s.shape, _param_spec(s, shape)[0], shape)
       for s in jax.tree.leaves(specs, is_leaf=params_lib.is_spec))
-  for t in sorted((d for d in range(1, sizes[tensor]) if sizes[tensor] % d == 0), reverse=True):
-    named = {"data": sizes.get("data", 1), "fsdp": sizes.get("fsdp", 1) * sizes[tensor] // t,
-             "tensor": t}
-    if fits(types.SimpleNamespace(shape=named)):
-      return ",".join(f"{a}={n}" for a, n in named.items() if n > 1 or a == "data")
-  return None
+  data, fsdp, big = sizes.get("data", 1), sizes.get("fsdp", 1), sizes[tensor]
+  for t in sorted((d for d in range(1, big) if big % d == 0), reverse=True):
+    meshes = ({"data": data, "fsdp": fsdp * big // t, "tensor": t},
+              {"data": data * big // t, "fsdp": fsdp, "tensor": t})
+    found = [named for named in meshes if fits(types.SimpleNamespace(shape=named))]
+    if found:
+      return [f"{named['data']}x{t}" if set(sizes) == {"data", "model"} and named["fsdp"] == 1
+              else ",".join(f"{a}={n}" for a, n in named.items() if n > 1 or a == "data")
+              for named in found]
+  return []
 
 
 def replicated_dims(config: ModelConfig, mesh: Mesh) -> dict[str, str]:

@@ -125,6 +125,15 @@ def test_indivisible_dimension_names_the_parameter():
     sharding.param_shardings(config, mesh)
   with pytest.raises(sharding.MeshError, match="the mesh 'data=1,fsdp=2,tensor=4' can"):
     sharding.param_shardings(config, mesh)  # the hint: the largest tensor size that divides
+  # each line names the logical axis and its size; the "AxB" user is also offered "AxB"
+  with pytest.raises(sharding.MeshError, match=r"dimension 2 \(heads: 28\) of shape "
+                     r"\(28, 3584, 28, 128\) is not divisible by mesh axis 'model' \(size 8\)"):
+    sharding.param_shardings(config, mesh)
+  with pytest.raises(sharding.MeshError, match="so can '2x4': params replicated over data"):
+    sharding.param_shardings(config, mesh)
+  with pytest.raises(sharding.MeshError, match="'data=1,fsdp=2,tensor=4' can \\(so can "
+                     "'data=2,tensor=4'"):
+    sharding.param_shardings(config, sharding.parse_mesh("tensor=8"))
   mesh = sharding.parse_mesh("2x4")
   shardings = sharding.param_shardings(config, mesh)  # 28 and 4 heads divide by 4
   assert shardings["text"]["layers"]["k"]["kernel"].spec == P(None, None, "model", None)
@@ -141,6 +150,52 @@ def test_indivisible_dimension_names_the_parameter():
   sharding.report_replicated(vlm_jax.get_config("7b"), mesh, file=lines)  # nothing to report
   assert lines.getvalue() == ("mesh {'data': 2, 'model': 4}: kv_heads kept whole on every shard "
                               "(the tensor axis does not divide them; 4 parameters)\n")
+
+
+def test_named_mesh_axes_are_laid_out_data_fsdp_tensor():
+  """Whatever order a spec names its axes in, tensor is the innermost axis of the device array
+  (neighbouring devices: one host's GPUs, where its per-layer all-reduces belong) and data the
+  outermost. Written "tensor=2,data=4", each tensor pair used to span devices 4 apart (two
+  hosts of 4 devices: every all-reduce across hosts)."""
+  for spec in ("tensor=2,data=4", "data=4,tensor=2"):
+    mesh = sharding.parse_mesh(spec)
+    assert mesh.axis_names == ("data", "tensor"), spec
+    assert [[d.id for d in pair] for pair in mesh.devices] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+  mesh = sharding.parse_mesh("tensor=2,fsdp=2,data=2")
+  assert mesh.axis_names == ("data", "fsdp", "tensor")
+  assert list(sharding.parse_mesh_spec("model=2,fsdp=4")) == ["fsdp", "model"]
+
+
+# the released Qwen2.5-VL configs (presets equal to their config.json) on 8 devices: only the
+# query heads refuse a tensor axis (7B's 28 on 8); 3B's 2 KV heads and the 3420-wide vision MLP
+# on 8, and 32B/72B's 8 KV heads on 8, are split or kept whole
+REAL_MESHES = MESHES + ["fsdp=2,tensor=4", "tensor=8", "fsdp=8", "data=4,fsdp=2"]
+
+
+@pytest.mark.parametrize("name", ["3b", "7b", "32b", "72b"])
+def test_released_sizes_on_8_device_meshes(name):
+  config = vlm_jax.get_config(name)
+  refused = []
+  for spec in REAL_MESHES:
+    mesh = sharding.parse_mesh(spec)
+    tensor = mesh.shape.get("tensor", mesh.shape.get("model", 1))
+    try:
+      shardings = sharding.param_shardings(config, mesh)
+    except sharding.MeshError as e:
+      assert f"(heads: {config.text.num_heads})" in str(e), str(e)
+      refused.append(spec)
+      continue
+    k_spec = shardings["text"]["layers"]["k"]["kernel"].spec
+    split = ("tensor" in mesh.shape or "model" in mesh.shape) and (
+        config.text.num_kv_heads % tensor == 0)
+    assert (k_spec[2] is not None) == split, (spec, k_spec)
+    # the KV cache splits its heads as the k/v weights do, its padded batch over (data, fsdp)
+    rows = 4 * sharding.batch_size_multiple(mesh)
+    shape = (rows, config.text.num_kv_heads, config.text.head_dim, 64)
+    cache = sharding.cache_spec(mesh, shape, 1)
+    assert cache[1] == k_spec[2], (spec, cache)
+    assert jax.sharding.NamedSharding(mesh, cache).shard_shape(shape)[0] == 4
+  assert refused == (["1x8", "tensor=8"] if name == "7b" else []), refused
 
 
 def test_mesh_spec_with_non_ascii_digits_is_a_mesh_error():
