@@ -108,6 +108,7 @@ class Engine:
     spec, item = job.spec, job.item
     probs, mass = (None, None) if letters is None else letters
     parsed = presets_lib.parse_answer(full, spec, self.preset)
+    circular_of = dict(item.meta).get("circular_of")  # a CircularEval copy: its original's id
     p_correct = None if probs is None else float(probs[spec.letters.index(spec.answer)])
     entropy = None if probs is None else float(-(probs * np.log(np.maximum(probs, 1e-30))).sum())
     return {
@@ -127,6 +128,7 @@ class Engine:
         "letter_mass": None if mass is None else float(mass),
         "p_correct": p_correct, "entropy": entropy, "model": self.model_name,
         "preset": self.preset.name, "seed": self.seed,
+        **({} if circular_of is None else {"circular_of": circular_of}),
     }
 
 

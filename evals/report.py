@@ -48,11 +48,15 @@ QUADRANT_COLUMNS = (("q_correct_consistent", "n", None, 0),
                     ("q_correct_inconsistent", "correct & inconsistent %", 100, 1),
                     ("q_incorrect_consistent", "incorrect & consistent %", 100, 1),
                     ("q_incorrect_inconsistent", "incorrect & inconsistent %", 100, 1))
+CIRCULAR_COLUMNS = (("circular_accuracy", "n questions", None, 0),
+                    ("circular_accuracy", "Circular acc %", 100, 1))
 TABLES = (("Accuracy and CoT consistency", ACCURACY_COLUMNS),
           ("Answers that follow the perturbation", CHOICE_COLUMNS),
           ("Uncertainty (records with letter probabilities)", UNCERTAINTY_COLUMNS),
           ("Robustness prediction from the base prompt", ROBUSTNESS_COLUMNS),
-          ("Quadrants (% of items with reasoning of the model's own)", QUADRANT_COLUMNS))
+          ("Quadrants (% of items with reasoning of the model's own)", QUADRANT_COLUMNS),
+          ("CircularEval (the original and its option-rotated copies all correct)",
+           CIRCULAR_COLUMNS))
 QUADRANT_COLORS = ("#2ca02c", "#98df8a", "#d62728", "#ff9896")
 PLOTS = ("accuracy_by_variant.png", "quadrants.png", "reliability_base.png", "p_base_hist.png")
 
@@ -82,6 +86,9 @@ DEFINITIONS = """\
   and H, P(correct) describe a remainder.
 - {macro}: the mean of the per-benchmark values (over the benchmarks where a value is defined;
   n = their summed n); its interval averages the benchmarks' bootstrap replicates draw by draw.
+- Circular acc (MMBench, 3DSRBench with `--circular`): VLMEvalKit's CircularEval score, a
+  question counts as correct only when the original and every option-rotated copy are; the
+  copies enter no other metric (those are over the original items).
 - Intervals: 95% percentile bootstrap over items ({n_boot} resamples, seed {seed}); all variants of
   an item are resampled together.
 """
@@ -176,14 +183,16 @@ def _bad_line(bad: dict[str, int]) -> list[str]:
 
 
 def _counts_section(records: Sequence[dict], bad: dict[str, int]) -> list[str]:
-  body = []
+  body, copies = [], any(r.get("circular_of") is not None for r in records)
   for bench in sorted({str(r["benchmark"]) for r in records}):
     recs = [r for r in records if str(r["benchmark"]) == bench]
     body.append([bench, str(len({M.item_key(r) for r in recs})), str(len(recs)),
                  str(sum(M.is_unparsed(r) for r in recs)),
                  str(sum(not M.has_conclusion(r) for r in recs)),
-                 str(sum(math.isnan(M.record_confidence(r)) for r in recs))])
+                 str(sum(math.isnan(M.record_confidence(r)) for r in recs))]
+                + ([str(sum(r.get("circular_of") is not None for r in recs))] if copies else []))
   header = ["benchmark", "items", "records", "unparsed", "no CoT conclusion", "no letter probs"]
+  header += ["circular copies (records)"] if copies else []
   return ["## Counts", ""] + markdown_table(header, body) + [""] + _bad_line(bad)
 
 
@@ -374,7 +383,8 @@ def write_summary(records: Iterable[dict], out_dir, *, bad_items=None, meta: Map
   records = list(records)
   rows = S.summarize(records, n=n_boot, seed=seed, bins=bins)
   # No plots for no records, nor without matplotlib (an optional extra): tables still get written.
-  plots = write_plots(records, rows, out, bins) if records and have_matplotlib() else []
+  originals = [r for r in records if r.get("circular_of") is None]  # as the tables' metrics
+  plots = write_plots(originals, rows, out, bins) if originals and have_matplotlib() else []
   md = write_markdown(records, rows, out / "summary.md", plots=plots, bad_items=bad_items,
                       meta=meta, n_boot=n_boot, seed=seed, bins=bins)
   return [write_csv(rows, out / "summary.csv"), md, *plots]

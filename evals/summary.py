@@ -219,12 +219,50 @@ def summarize(records: Sequence[dict], n: int = 1000, seed: int = 0, bins: int =
   Intervals: `bootstrap` over the benchmark's items (same draws). ECE is biased upward under
   resampling, so its percentile interval can lie above the estimate. With two or more
   benchmarks the rows end with benchmark MACRO (`macro_estimates`).
+  CircularEval copies (records with `circular_of`, `evals.run --circular`) feed only the
+  metric `circular_accuracy` (`circular_rows`); every other metric is over the original items.
   """
-  benchmarks = sorted({str(r["benchmark"]) for r in records})
-  parts = [benchmark_estimates([r for r in records if str(r["benchmark"]) == bench], n, seed, bins)
-           for bench in benchmarks]
+  originals = [r for r in records if r.get("circular_of") is None]
+  benchmarks = sorted({str(r["benchmark"]) for r in originals})
+  parts = [benchmark_estimates([r for r in originals if str(r["benchmark"]) == bench], n, seed,
+                               bins) for bench in benchmarks]
   rows = [row for bench, e in zip(benchmarks, parts) for row in estimate_rows(bench, e, level)]
+  rows += circular_rows(records, n, seed, level)
   return rows + (estimate_rows(MACRO, macro_estimates(parts), level) if len(parts) > 1 else [])
+
+
+def circular_rows(records: Sequence[dict], n: int = 1000, seed: int = 0,
+                  level: float = 0.95) -> list[dict]:
+  """VLMEvalKit's CircularEval score per benchmark x variant, for benchmarks whose records
+  include circular copies (`circular_of` = the original's item id; MMBench, 3DSRBench): a
+  question is correct when its original and every copy present are correct (a copy rotates
+  the options, so the key sits under another letter). Questions with no copy under a variant
+  are left out (e.g. cut by --limit); n = the questions scored. Interval: percentile
+  bootstrap over questions (`metrics.draws`)."""
+  questions: dict[tuple[str, str, str], dict[str, list[bool]]] = {}
+  with_copies = {str(r["benchmark"]) for r in records if r.get("circular_of") is not None}
+  for r in records:
+    bench = str(r["benchmark"])
+    if bench not in with_copies:
+      continue
+    origin = str(r["item_id"] if r.get("circular_of") is None else r["circular_of"])
+    kind = "copies" if r.get("circular_of") is not None else "original"
+    questions.setdefault((bench, r["variant"], origin), {"original": [], "copies": []})[
+        kind].append(is_correct(r))
+  rows = []
+  for bench in sorted(with_copies):
+    variants = order_variants(v for b, v, _ in questions if b == bench)
+    for variant in variants:
+      scored = [all(q["original"] + q["copies"]) for (b, v, _), q in sorted(questions.items())
+                if b == bench and v == variant and q["original"] and q["copies"]]
+      c = np.asarray(scored, np.float64)
+      boots = [float(np.bincount(idx, minlength=len(c)) @ c / len(c))
+               for idx in draws(len(c), n, seed)]
+      low, high = percentile_interval(boots, level)
+      rows.append({"benchmark": bench, "variant": variant, "metric": "circular_accuracy",
+                   "value": float(c.mean()) if len(c) else NAN, "ci_low": low, "ci_high": high,
+                   "n": len(c)})
+  return rows
 
 
 def summary_benchmarks(rows: Iterable[dict]) -> list[str]:

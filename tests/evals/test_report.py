@@ -104,6 +104,19 @@ def test_variants_without_base_draw_without_layout_warnings(tmp_path):
     assert img.width > 100 and img.height > 100
 
 
+def test_circular_copies_get_their_own_table_and_count(tmp_path):
+  recs = [rec(i) for i in range(4)] + [rec(1000000 + i, circular_of=str(i), correct=i % 2 == 0)
+                                       for i in range(4)]
+  files = _written(report.write_summary(recs, tmp_path, n_boot=N_BOOT))
+  text = files["summary.md"].read_text()
+  assert "CircularEval" in text and "circular copies (records)" in text
+  rows = S.summary_lookup(report.read_csv(files["summary.csv"]))
+  assert rows[("b", "base", "circular_accuracy")]["value"] == pytest.approx(0.5)
+  assert rows[("b", "base", "accuracy")]["n"] == 4  # the originals
+  plain = _written(report.write_summary(recs[:4], tmp_path / "plain", n_boot=N_BOOT))
+  assert "CircularEval (the original" not in plain["summary.md"].read_text()
+
+
 def test_empty_records(tmp_path):
   files = _written(report.write_summary([], tmp_path / "new", n_boot=N_BOOT))
   assert set(files) == {"summary.csv", "summary.md"}

@@ -139,3 +139,29 @@ def test_summary_table_orders_variants_and_fills_gaps():
   table = S.summary_table(S.summarize(records, n=5), "b1", ["accuracy", "accuracy_drop"])
   assert [v for v, _ in table] == ["base", "stop_think", "wrong_caption"]
   assert table[0][1][1] is None and table[1][1][1]["metric"] == "accuracy_drop"
+
+
+def test_circular_accuracy_needs_every_rotation_and_leaves_copies_out_of_the_rest():
+  """Question 1: original and both copies correct; question 2: one copy wrong; question 3: no
+  copy (cut by --limit): left out of the circular score. The copies enter no other metric."""
+  recs = [rec(1), rec(1000001, circular_of="1"), rec(2000001, circular_of="1"),
+          rec(2), rec(1000002, circular_of="2", correct=False), rec(3),
+          rec(1, "wrong_caption", correct=False), rec(1000001, "wrong_caption", circular_of="1"),
+          rec(2, "wrong_caption"), rec(1000002, "wrong_caption", circular_of="2"),
+          rec(3, "wrong_caption"), rec(9, bench="other")]
+  rows = S.summarize(recs, n=200, seed=0)
+  look = S.summary_lookup(rows)
+  row = look[("b", "base", "circular_accuracy")]
+  assert (row["value"], row["n"]) == (0.5, 2) and row["ci_low"] <= 0.5 <= row["ci_high"]
+  row = look[("b", "wrong_caption", "circular_accuracy")]
+  assert (row["value"], row["n"]) == (0.5, 2)
+  # the other metrics: over the three originals only, as a run without --circular gives
+  originals = [r for r in recs if "circular_of" not in r]
+  assert look[("b", "base", "accuracy")]["n"] == 3
+  assert look[("b", "wrong_caption", "accuracy")]["value"] == pytest.approx(2 / 3)
+  assert not any(m == "circular_accuracy" for b, _, m in look if b == "other")
+  without = S.summary_lookup(S.summarize(originals, n=200, seed=0))
+  same = lambda a, b: a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
+  assert set(without) == {k for k in look if k[2] != "circular_accuracy"}
+  for key, row in without.items():
+    assert all(same(row[c], look[key][c]) for c in row), key
