@@ -27,16 +27,21 @@ def _masked_exp_arg(d: jax.Array, mask) -> jax.Array:
 
 
 def group_advantages(rewards: jax.Array, group_size: int, eps: float = 1e-6,
-                     scale_by_std: bool = True) -> jax.Array:
+                     scale_by_std: bool = True, valid: jax.Array | None = None) -> jax.Array:
   """A_i = (r_i - mean_g(r)) / (std_g(r) + eps), over each group of `group_size` rows.
 
   rewards [R] with R = P * G; std_g is the unbiased sample std (ddof=1); with
   scale_by_std=False, A_i = r_i - mean_g(r) (Dr. GRPO). Groups with equal rewards get 0.
+  valid: bool [R], rows whose reward is known (e.g. the judge answered); the others get 0 and
+  the group's mean and std are over its valid rows only, as if they had not been sampled.
   """
   r = rewards.astype(jnp.float32).reshape(-1, group_size)
-  centred = r - r.mean(-1, keepdims=True)
+  v = (jnp.ones_like(r, bool) if valid is None else jnp.asarray(valid, bool).reshape(r.shape))
+  n = v.sum(-1, keepdims=True)
+  mean = jnp.where(v, r, 0.0).sum(-1, keepdims=True) / jnp.maximum(n, 1)
+  centred = jnp.where(v, r - mean, 0.0)
   if scale_by_std:
-    std = jnp.sqrt(jnp.sum(centred ** 2, -1, keepdims=True) / max(group_size - 1, 1))
+    std = jnp.sqrt(jnp.sum(centred ** 2, -1, keepdims=True) / jnp.maximum(n - 1, 1))
     centred = centred / (std + eps)
   return centred.reshape(-1)
 

@@ -111,10 +111,19 @@ def collect(sampler, processor, preset, examples: list[Example], step: int, conf
   reward_cfg = rewards_lib.RewardConfig(config.format_weight, config.accuracy_weight,
                                         config.faithful)
   rew = rewards_lib.compute_rewards(texts, targets, reward_cfg, judge)
-  adv = np.asarray(grpo.group_advantages(rew["total"], g, scale_by_std=config.scale_adv_by_std))
+  adv = advantages(rew, g, config)
   seqs, ranges = sequences(batch, out.tokens, out.lengths, g, processor.pad_token_id,
                            [len(im) for im in images])
   return Rollouts(seqs, out.lengths, out.logprobs, out.entropies, rew, adv, texts, ranges)
+
+
+def advantages(rew: dict, group_size: int, config) -> np.ndarray:
+  """Group advantages of `compute_rewards`' totals. Under the faithful reward a row whose judge
+  failed has no known reward: it gets no advantage and its group's baseline is over the rows
+  that have one (a 0 for an outage would push good answers down)."""
+  valid = rew["judge_error"] == 0 if config.faithful else None
+  return np.asarray(grpo.group_advantages(rew["total"], group_size,
+                                          scale_by_std=config.scale_adv_by_std, valid=valid))
 
 
 def images_of_rows(batch: dict, ranges: list[tuple[int, int]]) -> dict:

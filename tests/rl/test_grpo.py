@@ -20,6 +20,23 @@ def test_group_advantages_hand_values():
                              [0.5, -0.5, -0.5, 0.5])
 
 
+def test_group_advantages_over_the_valid_rows_only():
+  """Rows without a known reward (the judge failed) get 0, and their group's baseline is that
+  of the other rows, as if they had not been sampled."""
+  r = jnp.array([1.0, 0.0, 0.0, 1.0, 0.3, 0.9, 0.0, 0.0])
+  valid = jnp.array([True, True, False, True, False, True, True, False])
+  a = grpo.group_advantages(r, 4, valid=valid)
+  pick = lambda x, rows: x[jnp.array(rows)]
+  np.testing.assert_allclose(pick(a, [0, 1, 3]), grpo.group_advantages(pick(r, [0, 1, 3]), 3),
+                             atol=1e-6)
+  assert a[2] == 0 and a[4] == 0 and a[7] == 0
+  np.testing.assert_allclose(pick(a, [5, 6]), grpo.group_advantages(pick(r, [5, 6]), 2), atol=1e-6)
+  np.testing.assert_allclose(grpo.group_advantages(r, 4, valid=jnp.ones(8, bool)),
+                             grpo.group_advantages(r, 4), atol=1e-6)
+  lone = grpo.group_advantages(jnp.array([1.0, 0.0]), 2, valid=jnp.array([True, False]))
+  np.testing.assert_allclose(lone, [0.0, 0.0])  # one valid row: nothing to compare it with
+
+
 def test_clipped_surrogate_hand_values():
   logp = jnp.log(jnp.array([[1.5, 0.5, 1.1]]))  # ratios 1.5, 0.5, 1.1 (old logp = 0)
   old = jnp.zeros((1, 3))

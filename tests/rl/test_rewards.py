@@ -1,13 +1,14 @@
 """Rewards: format, accuracy (letters, option text, numbers), faithfulness-aware product."""
 
 import collections
+import types
 
 import numpy as np
 import pytest
 
 from evals.judge import NO_THINK, RuleJudge, Verdict
 from evals.schema import Item
-from rl import augment, rewards
+from rl import augment, rewards, rollout
 from rl.rewards import RewardConfig, Target
 
 CHOICE = Target("Where is the cup?", "B", ("left", "right"))
@@ -85,6 +86,15 @@ def test_judge_failures_are_counted_apart_from_missing_thinks():
   out = rewards.compute_rewards(texts, [CHOICE] * 3, RewardConfig(faithful=True), Failing())
   np.testing.assert_array_equal(out["judge_error"], [0, 1, 0])
   np.testing.assert_array_equal(out["consistent"], [1, 0, 0])
+  # the failed row (a group of 3 here) gets no advantage and does not lower its group's baseline
+  config = types.SimpleNamespace(faithful=True, scale_adv_by_std=True)
+  adv = rollout.advantages(out, 3, config)
+  assert adv[1] == 0
+  np.testing.assert_allclose(adv[[0, 2]], rollout.advantages(
+      {k: v[[0, 2]] for k, v in out.items()}, 2, config), atol=1e-6)
+  assert adv[0] > 0  # without the mask the outage's 0 would equal the no-think row's
+  plain = rollout.advantages(out, 3, types.SimpleNamespace(faithful=False, scale_adv_by_std=True))
+  assert plain[1] != 0  # without the faithful reward the judge does not enter the total
 
 
 def test_augmentation_rates_and_reproducibility():
