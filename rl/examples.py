@@ -1,5 +1,6 @@
 """Training examples: multiple choice (scored by letter/option text, augmentable through
-`evals.variants`) or open numeric (counting: scored by number, never augmented)."""
+`evals.variants`) or open numeric (counting, geometry: scored by number; augmented by
+`rl.augment.augment_number`)."""
 
 from __future__ import annotations
 

@@ -80,10 +80,13 @@ NUMBER_INSTRUCTION = ("Output the thinking process in <think> </think> and the f
 def _prompt(example: Example, step: int, preset, config, augment_config):
   """(chat messages, PromptSpec-like prefill holder, reward target) of one example."""
   if example.kind == "number":
+    spec = (augment_lib.augment_number(example.question, example.answer,
+                                       f"{example.source}/{example.id}", example.category, step,
+                                       augment_config) if augment_config else
+            augment_lib.PromptSpec("base", example.question, (), example.answer))
     content = [{"type": "image"} for _ in example.images]
-    content.append({"type": "text", "text": f"{example.question}\n{NUMBER_INSTRUCTION}"})
-    spec = augment_lib.PromptSpec("base", example.question, (), example.answer)
-    target = rewards_lib.Target(example.question, example.answer, kind="number")
+    content.append({"type": "text", "text": f"{spec.question}\n{NUMBER_INSTRUCTION}"})
+    target = rewards_lib.Target(spec.question, example.answer, kind="number")
     system = [{"role": "system", "content": preset.system}] if preset.system else []
     return system + [{"role": "user", "content": content}], spec, target
   item = example.as_item()

@@ -1,6 +1,7 @@
 """PixMo-Count (allenai/pixmo-count on Hugging Face): web images with an object noun and its
 count (train 36,916 rows, Detic-derived; validation/test 540 each, human-verified, counts 2-10).
-The study trains on 15K of them. Open numeric examples, scored by number (never augmented).
+The study trains on 15K of them. Open numeric examples, scored by number (augmented by
+`rl.augment.augment_number`).
 
 Obtain: https://huggingface.co/datasets/allenai/pixmo-count (data/train-00000-of-00001.parquet).
 The release holds image URLs only: download the images yourself BEFOREHAND (nothing here

@@ -1,6 +1,7 @@
 """The training prompt stream: deterministic order, staged once, sharded by process, state
 checkpointable."""
 
+import collections
 import os
 
 import numpy as np
@@ -97,3 +98,42 @@ def test_number_prompts_get_the_presets_system_prompt():
     messages, _, target = rollout._prompt(e, 0, preset, CONFIG, None)
     assert [m["role"] for m in messages] == ["system"] * bool(preset.system) + ["user"]
     assert target.kind == "number" and target.answer == "4"
+
+
+def test_number_prompts_are_augmented_at_the_studys_rates():
+  """PAPER section 7: every training prompt, counting ones too, gets each augmentation with
+  probability 0.1; the texts assert the answer (correct_*) or a nearby wrong number, the
+  reward still scores the true count, and the draw repeats for the same step."""
+  from evals import presets
+  from rl import augment, rollout
+  preset = presets.get_preset("qwen2_5_vl_instruct")
+  cfg = augment.AugmentConfig(seed=2)
+  seen = collections.Counter()
+  for i in range(1500):
+    e = Example(id=str(i), source="pixmo_count", question="How many dogs are in the image?",
+                answer=str(i % 7), kind="number", images=(b"png",), category="count")
+    messages, spec, target = rollout._prompt(e, 3, preset, CONFIG, cfg)
+    assert (messages, spec) == rollout._prompt(e, 3, preset, CONFIG, cfg)[:2]
+    assert target.answer == e.answer and target.kind == "number"
+    seen[spec.variant] += 1
+    text = messages[-1]["content"][-1]["text"]
+    if spec.variant.endswith("caption"):
+      assert text.startswith(f"There are {spec.target} dogs in the image.\n")
+    if spec.variant.endswith("think"):
+      assert spec.assistant_prefill.startswith("<think>Let me count the dogs one by one.")
+      assert f"There are {spec.target} dogs." in spec.assistant_prefill
+    if spec.variant.startswith("correct"):
+      assert spec.target == e.answer
+    elif spec.variant.startswith("wrong"):
+      assert spec.target != e.answer and abs(int(spec.target) - int(e.answer)) <= 2
+      assert int(spec.target) >= 0
+  for name in augment.AUGMENTATIONS:
+    assert abs(seen[name] / 1500 - 0.1) < 0.03, seen
+  assert abs(seen["base"] / 1500 - 0.6) < 0.05
+  # geometry-style decimals: a wrong value at the answer's precision
+  assert augment.wrong_number("12.5", "g/1", 0) != "12.5"
+  assert len(augment.wrong_number("12.5", "g/1", 0).split(".")[1]) == 1
+  spec = augment.augment_number("Find x.", "3", "g/2", "", 0, augment.AugmentConfig(
+      probs=(0, 0, 0, 1.0)))
+  assert spec.variant == "wrong_caption" and spec.question.startswith(
+      "The answer to this question is ")
