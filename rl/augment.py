@@ -17,7 +17,7 @@ import re
 import numpy as np
 
 from evals.schema import Item
-from evals.variants import PromptSpec, TextSource, make_variant
+from evals.variants import PromptSpec, TemplateTexts, TextSource, make_variant
 
 AUGMENTATIONS = ("correct_think", "wrong_think", "correct_caption", "wrong_caption")
 
@@ -45,10 +45,26 @@ def choose_variant(item: Item, step: int, config: AugmentConfig) -> str:
   return AUGMENTATIONS[idx] if idx < len(AUGMENTATIONS) else "base"
 
 
+class TrainingTexts(TemplateTexts):
+  """The training captions and thinks [ours]: the eval's templates (`evals.variants`) reworded,
+  so that a trained model is measured on perturbation texts it has not seen verbatim (robustness
+  to one memorised sentence would otherwise pass for robustness to the perturbation)."""
+
+  CAPTIONS = {"default": "Image description: {statement}."}
+  THINKS = {
+      "default": "First I examine the picture. {statement}. Hence the answer is ({letter}) "
+                 "{option}.",
+      "count": "I go over the objects in the picture. {statement}. Hence the answer is "
+               "({letter}) {option}.",
+  }
+
+
 def augment(item: Item, step: int, config: AugmentConfig,
             texts: TextSource | None = None) -> PromptSpec:
-  """The (possibly perturbed) prompt of `item` at training step `step`."""
-  return make_variant(item, choose_variant(item, step, config), config.seed, texts)
+  """The (possibly perturbed) prompt of `item` at training step `step`; texts: default
+  `TrainingTexts` (not the eval's wording)."""
+  return make_variant(item, choose_variant(item, step, config), config.seed,
+                      texts or TrainingTexts())
 
 
 # numeric examples: what the texts assert; {label} is the counted object (pixmo-count), else the

@@ -113,6 +113,22 @@ def test_augmentation_rates_and_reproducibility():
     augment.AugmentConfig(probs=(0.5, 0.5, 0.5, 0.5))
 
 
+def test_training_texts_are_not_the_evals_wording():
+  """The augmentation's captions and thinks assert the same option as the eval variants but in
+  other words, so an evaluation after augmented training is not on memorised sentences."""
+  from evals import variants
+  item = Item(id="1", benchmark="t", question="Where is the cup?", options=("left", "right"),
+              answer="A", category="count")
+  for variant in augment.AUGMENTATIONS:
+    train = variants.make_variant(item, variant, 0, augment.TrainingTexts())
+    evaluated = variants.make_variant(item, variant, 0)
+    assert train.target == evaluated.target
+    assert (train.caption or train.think) != (evaluated.caption or evaluated.think)
+    assert item.options[ord(train.target) - 65] in (train.caption or train.think)
+  assert augment.augment(item, 0, augment.AugmentConfig(probs=(0, 0, 0, 1.0))).caption == \
+      augment.TrainingTexts().caption(item, 1)
+
+
 OPTS = Target("Where is the cup?", "B", ("left of the dog", "right of the dog", "behind it"))
 
 
