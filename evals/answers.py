@@ -15,8 +15,10 @@ import unicodedata
 from typing import Sequence
 
 # the answer parsing rules (`parse_letter`): v2 reads hedges ("C or D") and lists of options as
-# no answer, and "(b)", "C (left)", full-width and \text{} letters as letters
-PARSE_VERSION = "parse-v2"
+# no answer, and "(b)", "C (left)", full-width and \text{} letters as letters; v3 reads CJK
+# punctuation ("B。", "【B】") as its ASCII forms and "答案"/"选项" ("answer"/"option") as
+# label prefixes, and LLM judges' JSON replies and "the reasoning concludes B" (`evals.judge`)
+PARSE_VERSION = "parse-v3"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,6 +209,10 @@ def _exact_options(text: str, letters: Sequence[str], options: Sequence[str]) ->
 # ----------------------------------------------------------------------------------------------
 # Parsing an answer or a judge reply
 
+# CJK punctuation that NFKC leaves as is (it maps the full-width "（B）", "B：" itself)
+_CJK_PUNCT = str.maketrans({"\u3002": ".", "\u3001": ",", "\u3010": "[", "\u3011": "]",
+                            "\u300c": "\"", "\u300d": "\"", "\u300e": "\"", "\u300f": "\"",
+                            "\u300a": "\"", "\u300b": "\""})
 _DECORATION = re.compile(r"^[\s*_`\"'>#]+|[\s*_`\"']+$")
 _LATEX_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 # A letter label, optionally followed by text: "B", "(B)", "Option B", "B) the red one",
@@ -214,7 +220,7 @@ _LATEX_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 # before text ("A red car" is prose). Lower case counts in brackets, before ")" or after a
 # prefix ("(b)", "b)", "option b"), where it cannot be the article "a".
 _LABEL = re.compile(
-    r"^(?P<prefix>(?i:option|choice|answer|letter)\s*[:\-]?\s*)?"
+    r"^(?P<prefix>(?:(?i:option|choice|answer|letter)|(?:答案|选项)(?:是|为)?)\s*[:\-]?\s*)?"
     r"(?:[(\[]\s*(?P<b>[A-Za-z])\s*[)\]]\s*[.:\-]?|(?P<u>[A-Za-z])\s*(?P<delim>[.:,)\-]|(?=\())?)"
     r"(?:\s*(?P<rest>\S.*))?$", re.S)
 
@@ -250,15 +256,16 @@ def parse_letter(text: str | None, letters: Sequence[str], options: Sequence[str
   a label followed by its option text ("B) the red one", "C (left)"), an option's exact text
   (case/space/punctuation-insensitive, leading article ignored: ViGoRL answers with option
   text), and conclusion phrases ("Answer: B", "the answer is B", "the correct option is the red
-  one"). Full-width characters are read as their ASCII forms. Every rule that fires adds a
-  candidate, and so does every other letter the answer names (`_letter_mentions`); two different
-  letters (a hedge such as "(C) and (D)" or "C or D", a list of options, a label contradicting
-  its text, "answer: A ... answer: B", two options with the same text) give None. A letter
-  named as ruled out ("C, not D") is not a candidate.
+  one"). Full-width characters and CJK punctuation ("B。", "【B】") are read as their ASCII
+  forms, and "答案"/"选项" ("answer"/"option", "答案是B") as label prefixes. Every rule that
+  fires adds a candidate, and so does every other letter the answer names
+  (`_letter_mentions`); two different letters (a hedge such as "(C) and (D)" or "C or D", a
+  list of options, a label contradicting its text, "answer: A ... answer: B", two options with
+  the same text) give None. A letter named as ruled out ("C, not D") is not a candidate.
   """
   if text is None:
     return None
-  body = _LATEX_TEXT.sub(r"\1", unicodedata.normalize("NFKC", text))
+  body = _LATEX_TEXT.sub(r"\1", unicodedata.normalize("NFKC", text).translate(_CJK_PUNCT))
   body = _DECORATION.sub("", _ANSWER_CLOSE.sub("", _ANSWER_OPEN.sub("", body))).rstrip(".")
   if not body:
     return None

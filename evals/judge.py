@@ -25,6 +25,7 @@ Conventions:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from typing import Callable, Sequence
@@ -204,10 +205,43 @@ def _strip_reasoning(reply: str) -> str:
   return reply[:opening.start()] if opening else reply  # unclosed: truncated mid-thought
 
 
+_FENCE = re.compile(r"^\s*```[\w-]*\s*\n?(.*?)\n?\s*```\s*$", re.S)
+_JSON_KEYS = ("answer", "letter", "option", "choice", "conclusion", "verdict")
+# "The reasoning concludes B", "The reasoning's conclusion is option B": the prompt's own words
+_CONCLUDES = re.compile(
+    r"^\s*(?:the\s+)?(?:reasoning|chain\s+of\s+thought|cot|it)(?:'s)?\s+"
+    r"(?:concludes|conclusion\s+is|final\s+conclusion\s+is)\s*(?:with\s+)?:?\s*", re.I)
+
+
+def _reply_body(text: str) -> str:
+  """What a judge reply answers with: the text inside a Markdown code fence, the value of a JSON
+  object's answer-like key (or its only value; null is NONE), or a JSON string; else the text
+  without a leading "the reasoning concludes"."""
+  fenced = _FENCE.match(text)
+  text = fenced[1] if fenced else text
+  try:
+    data = json.loads(text)
+  except ValueError:
+    return _CONCLUDES.sub("", text, count=1)
+  if isinstance(data, dict):
+    lowered = {str(k).lower(): v for k, v in data.items()}
+    key = next((k for k in _JSON_KEYS if k in lowered), None)
+    if key is None and len(lowered) != 1:
+      return text  # no answer-like key: unparseable
+    data = lowered[key] if key else next(iter(lowered.values()))
+  if data is None:  # {"answer": null}: no option concluded
+    return "NONE"
+  return data if isinstance(data, str) else text
+
+
 def verdict_from_reply(reply: str, request: JudgeRequest, judge: str,
                        prompt_version: str = JUDGE_PROMPT_VERSION) -> Verdict:
-  """A judge reply as a Verdict: NONE -> letter None; unparseable -> letter None + error."""
-  text = _strip_reasoning(reply)
+  """A judge reply as a Verdict: NONE -> letter None; unparseable -> letter None + error.
+
+  Read with `parse_letter` (so these rules are versioned by PARSE_VERSION), after dropping a
+  reasoning judge's think, a code fence, a JSON wrapper ({"answer": "B"}) and a leading "the
+  reasoning concludes"."""
+  text = _reply_body(_strip_reasoning(reply))
   if normalize(text) == "none":  # the judge's "no conclusion", even if an option reads "None"
     return Verdict(None, reply, judge, prompt_version)
   letter = parse_letter(text, request.letters, request.options)
@@ -276,7 +310,8 @@ def make_judge(spec: str, generate_fn_factory: Callable[[str], GenerateFn] | Non
 
 def check_spec(spec: str) -> None:
   """A clear ValueError for a judge spec that cannot work (checked before any model loads): a
-  URL without a host or with a bad port, or a path that is not a directory."""
+  URL without a host, with a bad port or without a model name, or a path that is not a
+  directory."""
   if spec == "rule":
     return
   if spec.startswith(("http://", "https://")):
@@ -289,6 +324,9 @@ def check_spec(spec: str) -> None:
       raise ValueError(f"judge URL {url!r}: the port is not a number") from None
     if not parts.hostname:
       raise ValueError(f"judge URL {url!r} has no host")
+    if not (spec.partition("#")[2] or os.environ.get("JUDGE_MODEL")):
+      raise ValueError(f"HTTP judge {url!r} needs a model name: append '#model' or set "
+                       f"JUDGE_MODEL")
     return
   if not os.path.isdir(os.path.expanduser(spec)):
     raise ValueError(f"unknown judge spec {spec!r}: expected 'rule', an http(s):// URL "

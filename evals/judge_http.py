@@ -2,9 +2,11 @@
 
 Standard library only. Per request: `{"model", "messages", "temperature": 0, "max_tokens"}`
 (plus `extra_body`, e.g. `{"chat_template_kwargs": {"enable_thinking": False}}` for Qwen3).
-Timeouts, connection errors, 429 and 5xx are retried with exponential backoff; anything else
-that yields no usable reply (4xx, not JSON, no choices, empty content, retries exhausted) becomes
-a Verdict with letter None and `error` set: one bad reply never stops a run.
+Timeouts, connection and TLS errors, 408/425/429 and 5xx are retried with exponential backoff;
+anything else that yields no usable reply (4xx, not JSON, no choices, empty content, retries
+exhausted) becomes a Verdict with letter None and `error` set: one bad reply never stops a run.
+`check()` asks once, past the cache, whether the server gives a usable reply at all (`evals.run`
+calls it before its model loads).
 
 Cache: with `cache_path`, every usable reply is appended to a JSONL file, one object a line:
   {"key": sha256 of model+messages+prompt version+max_tokens+extra_body, "model", "prompt_version",
@@ -29,8 +31,10 @@ from typing import Sequence
 from evals.judge import (JUDGE_PROMPT_VERSION, JudgeRequest, Verdict, has_think, judge_prompt,
                          no_think_verdict, verdict_from_reply)
 
-# Worth another try: the server or the network may recover.
-_TRANSIENT = (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException)
+# Worth another try: the server or the network may recover. OSError covers URLError, timeouts,
+# refused/reset connections and TLS errors raised while the body is read (ssl.SSLEOFError).
+_TRANSIENT = (OSError, http.client.HTTPException)
+_RETRY_STATUS = frozenset({408, 425, 429})  # and every 5xx
 _MAX_RETRY_AFTER = 60.0  # seconds; a server asking for longer is treated as asking for this
 
 
@@ -167,6 +171,18 @@ class HTTPJudge:
                        "extra_body": self.extra_body}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
+  def check(self) -> str:
+    """'' when the server gives a usable reply to one judge request, else why not (a wrong URL,
+    key or model name, a server that is down, a reasoning model that spends `max_tokens` before
+    it answers); asked without the cache, so that a run can stop before its model loads."""
+    messages = judge_prompt("Is the sky blue?", ["yes", "no"], ["A", "B"],
+                            "The sky is blue, so the answer is A.", self.max_think_chars)
+    content, error = self.query(messages)
+    if error is None:
+      return ""
+    hint = " (a reasoning model may need more max_tokens)" if "empty content" in error else ""
+    return f"judge {self.url} (model {self.model!r}) gave no usable reply: {error}{hint}"
+
   # -- one request ------------------------------------------------------------------------------
 
   def payload(self, messages: list[dict]) -> dict:
@@ -186,7 +202,7 @@ class HTTPJudge:
         last, retry_after = f"{type(e).__name__}: {e}", 0.0
         continue
       text = raw.decode("utf-8", errors="replace")[:2000]
-      if status == 429 or status >= 500:
+      if status in _RETRY_STATUS or status >= 500:
         last, retry_after = f"HTTP {status}: {text[:200]}", _retry_after(headers)
         continue
       if status != 200:

@@ -7,10 +7,16 @@ or counted twice.
 
 The resume key holds no model or sampling settings: OUT/run_settings.json records them on the
 first run, and a rerun with other settings is refused (`check_settings`).
+
+One writer at a time: the writer holds an exclusive lock on `<path>.lock` from before it reads
+the file until it exits, so a second run started into the same OUT stops at once, instead of
+"repairing" a line the first is writing (losing the first's later results) or duplicating them.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import sys
@@ -23,9 +29,14 @@ def result_key(record: dict) -> tuple[str, str, str]:
 
 
 class ResultsFile:
-  def __init__(self, path: str):
-    self.path = path
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  """The results of OUT. writer=False (processes other than 0 of a multi-process run): read
+  only, no lock and no repair, since process 0 alone writes OUT."""
+
+  def __init__(self, path: str, writer: bool = True):
+    self.path, self.writer = path, writer
+    self._lock = _lock(path + ".lock") if writer else None
+    if writer:
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     numbered = self._read_and_repair()
     self.records = [r for _, r in numbered]
     self.done = set()
@@ -54,17 +65,19 @@ class ResultsFile:
         continue
       try:
         records.append((i + 1, json.loads(line)))
-      except json.JSONDecodeError:
+      except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
         if i != len(lines) - 1 and any(l.strip() for l in lines[i + 1:]):
           raise ValueError(f"{self.path}: line {i + 1} is corrupt (not the last line)") from None
         break  # a torn last line from a killed run
       good_bytes += len(line) + 1
-    if good_bytes < len(raw):
+    if good_bytes < len(raw) and self.writer:
       with atomic_write(self.path, "wb") as f:
         f.write(raw[:good_bytes])
     return records
 
   def append(self, record: dict) -> None:
+    if not self.writer:
+      raise ValueError(f"{self.path} was opened read-only (not the writer process)")
     key = result_key(record)
     if key in self.done:
       raise ValueError(f"result {key} is already in {self.path}")
@@ -75,6 +88,32 @@ class ResultsFile:
       os.fsync(f.fileno())
     self.records.append(record)
     self.done.add(key)
+
+
+def _lock(path: str):
+  """An open file holding an exclusive lock on `path` (released when the process ends or closes
+  the file); a ValueError naming the holder when another process holds it. Where the file
+  system has no locks (some network mounts), no lock: one run at a time is then the user's
+  care."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  f = open(path, "a+", encoding="utf-8")
+  try:
+    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # POSIX: per process, so a process may
+    # reopen its own results (tests, a second `main` in one process) without locking itself out
+  except OSError as e:
+    if e.errno not in (errno.EAGAIN, errno.EACCES):
+      return f  # no locking here (ENOLCK, EOPNOTSUPP, ...)
+    f.seek(0)
+    holder = f.read().strip() or "another process"
+    f.close()
+    raise ValueError(f"{path} is held by {holder}: another run is writing into "
+                     f"{os.path.dirname(os.path.abspath(path))}; wait for it to end, or pick "
+                     f"another --out") from None
+  f.seek(0)
+  f.truncate()
+  f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+  f.flush()
+  return f
 
 
 # ---------------------------------------------------------------- run settings

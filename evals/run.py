@@ -25,7 +25,7 @@ import time
 from evals import presets as presets_lib
 from evals import variants as variants_lib
 from evals.engine import Engine, Job
-from evals.results import ResultsFile, check_settings, result_key
+from evals.results import SETTINGS_FILE, ResultsFile, check_settings, result_key
 from evals.schema import BadItem
 from vlm_jax.files import atomic_write
 
@@ -251,24 +251,22 @@ def main(argv=None) -> int:
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
   if args.max_new_tokens is None:
     args.max_new_tokens = 1024 if args.model else 48
-  writer = _is_writer()
-  results = ResultsFile(os.path.join(args.out, "results.jsonl"))
-  _check_settings(args, results, writer)
   from evals import judge as judge_lib, report
   from vlm_jax import sharding
   from vlm_jax.sampler import Sampler
+  # a mesh that does not fit the devices stops the run before OUT is made or written
   mesh = sharding.parse_mesh(args.mesh) if args.mesh else None
+  writer = _is_writer()
+  results = ResultsFile(os.path.join(args.out, "results.jsonl"), writer=writer)
+  _check_settings(args, results, writer)
+  # an HTTP judge is asked once before the model loads: a wrong URL, key or model name would
+  # otherwise cost a whole run's results
+  judge = _http_judge(args, writer)
   config, params, processor, model_name = _load_model(args, mesh)
   sharding.report_replicated(config, mesh)
-  judge_kw = {}
-  if args.judge.startswith(("http://", "https://")):
-    judge_kw["cache_path"] = os.path.join(args.out, "judge_cache.jsonl")
-  if args.judge.startswith(("http://", "https://")) and not writer:
-    judge = judge_lib.RuleJudge()  # verdicts are written by process 0 only: ask the API once
-  else:
+  if judge is None:
     judge = judge_lib.make_judge(args.judge,
-                                 generate_fn_factory=_local_generate_factory(args, mesh),
-                                 **judge_kw)
+                                 generate_fn_factory=_local_generate_factory(args, mesh))
   sampler = Sampler(params, config, processor, mesh=mesh,
                     unstack_layers=False if args.scanned_decode else "auto")
   engine = Engine(sampler, processor,
@@ -336,10 +334,50 @@ def _check_settings(args, results: ResultsFile, writer: bool) -> None:
   from vlm_jax import multihost
   settings = run_settings(args)
   legacy = {"answer_rules": _records_answer_rules(results.records)} if results.records else {}
-  error = check_settings(args.out, settings, bool(results.records), legacy) if writer else ""
+  error = ""
+  if writer:
+    # with a settings file, its diff names every change; without one, the records are checked
+    # before one is written from this run's settings
+    if not os.path.exists(os.path.join(args.out, SETTINGS_FILE)):
+      error = _foreign_record(results, settings)
+    error = error or check_settings(args.out, settings, bool(results.records), legacy) or \
+        _foreign_record(results, settings)
   error = multihost.broadcast_bytes(error.encode()).decode()
   if error:
     raise ValueError(error)
+
+
+def _http_judge(args, writer: bool):
+  """For an HTTP judge: on process 0 the judge, after one request that shows the server
+  answers (`HTTPJudge.check`; every process stops on its error); elsewhere a RuleJudge, since
+  only process 0 writes verdicts (the API is asked once). None for other judges."""
+  from evals import judge as judge_lib
+  from vlm_jax import multihost
+  if not args.judge.startswith(("http://", "https://")):
+    return None
+  judge, error = judge_lib.RuleJudge(), ""
+  if writer:
+    judge = judge_lib.make_judge(args.judge,
+                                 cache_path=os.path.join(args.out, "judge_cache.jsonl"))
+    error = judge.check()
+  error = multihost.broadcast_bytes(error.encode()).decode()
+  if error:
+    raise ValueError(f"{error}; nothing was run (results already in {args.out} are kept)")
+  return judge
+
+
+def _foreign_record(results: ResultsFile, settings: dict) -> str:
+  """An error naming the first record made with another preset or seed than this run's (a
+  record pasted in from another run, or an OUT whose run_settings.json was lost or replaced),
+  else ''. (Records name their model as it was given on the command line, not resolved, so the
+  model is left to run_settings.json.)"""
+  for r in results.records:
+    for key in ("preset", "seed"):
+      if key in r and r[key] != settings[key]:
+        return (f"{results.path}: result {'/'.join(map(str, result_key(r)))} was made with "
+                f"{key} {r[key]!r}, this run's is {settings[key]!r}: one folder never mixes "
+                f"two runs; pick a new --out, or remove the records of the other run")
+  return ""
 
 
 def _records_answer_rules(records: list[dict]):

@@ -219,6 +219,26 @@ def test_llm_judge_with_fake_generate_fn():
   assert {(v.judge, v.prompt_version) for v in verdicts} == {("jax:qwen", JUDGE_PROMPT_VERSION)}
 
 
+@pytest.mark.parametrize("reply, letter, error", [
+    ("B", "B", None), ("**B**", "B", None), ("Letter: B", "B", None),
+    ("<think>\n\n</think>\n\nB", "B", None),                    # Qwen3, thinking off
+    ("NONE", None, None), ("None.", None, None),
+    # JSON, bare or fenced, and the prompt's own words
+    ('{"answer": "B"}', "B", None), ('```json\n{"letter": "C"}\n```', "C", None),
+    ('{"conclusion": "(D) left side", "why": "it says so"}', "D", None),
+    ('{"option": "NONE"}', None, None), ('{"answer": null}', None, None), ('"B"', "B", None),
+    ("The reasoning concludes B.", "B", None), ("The reasoning concludes option C", "C", None),
+    # nothing usable: an error, never a guess
+    ('{"a": "B", "b": "C"}', None, judge_lib.UNPARSEABLE), ("B or C", None, judge_lib.UNPARSEABLE),
+    ("I'm sorry, but I can't help with that.", None, judge_lib.UNPARSEABLE),
+    ("<think>still thinking when max_tokens ran out", None, judge_lib.UNPARSEABLE),
+])
+def test_verdict_from_reply(reply, letter, error):
+  request = JudgeRequest("q", OPTIONS, LETTERS, "so B")
+  verdict = judge_lib.verdict_from_reply(reply, request, "j")
+  assert (verdict.letter, verdict.error, verdict.raw) == (letter, error, reply)
+
+
 def test_llm_judge_rejects_wrong_reply_count():
   judge = LLMJudge(lambda prompts, n: ["A"])
   with pytest.raises(ValueError, match="1 replies for 2 prompts"):
@@ -312,12 +332,42 @@ def test_http_retries_after_timeout(server):
   assert len(server.state["requests"]) == 2
 
 
-@pytest.mark.parametrize("status", [500, 503, 429])
+@pytest.mark.parametrize("status", [500, 503, 429, 408])
 def test_http_retries_server_errors(server, status):
   server.state["script"] = [send(status, b"busy"), send(200, chat_reply("D"))]
   (verdict,) = http_judge(server).judge(requests_for(["q0"]))
   assert (verdict.letter, verdict.error) == ("D", None)
   assert len(server.state["requests"]) == 2
+
+
+def test_http_retries_tls_errors_while_reading(monkeypatch):
+  """A TLS connection cut mid-body raises ssl.SSLEOFError (an OSError, no URLError): retried,
+  not raised out of the judge (which would end the run)."""
+  import ssl
+  judge = HTTPJudge("https://127.0.0.1:9/v1", "m", max_retries=2, backoff=0.01)
+  replies = [ssl.SSLEOFError(8, "EOF occurred in violation of protocol"),
+             (200, {}, json.dumps(chat_reply("C")).encode())]
+
+  def post(body):
+    reply = replies.pop(0)
+    if isinstance(reply, Exception):
+      raise reply
+    return reply
+
+  monkeypatch.setattr(judge, "_post", post)
+  (verdict,) = judge.judge(requests_for(["q0"]))
+  assert (verdict.letter, verdict.error) == ("C", None) and not replies
+
+
+def test_http_check_asks_past_the_cache_and_says_why_it_fails(server, tmp_path):
+  judge = http_judge(server, cache_path=str(tmp_path / "cache.jsonl"))
+  server.state["script"] = [send(200, chat_reply("A")), send(200, chat_reply("A")),
+                            send(404, b"model 'judge-model' not found"),
+                            send(200, {"choices": [{"message": {"content": None}}]})]
+  assert judge.check() == "" and judge.check() == ""
+  assert len(server.state["requests"]) == 2 and not (tmp_path / "cache.jsonl").exists()
+  assert "HTTP 404: model 'judge-model' not found" in judge.check()
+  assert "empty content (a reasoning model may need more max_tokens)" in judge.check()
 
 
 def test_http_gives_up_after_max_retries(server):
@@ -422,6 +472,8 @@ def test_make_judge(tmp_path, monkeypatch):
   assert make_judge("http://h/v1#Qwen3-32B", extra_body={}).extra_body == {}
   with pytest.raises(ValueError, match="JUDGE_MODEL"):
     make_judge("https://example.invalid/v1")
+  with pytest.raises(ValueError, match="JUDGE_MODEL"):  # before any model loads
+    judge_lib.check_spec("https://example.invalid/v1")
   monkeypatch.setenv("JUDGE_MODEL", "gpt-oss-120b")
   monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
   judge = make_judge("https://example.invalid/v1")

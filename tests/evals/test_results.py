@@ -1,6 +1,9 @@
 """Results JSONL: appended per item, torn last line repaired, reruns resume."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -47,6 +50,38 @@ def test_complete_json_without_newline_is_torn(tmp_path):
   f.append(_rec(2))
   f.append(_rec(3))
   assert len(ResultsFile(str(path)).records) == 3
+
+
+def test_a_middle_line_that_is_not_utf8_is_named(tmp_path):
+  path = tmp_path / "results.jsonl"
+  path.write_bytes(json.dumps(_rec(1)).encode() + b"\n\xff\xfe{\n" + json.dumps(_rec(2)).encode()
+                   + b"\n")
+  with pytest.raises(ValueError, match="line 2 is corrupt"):
+    ResultsFile(str(path))
+  path.write_bytes(json.dumps(_rec(1)).encode() + b"\n\xff\xfe")  # torn mid-character
+  assert [r["item_id"] for r in ResultsFile(str(path)).records] == ["1"]
+
+
+def test_a_second_writer_process_is_refused_and_repairs_nothing(tmp_path):
+  """Two runs into one OUT: the second would cut the line the first is writing (and lose every
+  result the first appends after that) or run the same items twice."""
+  path = tmp_path / "results.jsonl"
+  first = ResultsFile(str(path))
+  first.append(_rec(1))
+  with open(path, "a") as f:
+    f.write('{"benchmark": "b", "item_')  # the first run is mid-append
+  code = ("import sys; from evals.results import ResultsFile\n"
+          "try:\n  ResultsFile(sys.argv[1])\nexcept ValueError as e:\n  print(e)\n")
+  out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+                       check=True).stdout
+  assert f"held by pid {os.getpid()}" in out and "another run is writing" in out
+  assert path.read_text().endswith('"item_')  # untouched
+  # a reader (a process other than 0) neither locks nor repairs
+  reader = ResultsFile(str(path), writer=False)
+  assert reader.done == {("b", "1", "base")} and path.read_text().endswith('"item_')
+  with pytest.raises(ValueError, match="read-only"):
+    reader.append(_rec(2))
 
 
 # ---------------------------------------------------------------- run settings

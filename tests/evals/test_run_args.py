@@ -166,12 +166,61 @@ def test_bad_items_of_benchmarks_a_rerun_did_not_load_are_kept(tmp_path):
     assert [json.loads(line) for line in f] == rows
 
 
-def test_names_given_twice_count_once_and_bad_judges_fail_first():
+def test_names_given_twice_count_once_and_bad_judges_fail_first(monkeypatch):
+  monkeypatch.delenv("JUDGE_MODEL", raising=False)
   args = _parse("--benchmarks", "synthetic,synthetic", "--variants", "base,abstain,base")
   run._check_names(args)
   assert (args.benchmarks, args.variants) == ("synthetic", "base,abstain")
   for judge, message in (("http://:8000/v1#m", "has no host"),
                          ("http://host:abc/v1#m", "port is not a number"),
-                         ("/no/such/dir", "unknown judge spec")):
+                         ("/no/such/dir", "unknown judge spec"),
+                         ("http://host:8000/v1", "needs a model name")):
     with pytest.raises(ValueError, match=message):
       run._check_names(_parse("--judge", judge))
+
+
+def test_a_mesh_that_does_not_fit_stops_before_out_is_made(tmp_path):
+  from vlm_jax.sharding import MeshError
+  with pytest.raises(MeshError, match="needs 16 devices"):
+    run.main(SMALL + ["--mesh", "4x4", "--out", str(tmp_path / "out")])
+  assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_judge_server_that_gives_no_reply_stops_before_the_model_loads(tmp_path, monkeypatch):
+  """A wrong URL, key or model name (or a server not up yet) would otherwise drop every result
+  of a run that has already generated them."""
+  import socket
+  from evals import judge_http
+  with socket.socket() as s:  # a port nobody listens on
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  monkeypatch.setattr(judge_http.time, "sleep", lambda seconds: None)
+  monkeypatch.setattr(run, "_load_model", lambda *a: pytest.fail("the model loaded"))
+  with pytest.raises(ValueError, match=r"gave no usable reply: gave up after 4 attempts.*"
+                                       r"Connection refused.*nothing was run"):
+    run.main(SMALL + ["--out", str(tmp_path / "out"), "--judge",
+                      f"http://127.0.0.1:{port}/v1#Qwen3-32B"])
+  assert not os.path.exists(tmp_path / "out" / "results.jsonl")
+
+
+def test_a_record_from_another_run_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+  from evals.results import ResultsFile, check_settings
+  out = tmp_path / "out"
+  args = _parse(*SMALL, "--out", str(out))
+  args.max_new_tokens = 2
+  check_settings(str(out), run.run_settings(args), have_results=False)
+  results = ResultsFile(str(out / "results.jsonl"))
+  results.append({"benchmark": "synthetic", "item_id": "0", "variant": "base",
+                  "preset": "qwen2_5_vl_instruct", "seed": 0})
+  results.append({"benchmark": "synthetic", "item_id": "1", "variant": "base", "preset": "r1",
+                  "seed": 0})  # pasted in from a run of another model's preset
+  del results
+  monkeypatch.setattr(run, "_load_model", lambda *a: pytest.fail("the model loaded"))
+  with pytest.raises(ValueError, match="synthetic/1/base was made with preset 'r1', this "
+                                       "run's is 'qwen2_5_vl_instruct'"):
+    run.main(SMALL + ["--out", str(out)])
+  # without a settings file the records are checked before one is written from this run's
+  os.remove(out / SETTINGS_FILE)
+  with pytest.raises(ValueError, match="synthetic/0/base was made with preset 'qwen2_5_vl_"):
+    run.main(SMALL + ["--out", str(out), "--preset", "r1"])
+  assert not os.path.exists(out / SETTINGS_FILE)
