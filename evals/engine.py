@@ -36,12 +36,13 @@ class Engine:
   """Holds the model-side objects of a run; `run_batch(jobs)` returns result records."""
 
   def __init__(self, sampler, processor, preset, judge, max_new_tokens: int, model_name: str,
-               seed: int = 0, temperature: float = 0.0):
+               seed: int = 0, temperature: float = 0.0, repetition_penalty: float = 1.0):
     self.sampler, self.processor, self.preset, self.judge = sampler, processor, preset, judge
     self.model_name, self.seed = model_name, seed
     self.sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
                                    seed=seed, stop_token_ids=processor.stop_token_ids,
-                                   stop_strings=("</answer>",), logprobs=False)
+                                   stop_strings=("</answer>",), logprobs=False,
+                                   repetition_penalty=repetition_penalty)
     self.table = letter_table(processor.tokenizer)
     self.stem_ids = processor.tokenizer.encode(ANSWER_STEM, add_special_tokens=False)
 

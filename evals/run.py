@@ -16,6 +16,7 @@ accuracy_by_variant.png, quadrants.png, reliability_base.png, p_base_hist.png.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -56,6 +57,16 @@ def _temperature(text: str) -> float:
   return value
 
 
+def _penalty(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    value = float("nan")
+  if not value > 0 or math.isinf(value):
+    raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+  return value
+
+
 def _preset(text: str) -> str:
   """The preset's canonical name: checked before any model loads, and spelled one way in
   OUT/run_settings.json ('R1' and 'r1' are the same run)."""
@@ -83,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--max-new-tokens", type=_int_at_least(1), default=None,
                  help="default 1024 with --model, 48 for the built-in tiny model")
   p.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy")
+  p.add_argument("--repetition-penalty", type=_penalty, default=1.0,
+                 help="transformers' repetition_penalty (default 1: off; Qwen2.5-VL's "
+                      "generation_config.json asks 1.05, which generate applies unless told "
+                      "otherwise, e.g. under lmms-eval)")
+  p.add_argument("--circular", action="store_true",
+                 help="MMBench / 3DSRBench: also run the CircularEval copies (options rotated) "
+                      "and report circular_accuracy; every other metric stays over the "
+                      "original questions")
   p.add_argument("--dtype", default="bfloat16", choices=DTYPES,
                  help="parameter dtype of --model and a local judge or text generator (the "
                       "built-in tiny model is float32); float32 on CPU tests")
@@ -123,6 +142,14 @@ def _load_model(args, mesh):
   return config, params, proc_lib.Processor(tokenizer), "tiny-random"
 
 
+def _circular_benchmarks() -> list[str]:
+  """The benchmarks whose loader takes `circular` (VLMEvalKit's CircularEval copies)."""
+  import inspect
+  from evals import benchmarks
+  return [name for name, loader in benchmarks.BENCHMARKS.items()
+          if "circular" in inspect.signature(loader).parameters]
+
+
 def _local_items(args, bad: list):
   """This process's share of every benchmark: staged once as a tfds array_record dataset, read
   with grain, contiguous block per process (`evals.staging`)."""
@@ -132,6 +159,8 @@ def _local_items(args, bad: list):
   cache = None if cache.lower() == "none" else cache
   for name in args.benchmarks.split(","):
     kw = {"n": args.synthetic_n, "seed": args.seed} if name == "synthetic" else {}
+    if args.circular and name in _circular_benchmarks():
+      kw["circular"] = True
     staged = staging.stage(name, args.data_dir, kw, args.limit, cache)
     bad.extend(staged.bad)  # loader rows: the same list on every process
     yield from staged.shard(jax.process_index(), jax.process_count())
@@ -172,9 +201,9 @@ def _global_items(args, names, done: dict, bad: list, image_config=None):
       item = next(local, None)
       if item is None:
         exhausted = True
-      elif _changed_since(item, names, done):
-        stale = item.key  # told to every process below, so all stop together
-      elif any((item.benchmark, str(item.id), v) not in done for v in names):
+        continue
+      stale = _changed_since(item, names, done, args)  # every process stops together below
+      if stale is None and any((item.benchmark, str(item.id), v) not in done for v in names):
         reason = _image_problem(item, image_config)
         if reason:
           local_bad.append({"benchmark": item.benchmark, "id": str(item.id), "reason": reason})
@@ -240,6 +269,9 @@ def _check_names(args) -> None:
     if name not in benchmarks.BENCHMARKS:
       raise ValueError(f"--benchmarks: unknown benchmark {name!r}; known: "
                        f"{', '.join(benchmarks.BENCHMARKS)}")
+  if args.circular and not set(args.benchmarks.split(",")) & set(_circular_benchmarks()):
+    raise ValueError(f"--circular: none of --benchmarks {args.benchmarks} has CircularEval "
+                     f"copies; those that do: {', '.join(_circular_benchmarks())}")
   _variant_names(args)
 
 
@@ -271,7 +303,8 @@ def main(argv=None) -> int:
                     unstack_layers=False if args.scanned_decode else "auto")
   engine = Engine(sampler, processor,
                   presets_lib.get_preset(args.preset), judge, args.max_new_tokens, model_name,
-                  seed=args.seed, temperature=args.temperature)
+                  seed=args.seed, temperature=args.temperature,
+                  repetition_penalty=args.repetition_penalty)
   texts = None
   if args.text_generator:
     texts = variants_lib.LLMTexts(_local_generate_factory(args, mesh)(args.text_generator))
@@ -320,6 +353,7 @@ def run_settings(args) -> dict:
   from evals.judge import JUDGE_PROMPT_VERSION, RULE_VERSION
   return {"model": local(args.model) or "tiny-random", "preset": _preset(args.preset),
           "temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
+          "repetition_penalty": args.repetition_penalty,
           "seed": args.seed, "judge": judge, "text_generator": local(args.text_generator),
           "dtype": args.dtype if uses_dtype else "float32",  # the tiny model ignores --dtype
           # the rules that read answers and verdicts: results parsed by other rules never pool
@@ -333,7 +367,9 @@ def _check_settings(args, results: ResultsFile, writer: bool) -> None:
   so none is left waiting in a collective."""
   from vlm_jax import multihost
   settings = run_settings(args)
-  legacy = {"answer_rules": _records_answer_rules(results.records)} if results.records else {}
+  # settings older versions did not record, as they implied them
+  legacy = ({"answer_rules": _records_answer_rules(results.records), "repetition_penalty": 1.0}
+            if results.records else {})
   error = ""
   if writer:
     # with a settings file, its diff names every change; without one, the records are checked
@@ -391,28 +427,55 @@ def _records_answer_rules(records: list[dict]):
   return {"parse": parse.pop(), "judge": judge.pop() if judge else None}
 
 
+def prompt_hash(question: str, options, prefill) -> str:
+  """A short hash of a prompt as a record stores it (question with its caption, options,
+  assistant prefill)."""
+  blob = json.dumps([question, list(options), prefill], ensure_ascii=False)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _shared_done(records: list[dict]) -> dict:
-  """Process 0's finished keys -> the item fingerprint each was run on (None for records older
-  than fingerprints), on every process, so all skip the same work (SPMD) even when --out is a
-  local disk per worker."""
+  """Process 0's finished keys -> (the item fingerprint, the prompt hash) each was run on (None
+  for records older than either), on every process, so all skip the same work (SPMD) even when
+  --out is a local disk per worker."""
   from vlm_jax import multihost
-  done = sorted([*result_key(r), r.get("item_hash")] for r in records)
+  done = sorted([*result_key(r), r.get("item_hash"),
+                 prompt_hash(r["question"], r["options"], r.get("prefill"))
+                 if "question" in r and "options" in r else None] for r in records)
   blob = multihost.broadcast_bytes(json.dumps(done).encode())
-  return {tuple(k[:3]): k[3] for k in json.loads(blob.decode())}
+  return {tuple(k[:3]): tuple(k[3:]) for k in json.loads(blob.decode())}
 
 
-def _changed_since(item, names, done: dict) -> bool:
-  """Whether OUT holds results for this item made from other data (a replaced or fixed data
-  file, a changed loader): pooled with new records, they would mix two datasets."""
-  stored = {done.get((item.benchmark, str(item.id), v)) for v in names} - {None}
-  return bool(stored) and stored != {item.fingerprint()}
+# variants whose prompt uses no generated caption or think: rebuilt and compared on a resume
+# even with --text-generator
+_TEXT_FREE = ("base", "stop_think", "abstain")
 
 
-def _stale_error(out: str, key: str) -> ValueError:
+def _changed_since(item, names, done: dict, args) -> str | None:
+  """Why OUT's results for this item cannot be pooled with new ones, else None: made from other
+  data (a replaced or fixed data file, a changed loader), or from another prompt for the same
+  variant (edited caption / think templates or variant wording, e.g. a code update between a
+  run and its resume): pooled, they would mix two datasets or two perturbations."""
+  stored = {v: done[(item.benchmark, str(item.id), v)] for v in names
+            if (item.benchmark, str(item.id), v) in done}
+  fingerprints = {h for h, _ in stored.values()} - {None}
+  if fingerprints and fingerprints != {item.fingerprint()}:
+    return (f"results for {item.key} were made from other data (its question, options, answer, "
+            "category or images have changed since)")
+  for variant, (_, stored_prompt) in stored.items():
+    if stored_prompt is None or (args.text_generator and variant not in _TEXT_FREE):
+      continue
+    spec = variants_lib.make_variant(item, variant, args.seed)
+    if prompt_hash(spec.question, spec.options, spec.assistant_prefill) != stored_prompt:
+      return (f"the {variant} prompt of {item.key} differs from the one its results were made "
+              "with (caption / think templates or variant wording changed since)")
+  return None
+
+
+def _stale_error(out: str, reason: str) -> ValueError:
   return ValueError(
-      f"{os.path.join(out, 'results.jsonl')}: results for {key} were made from other data "
-      "(its question, options, answer, category or images have changed since); use a new "
-      "--out, or delete that benchmark's records to rerun it")
+      f"{os.path.join(out, 'results.jsonl')}: {reason}; use a new --out, or delete that "
+      "benchmark's records to rerun it")
 
 
 def _is_writer() -> bool:

@@ -41,8 +41,14 @@ PREFERRED = ("3dsrbench_v1_vlmevalkit.tsv", "3dsrbench_v1.csv", "3dsrbench_v1*.p
 META_KEYS = ("qid", "image_source", "image_url")
 
 
+CIRCULAR_FILE = "3dsrbench_v1_vlmevalkit_circular.tsv"
+
+
 def load(root, file: str | None = None, circular: bool = False):
-  """Items of the 3DSRBench table under `root` (see the module docstring for the layout)."""
+  """Items of the 3DSRBench table under `root` (see the module docstring for the layout); with
+  `circular` and no `file`, the circular TSV when it is there (it holds the copies)."""
   root = require_dir(root, NAME, HOW)
+  if circular and file is None and (root / CIRCULAR_FILE).is_file():
+    file = CIRCULAR_FILE
   path = choose_file(root, PREFERRED, NAME, HOW, file)
   return vlmeval.load_table(NAME, path, root, META_KEYS, circular)

@@ -198,6 +198,13 @@ def test_threedsr_circular_tsv_copies_are_marked_by_qid(tmp_path):
                                                   circular=True))
   copies = {x.id: dict(x.meta).get("circular_of") for x in items}
   assert copies == {"0": None, "1": "0", "2": None, "3": "2", "4": None}
+  # circular=True without file= reads the circular TSV even beside the plain one
+  put_table(tmp_path / "threedsr_bench/3dsrbench_v1_vlmevalkit.tsv",
+            [dict(zip(cols, r)) for r in rows if "-" not in r[1] or r[1].endswith("flip")], "\t")
+  plain, _ = benchmarks.split_bad(benchmarks.load("threedsr_bench", tmp_path))
+  assert [x.id for x in plain] == ["0", "2", "4"]
+  items, _ = benchmarks.split_bad(benchmarks.load("threedsr_bench", tmp_path, circular=True))
+  assert [x.id for x in items] == ["0", "1", "2", "3", "4"]
 
 
 def test_base64_with_whitespace_is_read_as_vlmevalkit_reads_it():

@@ -111,6 +111,16 @@ def test_kill_and_resume(tmp_path, monkeypatch):
         run.main(argv)
     else:
       assert run.main(argv) == 0
+  # a resume after the variant texts changed (edited templates: another wording of the same
+  # perturbation) is refused too, and so is one with another repetition penalty
+  from evals import variants
+  monkeypatch.setitem(variants.TemplateTexts.THINKS, "default", "Reworded. {statement}.")
+  with pytest.raises(ValueError, match="the wrong_think_but prompt of synthetic/00000 differs"):
+    run.main(argv)
+  monkeypatch.undo()
+  with pytest.raises(ValueError, match="repetition_penalty: 1.0 before, 1.05 now"):
+    run.main(argv + ["--repetition-penalty", "1.05"])
+  assert run.main(argv) == 0 and len(_records(out)) == 9  # the same settings resume
 
 
 def test_images_the_processor_rejects_become_bad_items():
@@ -131,3 +141,35 @@ def test_scanned_decode_gives_the_same_records(tmp_path):
     outs.append([{k: v for k, v in r.items() if "time" not in k} for r in _records(out)])
   assert len(outs[0]) == 6 and any(r["output"] for r in outs[0])
   assert outs[0] == outs[1]
+
+
+def test_circular_runs_the_copies_and_scores_every_rotation(tmp_path):
+  """--circular: MMBench's CircularEval copies run as items of their own (records name their
+  original) and summary.csv gets circular_accuracy over the questions; without copies in the
+  chosen benchmarks the flag is refused before anything loads."""
+  from tests.evals.make_fixtures import b64, put_table
+  cols = ("index", "question", "A", "B", "C", "answer", "category", "image")
+  rows = [("1", "Which colour?", "red", "green", "blue", "A", "attribute", b64("red")),
+          ("2", "Which shape?", "circle", "square", "star", "C", "shape", b64("cyan")),
+          ("1000001", "Which colour?", "green", "blue", "red", "C", "attribute", "1"),
+          ("2000001", "Which colour?", "blue", "red", "green", "B", "attribute", "1"),
+          ("1000002", "Which shape?", "square", "star", "circle", "B", "shape", "2")]
+  put_table(tmp_path / "data/mmbench/MMBench_DEV_EN.tsv", [dict(zip(cols, r)) for r in rows],
+            "\t")
+  out = str(tmp_path / "out")
+  argv = ["--benchmarks", "mmbench", "--data-dir", str(tmp_path / "data"), "--variants", "base",
+          "--out", out] + COMMON
+  assert run.main(argv + ["--circular"]) == 0
+  records = _records(out)
+  assert {r["item_id"]: r.get("circular_of") for r in records} == {
+      "1": None, "2": None, "1000001": "1", "2000001": "1", "1000002": "2"}
+  with open(os.path.join(out, "summary.csv")) as f:
+    rows = {(r["benchmark"], r["variant"], r["metric"]): r for r in csv.DictReader(f)}
+  circular = rows[("mmbench", "base", "circular_accuracy")]
+  assert circular["n"] == "2"
+  want = np.mean([all(r["correct"] for r in records if r["item_id"] == q or r.get("circular_of") == q)
+                  for q in ("1", "2")])
+  assert float(circular["value"]) == want
+  assert rows[("mmbench", "base", "accuracy")]["n"] == "2"  # the originals
+  with pytest.raises(ValueError, match="--circular: none of --benchmarks synthetic"):
+    run.main(["--benchmarks", "synthetic", "--circular", "--out", str(tmp_path / "x")])

@@ -27,6 +27,8 @@ def _parse(*argv):
     (["--temperature", "-0.5"], "--temperature: must be a finite number >= 0"),
     (["--temperature", "nan"], "--temperature: must be a finite number >= 0"),
     (["--seed", "-1"], "--seed: must be >= 0"),
+    (["--repetition-penalty", "0"], "--repetition-penalty: must be a number > 0"),
+    (["--repetition-penalty", "inf"], "--repetition-penalty: must be a number > 0"),
     (["--num-processes", "0"], "--num-processes: must be >= 1"),
     (["--process-id", "-1"], "--process-id: must be >= 0"),
     (["--dtype", "bogus"], "--dtype: invalid choice: 'bogus'"),
@@ -58,13 +60,14 @@ def test_settings_hold_what_changes_records_only(monkeypatch):
   base = run.run_settings(_parse("--max-new-tokens", "4"))
   assert base == {"model": "tiny-random", "preset": "qwen2_5_vl_instruct", "temperature": 0.0,
                   "max_new_tokens": 4, "seed": 0, "judge": "rule", "text_generator": None,
+                  "repetition_penalty": 1.0,
                   "dtype": "float32",  # the tiny model is float32 whatever --dtype says
                   "answer_rules": {"parse": answers.PARSE_VERSION,
                                    "judge": judge_lib.RULE_VERSION}}
   same = _parse("--max-new-tokens", "4", "--batch-size", "3", "--mesh", "2x2", "--limit", "5",
                 "--benchmarks", "cv_bench", "--variants", "base", "--synthetic-n", "7",
                 "--scanned-decode", "--out", "elsewhere", "--data-dir", "d", "--data-cache",
-                "none", "--dtype", "float16")
+                "none", "--dtype", "float16", "--circular")
   assert run.run_settings(same) == base
   other = run.run_settings(_parse("--max-new-tokens", "4", "--model", "~/ckpt", "--judge",
                                   "http://host/v1", "--dtype", "float16"))
