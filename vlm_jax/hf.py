@@ -265,8 +265,9 @@ def save_hf(params: dict, config: ModelConfig, out_dir: str, dtype=None,
   dtype: cast on write (default: keep the params' dtype). extra_files_from: a directory whose
   tokenizer / preprocessor / generation files are copied along. Files are written as they fill,
   so host memory peaks at one shard. Saving over an earlier export is safe to kill: the new
-  shards are staged beside it and only moved into place once all are written. Under `jax.distributed` every process must call it (the
-  gathers are collective); only process 0 writes.
+  shards are staged beside it and only moved into place once all are written. Under
+  `jax.distributed` every process must call it (the gathers are collective); only process 0
+  writes.
   """
   params_lib.check_params(params, config)
   np_dtype = None if dtype is None else np.dtype(jnp.dtype(dtype))

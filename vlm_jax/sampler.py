@@ -123,11 +123,9 @@ def _penalize(z, seen, penalty):
 def _seen_tokens(input_ids, token_mask, n: int, vocab: int):
   """bool [B * n, V]: which ids each row's prompt holds (its real tokens only: unlike
   transformers, which also counts a padded row's pad id, a row is penalised as if alone)."""
-  rows = jnp.repeat(jnp.arange(input_ids.shape[0]), n)
-  ids = jnp.repeat(input_ids, n, axis=0)
-  mask = jnp.repeat(token_mask, n, axis=0)
-  return jnp.zeros((rows.shape[0], vocab), bool).at[
-      jnp.arange(rows.shape[0])[:, None], jnp.where(mask, ids, vocab)].set(True, mode="drop")
+  ids = jnp.where(jnp.repeat(token_mask, n, axis=0), jnp.repeat(input_ids, n, axis=0), vocab)
+  rows = jnp.arange(ids.shape[0])[:, None]
+  return jnp.zeros((ids.shape[0], vocab), bool).at[rows, ids].set(True, mode="drop")
 
 
 def _kv_constraint(cache: dict, mesh) -> dict:
