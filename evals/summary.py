@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from evals.metrics import (AUROC_METRICS, BASE, BASE_CORRECT, NAN, QUADRANTS, VARIANTS,
-                           abstain_letter, abstained, auroc_ranked, dense_rank, draws, ece,
+                           abstain_letter, adds_abstain_option, abstained, auroc_ranked, dense_rank, draws, ece,
                            follows_target, has_conclusion, has_target, is_consistent, is_correct,
                            is_unparsed, item_key, percentile_interval, quadrant_shares,
                            record_confidence, record_entropy, record_entropy_norm,
@@ -236,10 +236,12 @@ def circular_rows(records: Sequence[dict], n: int = 1000, seed: int = 0,
   """VLMEvalKit's CircularEval score per benchmark x variant, for benchmarks whose records
   include circular copies (`circular_of` = the original's item id; MMBench, 3DSRBench): a
   question is correct when its original and every copy present are correct (a copy rotates
-  the options, so the key sits under another letter). Questions with no copy under a variant
-  are left out (e.g. cut by --limit); n = the questions scored. Interval: percentile
+  the options, so the key sits under another letter). Only questions with all their copies
+  are scored: as many as the most any question with as many options has under that variant
+  (K - 1 for K options in VLMEvalKit's files); one cut short by --limit or an unfinished run
+  would otherwise need fewer rotations right. n = the questions scored. Interval: percentile
   bootstrap over questions (`metrics.draws`)."""
-  questions: dict[tuple[str, str, str], dict[str, list[bool]]] = {}
+  questions: dict[tuple[str, str, str], dict[str, list]] = {}
   with_copies = {str(r["benchmark"]) for r in records if r.get("circular_of") is not None}
   for r in records:
     bench = str(r["benchmark"])
@@ -247,14 +249,21 @@ def circular_rows(records: Sequence[dict], n: int = 1000, seed: int = 0,
       continue
     origin = str(r["item_id"] if r.get("circular_of") is None else r["circular_of"])
     kind = "copies" if r.get("circular_of") is not None else "original"
-    questions.setdefault((bench, r["variant"], origin), {"original": [], "copies": []})[
-        kind].append(is_correct(r))
+    q = questions.setdefault((bench, r["variant"], origin), {"original": [], "copies": []})
+    q[kind].append(is_correct(r))
+    if kind == "original":  # the item's own options (the abstain variant appends one)
+      q["options"] = len(r.get("options") or ()) - adds_abstain_option(r["variant"])
   rows = []
   for bench in sorted(with_copies):
     variants = order_variants(v for b, v, _ in questions if b == bench)
     for variant in variants:
-      scored = [all(q["original"] + q["copies"]) for (b, v, _), q in sorted(questions.items())
-                if b == bench and v == variant and q["original"] and q["copies"]]
+      here = [q for (b, v, _), q in sorted(questions.items())
+              if b == bench and v == variant and q["original"] and q["copies"]]
+      full = {}  # options -> the most copies a question with that many has
+      for q in here:
+        full[q["options"]] = max(full.get(q["options"], 0), len(q["copies"]))
+      scored = [all(q["original"] + q["copies"]) for q in here
+                if len(q["copies"]) == full[q["options"]]]
       c = np.asarray(scored, np.float64)
       boots = [float(np.bincount(idx, minlength=len(c)) @ c / len(c))
                for idx in draws(len(c), n, seed)]

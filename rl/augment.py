@@ -79,11 +79,11 @@ _LABEL = re.compile(r"^How many (.+?) are in the image\?$")
 
 
 def wrong_number(answer: str, key: str, seed: int) -> str:
-  """A plausible wrong answer, seeded by (seed, key): an integer 1-2 away (not below 0), else
-  the value scaled by 0.5, 0.75, 1.25 or 1.5 at the answer's decimals."""
+  """A plausible wrong answer, seeded by (seed, key): an integer 1-2 away (a count, >= 0, stays
+  >= 0), else the value scaled by 0.5, 0.75, 1.25 or 1.5 at the answer's decimals."""
   value, rng = float(answer), _rng(seed, "wrong-number", key)
   if value == int(value) and "." not in answer:
-    near = [int(value) + d for d in (-2, -1, 1, 2) if int(value) + d >= 0]
+    near = [int(value) + d for d in (-2, -1, 1, 2) if value < 0 or int(value) + d >= 0]
     return str(near[rng.integers(len(near))])
   decimals = len(answer.split(".")[1]) if "." in answer else 0
   for factor in rng.permutation([0.5, 0.75, 1.25, 1.5]):

@@ -33,7 +33,7 @@ def group_advantages(rewards: jax.Array, group_size: int, eps: float = 1e-6,
   rewards [R] with R = P * G; std_g is the unbiased sample std (ddof=1); with
   scale_by_std=False, A_i = r_i - mean_g(r) (Dr. GRPO). Groups with equal rewards get 0.
   valid: bool [R], rows whose reward is known (e.g. the judge answered); the others get 0 and
-  the group's mean and std are over its valid rows only, as if they had not been sampled.
+  the group's mean and std are over its valid rows only.
   """
   r = rewards.astype(jnp.float32).reshape(-1, group_size)
   v = (jnp.ones_like(r, bool) if valid is None else jnp.asarray(valid, bool).reshape(r.shape))

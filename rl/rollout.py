@@ -123,7 +123,8 @@ def collect(sampler, processor, preset, examples: list[Example], step: int, conf
 def advantages(rew: dict, group_size: int, config) -> np.ndarray:
   """Group advantages of `compute_rewards`' totals. Under the faithful reward a row whose judge
   failed has no known reward: it gets no advantage and its group's baseline is over the rows
-  that have one (a 0 for an outage would push good answers down)."""
+  that have one (a 0 for an outage would push good answers down). Its tokens still count in
+  the loss's token mean and carry the KL term."""
   valid = rew["judge_error"] == 0 if config.faithful else None
   return np.asarray(grpo.group_advantages(rew["total"], group_size,
                                           scale_by_std=config.scale_adv_by_std, valid=valid))

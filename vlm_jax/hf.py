@@ -20,6 +20,7 @@ import glob
 import json
 import os
 import re
+import secrets
 import shutil
 
 import numpy as np
@@ -289,6 +290,11 @@ def save_hf(params: dict, config: ModelConfig, out_dir: str, dtype=None,
   plan = _shard_plan(params, config, leaf_dtype.itemsize, parse_size(max_shard_size))
   names = (["model.safetensors"] if len(plan) == 1 else
            [f"model-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))])
+  if writer and len(plan) > 1 and any(os.path.exists(os.path.join(out_dir, n)) for n in names):
+    # an earlier export's shards have these names: new names, so no old shard is replaced
+    # before the new index is in (a kill between would leave a mix of the two)
+    tag = secrets.token_hex(4)
+    names = [f"model-{tag}-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))]
   if writer:
     os.makedirs(out_dir, exist_ok=True)
     for stale in glob.glob(os.path.join(out_dir, _STAGED + "*")):  # a save killed earlier
@@ -319,10 +325,13 @@ _STAGED = ".staged-"  # the prefix of shards written but not yet committed
 def _commit_weights(out_dir: str, names: list[str], index: dict | None) -> None:
   """Move the staged shards `names` into place and drop the earlier save's weights.
 
-  Each step is a rename or a removal, so a kill leaves at worst a folder transformers still
-  loads the new weights from: model.safetensors shadows an index (transformers reads it first),
-  so a single new file goes in before the old index goes; a new index goes in after its shards
-  and before an old model.safetensors that would shadow it is removed."""
+  Each step is a rename or a removal, and one of them is the commit: before it a reader (ours
+  or transformers, both read model.safetensors before an index) gets the earlier export whole,
+  after it the new one. One new file: its rename over model.safetensors (it shadows an old
+  index until that goes). Shards: the index's atomic write; `names` never collide with the
+  earlier shards (`save_hf` renames them if they would), so none is replaced before it, and an
+  old model.safetensors, which would shadow the new index, is removed last (until then the old
+  weights load, whole)."""
   for name in names:
     os.replace(os.path.join(out_dir, _STAGED + name), os.path.join(out_dir, name))
   index_path = os.path.join(out_dir, "model.safetensors.index.json")

@@ -48,7 +48,11 @@ def load(root, file: str | None = None, circular: bool = False):
   """Items of the 3DSRBench table under `root` (see the module docstring for the layout); with
   `circular` and no `file`, the circular TSV when it is there (it holds the copies)."""
   root = require_dir(root, NAME, HOW)
-  if circular and file is None and (root / CIRCULAR_FILE).is_file():
+  if circular and file is None:
+    if not (root / CIRCULAR_FILE).is_file():  # the plain files hold no copies: nothing to score
+      raise FileNotFoundError(f"{NAME}: circular evaluation reads {CIRCULAR_FILE}, which is not "
+                              f"in {root}; download it from "
+                              "https://huggingface.co/datasets/ccvl/3DSRBench")
     file = CIRCULAR_FILE
   path = choose_file(root, PREFERRED, NAME, HOW, file)
   return vlmeval.load_table(NAME, path, root, META_KEYS, circular)

@@ -205,6 +205,9 @@ def test_threedsr_circular_tsv_copies_are_marked_by_qid(tmp_path):
   assert [x.id for x in plain] == ["0", "2", "4"]
   items, _ = benchmarks.split_bad(benchmarks.load("threedsr_bench", tmp_path, circular=True))
   assert [x.id for x in items] == ["0", "1", "2", "3", "4"]
+  (tmp_path / "threedsr_bench" / file).unlink()  # without it, circular has no copies to read
+  with pytest.raises(FileNotFoundError, match="circular evaluation reads"):
+    benchmarks.load("threedsr_bench", tmp_path, circular=True)
 
 
 def test_base64_with_whitespace_is_read_as_vlmevalkit_reads_it():

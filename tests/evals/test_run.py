@@ -153,7 +153,8 @@ def test_circular_runs_the_copies_and_scores_every_rotation(tmp_path):
           ("2", "Which shape?", "circle", "square", "star", "C", "shape", b64("cyan")),
           ("1000001", "Which colour?", "green", "blue", "red", "C", "attribute", "1"),
           ("2000001", "Which colour?", "blue", "red", "green", "B", "attribute", "1"),
-          ("1000002", "Which shape?", "square", "star", "circle", "B", "shape", "2")]
+          ("1000002", "Which shape?", "square", "star", "circle", "B", "shape", "2"),
+          ("2000002", "Which shape?", "star", "circle", "square", "A", "shape", "2")]
   put_table(tmp_path / "data/mmbench/MMBench_DEV_EN.tsv", [dict(zip(cols, r)) for r in rows],
             "\t")
   out = str(tmp_path / "out")
@@ -162,7 +163,7 @@ def test_circular_runs_the_copies_and_scores_every_rotation(tmp_path):
   assert run.main(argv + ["--circular"]) == 0
   records = _records(out)
   assert {r["item_id"]: r.get("circular_of") for r in records} == {
-      "1": None, "2": None, "1000001": "1", "2000001": "1", "1000002": "2"}
+      "1": None, "2": None, "1000001": "1", "2000001": "1", "1000002": "2", "2000002": "2"}
   with open(os.path.join(out, "summary.csv")) as f:
     rows = {(r["benchmark"], r["variant"], r["metric"]): r for r in csv.DictReader(f)}
   circular = rows[("mmbench", "base", "circular_accuracy")]

@@ -142,13 +142,19 @@ def test_summary_table_orders_variants_and_fills_gaps():
 
 
 def test_circular_accuracy_needs_every_rotation_and_leaves_copies_out_of_the_rest():
-  """Question 1: original and both copies correct; question 2: one copy wrong; question 3: no
-  copy (cut by --limit): left out of the circular score. The copies enter no other metric."""
-  recs = [rec(1), rec(1000001, circular_of="1"), rec(2000001, circular_of="1"),
-          rec(2), rec(1000002, circular_of="2", correct=False), rec(3),
-          rec(1, "wrong_caption", correct=False), rec(1000001, "wrong_caption", circular_of="1"),
-          rec(2, "wrong_caption"), rec(1000002, "wrong_caption", circular_of="2"),
-          rec(3, "wrong_caption"), rec(9, bench="other")]
+  """Question 1 (3 options): original and both copies correct; question 2 (2 options): its one
+  copy wrong; question 3: no copy; question 4 (3 options): one of its two copies (cut short by
+  --limit): both left out of the circular score. The copies enter no other metric."""
+  three, two = {"options": ["x", "y", "z"]}, {"options": ["x", "y"]}
+  recs = [rec(1, **three), rec(1000001, circular_of="1"), rec(2000001, circular_of="1"),
+          rec(2, **two), rec(1000002, circular_of="2", correct=False), rec(3, **three),
+          rec(4, **three), rec(1000004, circular_of="4"),
+          rec(1, "wrong_caption", correct=False, **three),
+          rec(1000001, "wrong_caption", circular_of="1"),
+          rec(2000001, "wrong_caption", circular_of="1"),
+          rec(2, "wrong_caption", **two), rec(1000002, "wrong_caption", circular_of="2"),
+          rec(3, "wrong_caption", **three), rec(4, "wrong_caption", **three),
+          rec(9, bench="other")]
   rows = S.summarize(recs, n=200, seed=0)
   look = S.summary_lookup(rows)
   row = look[("b", "base", "circular_accuracy")]
@@ -157,8 +163,8 @@ def test_circular_accuracy_needs_every_rotation_and_leaves_copies_out_of_the_res
   assert (row["value"], row["n"]) == (0.5, 2)
   # the other metrics: over the three originals only, as a run without --circular gives
   originals = [r for r in recs if "circular_of" not in r]
-  assert look[("b", "base", "accuracy")]["n"] == 3
-  assert look[("b", "wrong_caption", "accuracy")]["value"] == pytest.approx(2 / 3)
+  assert look[("b", "base", "accuracy")]["n"] == 4
+  assert look[("b", "wrong_caption", "accuracy")]["value"] == pytest.approx(3 / 4)
   assert not any(m == "circular_accuracy" for b, _, m in look if b == "other")
   without = S.summary_lookup(S.summarize(originals, n=200, seed=0))
   same = lambda a, b: a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))

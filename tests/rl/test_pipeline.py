@@ -133,6 +133,9 @@ def test_number_prompts_are_augmented_at_the_studys_rates():
   # geometry-style decimals: a wrong value at the answer's precision
   assert augment.wrong_number("12.5", "g/1", 0) != "12.5"
   assert len(augment.wrong_number("12.5", "g/1", 0).split(".")[1]) == 1
+  for answer in ("-3", "-1", "0", "1"):  # geometry answers may be negative; counts stay >= 0
+    wrong = [int(augment.wrong_number(answer, f"g/{k}", 0)) for k in range(30)]
+    assert int(answer) not in wrong and (int(answer) < 0 or min(wrong) >= 0)
   spec = augment.augment_number("Find x.", "3", "g/2", "", 0, augment.AugmentConfig(
       probs=(0, 0, 0, 1.0)))
   assert spec.variant == "wrong_caption" and spec.question.startswith(

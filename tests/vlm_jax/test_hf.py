@@ -269,6 +269,41 @@ def test_save_hf_killed_over_an_earlier_export_leaves_it_loadable(small_hf, tmp_
   jax.tree.map(np.testing.assert_array_equal, again, doubled)
 
 
+def test_save_hf_killed_while_committing_over_shards_of_the_same_names(small_hf, tmp_path,
+                                                                       monkeypatch):
+  """Re-exporting into a sharded export of the same layout (the usual overwrite): the new
+  shards get other names, so a kill between the renames (here after the first) leaves the old
+  index and every old shard: the old weights load whole, never a mix of old and new."""
+  from vlm_jax import hf
+  config, params = vlm_jax.load_hf(str(small_hf))
+  out = tmp_path / "export"
+  vlm_jax.save_hf(params, config, str(out), max_shard_size="100KB")
+  old_files = sorted(p.name for p in out.iterdir())
+  replace, calls = os.replace, []
+
+  def dies_on_the_second(src, dst):  # of the commit's renames (staged shard -> its name)
+    if os.path.basename(src).startswith(".staged-"):
+      calls.append(dst)
+      if len(calls) == 2:
+        raise KeyboardInterrupt
+    replace(src, dst)
+
+  monkeypatch.setattr(hf.os, "replace", dies_on_the_second)
+  doubled = jax.tree.map(lambda x: 2 * x, params)
+  with pytest.raises(KeyboardInterrupt):
+    vlm_jax.save_hf(doubled, config, str(out), max_shard_size="100KB")
+  monkeypatch.setattr(hf.os, "replace", replace)
+  assert set(old_files) <= {p.name for p in out.iterdir()}
+  _, again = vlm_jax.load_hf(str(out))
+  jax.tree.map(np.testing.assert_array_equal, again, params)
+  vlm_jax.save_hf(doubled, config, str(out), max_shard_size="100KB")
+  _, again = vlm_jax.load_hf(str(out))
+  jax.tree.map(np.testing.assert_array_equal, again, doubled)
+  index = json.loads((out / "model.safetensors.index.json").read_text())
+  assert sorted(p.name for p in out.iterdir()) == sorted(
+      set(index["weight_map"].values()) | {"config.json", "model.safetensors.index.json"})
+
+
 def test_model_safetensors_is_read_first_as_transformers_does(small_hf, tmp_path):
   """A folder with model.safetensors beside an index and shards (e.g. an export over a sharded
   one) loads model.safetensors, as transformers does, not the index."""
