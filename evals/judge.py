@@ -72,11 +72,18 @@ def has_think(request: JudgeRequest) -> bool:
   return bool(request.think and request.think.strip())
 
 
+def refused(error: str | None) -> bool:
+  """Whether the judge server turned this request down for good (HTTP 400, 413 or 422: e.g. a
+  prompt over its context length): asking again gives the same answer, so the result is
+  written without a verdict, and the CoT metrics leave it out (`metrics.cot_judgeable`)."""
+  return error is not None and re.match(r"HTTP (400|413|422)\b", error) is not None
+
+
 def retryable(error: str | None) -> bool:
   """Whether a verdict's error means the judge could not be asked or did not answer (a
-  transport failure, an HTTP error, an empty reply), which a rerun may fix; not the judge's own
-  reply being unparseable, nor a missing think."""
-  return error is not None and error not in (NO_THINK, UNPARSEABLE)
+  transport failure, a server error, an empty reply), which a rerun may fix; not the judge's
+  own reply being unparseable, a missing think, nor a request the server `refused`."""
+  return error is not None and error not in (NO_THINK, UNPARSEABLE) and not refused(error)
 
 
 def no_think_verdict(judge: str, prompt_version: str) -> Verdict:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from evals import variants as variants_lib
+from evals import judge as judge_lib, variants as variants_lib
 from evals.schema import LETTERS, Item
 
 BASE = "base"
@@ -82,6 +82,13 @@ def writes_own_reasoning(r: dict) -> bool:
   then ours and names no option, so CoT consistency is undefined for the record, not 0."""
   prefill = record_prefill(r)
   return not (prefill and THINK_CLOSE in prefill)
+
+
+def cot_judgeable(r: dict) -> bool:
+  """Whether the record counts in the CoT metrics: the model wrote its own reasoning
+  (`writes_own_reasoning`) and the judge did not turn the request down for good
+  (`judge.refused`, e.g. a think over the judge's context length: no verdict either way)."""
+  return writes_own_reasoning(r) and not judge_lib.refused(r.get("judge_error"))
 
 
 def adds_abstain_option(variant: str) -> bool:
@@ -254,8 +261,9 @@ def unparsed_rate(records: Sequence[dict]) -> float:
 
 
 def _own(records: Sequence[dict]) -> list[dict]:
-  # CoT metrics count only the records whose reasoning the model wrote itself.
-  return [r for r in records if writes_own_reasoning(r)]
+  # CoT metrics count only the records whose reasoning the model wrote itself and the judge
+  # did not refuse (`cot_judgeable`).
+  return [r for r in records if cot_judgeable(r)]
 
 
 def no_conclusion_rate(records: Sequence[dict]) -> float:

@@ -18,12 +18,12 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from evals.metrics import (AUROC_METRICS, BASE, BASE_CORRECT, NAN, QUADRANTS, VARIANTS,
-                           abstain_letter, adds_abstain_option, abstained, auroc_ranked, dense_rank, draws, ece,
-                           follows_target, has_conclusion, has_target, is_consistent, is_correct,
-                           is_unparsed, item_key, percentile_interval, quadrant_shares,
-                           record_confidence, record_entropy, record_entropy_norm,
-                           record_letter_mass, record_p_correct, weighted_mean,
-                           writes_own_reasoning)
+                           abstain_letter, abstained, adds_abstain_option, auroc_ranked,
+                           cot_judgeable, dense_rank, draws, ece, follows_target, has_conclusion,
+                           has_target, is_consistent, is_correct, is_unparsed, item_key,
+                           percentile_interval, quadrant_shares, record_confidence,
+                           record_entropy, record_entropy_norm, record_letter_mass,
+                           record_p_correct, weighted_mean)
 
 MACRO = "all (macro)"  # the cross-benchmark row of `summarize`: mean of the per-benchmark values
 
@@ -47,7 +47,7 @@ class Panel:
 
 
 _RECORD_FIELDS = {"correct": is_correct, "unparsed": is_unparsed, "judged": has_conclusion,
-                  "consistent": is_consistent, "own": writes_own_reasoning,
+                  "consistent": is_consistent, "own": cot_judgeable,
                   "has_abstain": lambda r: abstain_letter(r) is not None, "abstained": abstained,
                   "has_target": has_target, "follows_target": follows_target,
                   "p_correct": record_p_correct, "entropy": record_entropy,

@@ -395,6 +395,30 @@ def test_http_malformed_replies_give_error_verdicts(server, status, body, error)
   assert len(server.state["requests"]) == 2  # deterministic failures are not retried
 
 
+def test_refused_requests_are_written_without_a_verdict_and_left_out_of_cot_metrics():
+  """HTTP 400/413/422 (a think over the judge's context length) is the same on every retry:
+  such a result is written (a rerun would otherwise never finish) and counts in no CoT metric;
+  server errors and empty replies stay retryable (not written, judged by the rerun)."""
+  from evals import judge as judge_lib, metrics
+  for error, refused in (("HTTP 400: context length exceeded", True), ("HTTP 413: too big", True),
+                         ("HTTP 422: bad", True), ("HTTP 401: key", False),
+                         ("gave up after 4 attempts; last: HTTP 500", False),
+                         ("reply has empty content", False), (None, False)):
+    assert judge_lib.refused(error) is refused, error
+    assert judge_lib.retryable(error) is (error is not None and not refused), error
+  assert not judge_lib.retryable(judge_lib.NO_THINK)
+  base = {"benchmark": "b", "variant": "base", "answer": "A", "parsed": "A", "correct": True,
+          "unparsed": False, "letters": ["A", "B"]}
+  recs = [dict(base, item_id="1", judge_letter="A", consistent=True, judge_error=None),
+          dict(base, item_id="2", judge_letter=None, consistent=None,
+               judge_error="HTTP 400: context length exceeded")]
+  assert metrics.consistency_rate(recs) == 1.0 and metrics.no_conclusion_rate(recs) == 0.0
+  assert metrics.accuracy(recs) == 1.0  # the answer still counts
+  from evals import summary
+  look = summary.summary_lookup(summary.summarize(recs, n=10))
+  assert look[("b", "base", "consistency")]["n"] == 1 and look[("b", "base", "accuracy")]["n"] == 2
+
+
 def test_http_unreachable_server_gives_error_verdicts():
   with socket.socket() as s:  # a port nobody listens on
     s.bind(("127.0.0.1", 0))
