@@ -16,7 +16,7 @@ import functools
 import numpy as np
 import jax
 
-from vlm_jax import rope, sharding, text, vision
+from vlm_jax import buckets, rope, sharding, text, vision
 from vlm_jax.config import ModelConfig
 
 
@@ -61,8 +61,10 @@ def prepare_inputs(config: ModelConfig, input_ids, attention_mask=None, pixel_va
 
   Returns: input_ids int32 [B, T]; token_mask bool [B, T]; positions int32 [3, B, T];
   rope_deltas int32 [B, 1]; and with images/videos: pixel_values [P, patch_dim] (images first,
-  then videos), vision_layout (dict of index arrays) and vision_scatter int32 [M] (flat B*T slots
-  of the vision tokens, images then videos, in sequence order).
+  then videos), vision_layout (dict of index arrays), vision_scatter int32 [M] (flat B*T slots
+  of the vision tokens, images then videos, in sequence order) and vision_grid_thw int64 [I, 3]
+  (host only: `buckets.pad_vision` uses it to split the vision work by batch shard; `apply`
+  never reads it, and `forward` / the sampler drop it before their programs).
   """
   ids = _as_2d("input_ids", input_ids).astype(np.int64)
   mask = np.ones_like(ids) if attention_mask is None else _as_2d("attention_mask", attention_mask)
@@ -104,6 +106,7 @@ def prepare_inputs(config: ModelConfig, input_ids, attention_mask=None, pixel_va
     slots = [np.flatnonzero(ids == t) for t, p in
              ((config.image_token_id, img), (config.video_token_id, vid)) if p is not None]
     inputs["vision_scatter"] = np.concatenate(slots).astype(np.int32)
+    inputs["vision_grid_thw"] = np.concatenate(grids)
   return inputs
 
 
@@ -124,16 +127,27 @@ def pad_batch(inputs: dict, multiple: int) -> dict:
 
 
 def embed(params: dict, config: ModelConfig, inputs: dict) -> jax.Array:
-  """Token embeddings [B, T, D] with vision-tower outputs written into the vision-token slots."""
+  """Token embeddings [B, T, D] with vision-tower outputs written into the vision-token slots.
+
+  Vision inputs split by batch shard (`buckets.pad_vision(shards=S)`: pixel_values
+  [S, P, patch_dim], every layout array and vision_scatter with a leading S, scatter slots
+  local to the shard's B/S rows) run the tower once per shard, vmapped: on a mesh each batch
+  shard computes only its own rows' images, not every image of the batch."""
   x = params["text"]["embed"]["embedding"][inputs["input_ids"]]
-  if "pixel_values" in inputs:
-    feats = vision.vision_forward(params["vision"], config.vision, inputs["pixel_values"],
-                                  inputs["vision_layout"])
-    b, t, d = x.shape
-    # mode="drop": bucket padding points its merged tokens past the end (see buckets.py)
-    x = x.reshape(b * t, d).at[inputs["vision_scatter"]].set(feats.astype(x.dtype), mode="drop")
-    x = x.reshape(b, t, d)
-  return x
+  if "pixel_values" not in inputs:
+    return x
+  b, t, d = x.shape
+  # mode="drop": bucket padding points its merged tokens past the end (see buckets.py)
+  put = lambda rows, slots, feats: rows.at[slots].set(feats.astype(rows.dtype), mode="drop")
+  tower = lambda pixels, layout: vision.vision_forward(params["vision"], config.vision, pixels,
+                                                       layout)
+  if inputs["pixel_values"].ndim == 2:
+    feats = tower(inputs["pixel_values"], inputs["vision_layout"])
+    return put(x.reshape(b * t, d), inputs["vision_scatter"], feats).reshape(b, t, d)
+  shards = inputs["pixel_values"].shape[0]
+  feats = jax.vmap(tower)(inputs["pixel_values"], inputs["vision_layout"])
+  rows = x.reshape(shards, b // shards * t, d)
+  return jax.vmap(put)(rows, inputs["vision_scatter"], feats).reshape(b, t, d)
 
 
 def apply(params: dict, config: ModelConfig, inputs: dict, cache: dict | None = None,
@@ -169,9 +183,12 @@ def forward(params: dict, config: ModelConfig, input_ids, attention_mask=None, p
                           mm_token_type_ids, position_ids)
   inputs.pop("rope_deltas")
   if mesh is None:
+    inputs.pop("vision_grid_thw", None)
     return _logits(params, config, inputs)
-  batch = inputs["input_ids"].shape[0]
-  inputs = pad_batch(inputs, sharding.batch_size_multiple(mesh))
+  batch, shards = inputs["input_ids"].shape[0], sharding.batch_size_multiple(mesh)
+  inputs = pad_batch(inputs, shards)
+  if "pixel_values" in inputs:  # each batch shard runs the tower on its own rows' images
+    inputs = buckets.pad_vision(inputs, config.vision, shards=shards)
   return _logits(params, config, sharding.shard_inputs(inputs, mesh))[:batch]
 
 

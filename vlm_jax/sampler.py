@@ -471,8 +471,8 @@ class Sampler:
     multiple = 1 if self.mesh is None else sharding_lib.batch_size_multiple(self.mesh)
     inputs = model_lib.pad_batch(inputs, max(buckets.bucket(rows), multiple))
     inputs = model_lib.pad_batch(inputs, multiple)
-    if "pixel_values" in inputs:
-      inputs = buckets.pad_vision(inputs, self.config.vision, self.min_patch_bucket)
+    if "pixel_values" in inputs:  # on a mesh: split by batch shard (`model.embed`)
+      inputs = buckets.pad_vision(inputs, self.config.vision, self.min_patch_bucket, multiple)
     if self.mesh is not None:
       inputs = sharding_lib.shard_inputs(inputs, self.mesh)
     return inputs, rows

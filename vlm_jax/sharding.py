@@ -251,11 +251,15 @@ def put_global(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
 
 
 def input_shardings(inputs: dict, mesh: Mesh) -> dict:
-  """Batch-leading inputs split over the batch axes; vision inputs replicated."""
+  """Batch-leading inputs split over the batch axes; vision inputs split by batch shard
+  (`buckets.pad_vision(shards=)`: a leading shard axis) the same way, else replicated."""
   batch = batch_axes(mesh) or None
   batch = batch[0] if batch and len(batch) == 1 else batch
   by_name = {"input_ids": P(batch), "token_mask": P(batch), "rope_deltas": P(batch),
              "positions": P(None, batch)}
+  pixels = inputs.get("pixel_values")
+  if pixels is not None and pixels.ndim == 3:  # [shards, P, patch_dim]
+    by_name.update(pixel_values=P(batch), vision_layout=P(batch), vision_scatter=P(batch))
   return jax.tree_util.tree_map_with_path(
       lambda path, _: NamedSharding(mesh, by_name.get(path[0].key, P())), inputs)
 

@@ -38,6 +38,29 @@ def test_sharded_forward_equals_single_device(spec, checkpoint):
   np.testing.assert_allclose(got[real], want[real], atol=1e-5)
 
 
+def test_each_batch_shard_runs_the_tower_on_its_own_images(checkpoint):
+  """On a data-parallel mesh the vision inputs are split by batch shard (a leading axis over
+  the batch mesh axes), not replicated: per device the program does a fraction of the vision
+  work (XLA's cost analysis), and the logits stay those of one device (the test above)."""
+  from vlm_jax import buckets, model as model_lib
+  path, config, _, _ = checkpoint
+  mesh = sharding.parse_mesh("8x1")
+  _, params = vlm_jax.load_hf(path, mesh=mesh)
+  batch = hf_models.build_batch([[5, ("image", (1, 16, 16)), 7]] * 8, config.vision.patch_dim)
+  inputs = model_lib.pad_batch(model_lib.prepare_inputs(config, **batch), 8)
+  inputs.pop("rope_deltas")
+  flops = {}
+  for shards in (1, 8):
+    split = sharding.shard_inputs(buckets.pad_vision(inputs, config.vision, shards=shards), mesh)
+    if shards == 8:
+      assert split["pixel_values"].shape[0] == 8
+      assert split["pixel_values"].sharding.spec == P("data")
+      assert split["vision_layout"]["window_slots"].sharding.spec == P("data")
+    cost = model_lib._logits.lower(params, config, split).compile().cost_analysis()
+    flops[shards] = (cost[0] if isinstance(cost, list) else cost)["flops"]
+  assert flops[8] < flops[1] / 3, flops  # 8 images: one per device instead of all 8 on each
+
+
 def test_parameters_really_are_sharded(checkpoint):
   path, config, _, _ = checkpoint
   mesh = sharding.parse_mesh("data=2,fsdp=2,tensor=2")
