@@ -277,9 +277,18 @@ def cache_spec(mesh: Mesh, shape, heads_axis: int) -> P:
   return _param_spec(params_lib.Spec(tuple(shape), tuple(axes)), mesh)[0]
 
 
-def to_host(x) -> np.ndarray:
-  """A numpy copy of a (possibly sharded, possibly multi-process) array, on every process."""
+def to_host(x, chunk_bytes: int = 256 * 2**20) -> np.ndarray:
+  """A numpy copy of a (possibly sharded, possibly multi-process) array, on every process.
+
+  Across processes the gather replicates what it gathers on every device first, so a large
+  array goes in slices of at most ~`chunk_bytes` along its first axis: a 72B model's 2.5 GB
+  embedding would otherwise need 2.5 GB free on every accelerator while it is saved."""
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
     from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    gather = lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    row_bytes = x.nbytes // max(x.shape[0], 1) if x.ndim else x.nbytes
+    step = max(1, chunk_bytes // max(row_bytes, 1))
+    if x.ndim == 0 or step >= x.shape[0]:
+      return gather(x)
+    return np.concatenate([gather(x[lo:lo + step]) for lo in range(0, x.shape[0], step)])
   return np.asarray(x)

@@ -26,6 +26,11 @@ def main():
   config, params = vlm_jax.load_hf(path, mesh=mesh)
   batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
   logits = sharding.to_host(vlm_jax.forward(params, config, **batch, mesh=mesh))
+  # a large array comes over in slices (here 4 KB: many); the same array as in one gather
+  embed = params["text"]["embed"]["embedding"]
+  assert not embed.is_fully_addressable
+  np.testing.assert_array_equal(sharding.to_host(embed, chunk_bytes=4096),
+                                sharding.to_host(embed, chunk_bytes=2**40))
   out = Sampler(params, config, pad_id=0, mesh=mesh)(batch, SamplingParams(max_new_tokens=8, n=2))
   np.savez(os.path.join(out_dir, f"process{process_id}.npz"), logits=logits, tokens=out.tokens,
            logprobs=out.logprobs)
