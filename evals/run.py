@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--variants", default="all",
                  help=f"comma-separated, or 'all': {', '.join(variants_lib.VARIANTS)}")
   p.add_argument("--judge", default="rule", help="rule | local Qwen3 dir | http(s)://... URL")
+  p.add_argument("--judge-max-tokens", type=_int_at_least(1), default=16,
+                 help="reply tokens an LLM judge may use (16 fits a verdict; a reasoning judge "
+                      "such as GPT-OSS, whose reasoning counts, needs hundreds)")
   p.add_argument("--mesh", default=None, help="'4x4' or 'data=2,fsdp=4,tensor=2' (default: 1 device)")
   p.add_argument("--out", default="runs/eval", help="output folder (resumed if it exists)")
   p.add_argument("--limit", type=_int_at_least(1), default=None, help="items per benchmark")
@@ -298,7 +301,9 @@ def main(argv=None) -> int:
   sharding.report_replicated(config, mesh)
   if judge is None:
     judge = judge_lib.make_judge(args.judge,
-                                 generate_fn_factory=_local_generate_factory(args, mesh))
+                                 generate_fn_factory=_local_generate_factory(args, mesh),
+                                 **({} if args.judge == "rule"
+                                    else {"max_new_tokens": args.judge_max_tokens}))
   sampler = Sampler(params, config, processor, mesh=mesh,
                     unstack_layers=False if args.scanned_decode else "auto")
   engine = Engine(sampler, processor,
@@ -354,6 +359,7 @@ def run_settings(args) -> dict:
   return {"model": local(args.model) or "tiny-random", "preset": _preset(args.preset),
           "temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
           "repetition_penalty": args.repetition_penalty,
+          "judge_max_tokens": None if judge == "rule" else args.judge_max_tokens,
           "seed": args.seed, "judge": judge, "text_generator": local(args.text_generator),
           "dtype": args.dtype if uses_dtype else "float32",  # the tiny model ignores --dtype
           # the rules that read answers and verdicts: results parsed by other rules never pool
@@ -368,7 +374,8 @@ def _check_settings(args, results: ResultsFile, writer: bool) -> None:
   from vlm_jax import multihost
   settings = run_settings(args)
   # settings older versions did not record, as they implied them
-  legacy = ({"answer_rules": _records_answer_rules(results.records), "repetition_penalty": 1.0}
+  legacy = ({"answer_rules": _records_answer_rules(results.records), "repetition_penalty": 1.0,
+             "judge_max_tokens": None if args.judge == "rule" else 16}
             if results.records else {})
   error = ""
   if writer:
@@ -393,7 +400,7 @@ def _http_judge(args, writer: bool):
     return None
   judge, error = judge_lib.RuleJudge(), ""
   if writer:
-    judge = judge_lib.make_judge(args.judge,
+    judge = judge_lib.make_judge(args.judge, max_tokens=args.judge_max_tokens,
                                  cache_path=os.path.join(args.out, "judge_cache.jsonl"))
     error = judge.check()
   error = multihost.broadcast_bytes(error.encode()).decode()

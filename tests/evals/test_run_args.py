@@ -60,7 +60,7 @@ def test_settings_hold_what_changes_records_only(monkeypatch):
   base = run.run_settings(_parse("--max-new-tokens", "4"))
   assert base == {"model": "tiny-random", "preset": "qwen2_5_vl_instruct", "temperature": 0.0,
                   "max_new_tokens": 4, "seed": 0, "judge": "rule", "text_generator": None,
-                  "repetition_penalty": 1.0,
+                  "repetition_penalty": 1.0, "judge_max_tokens": None,
                   "dtype": "float32",  # the tiny model is float32 whatever --dtype says
                   "answer_rules": {"parse": answers.PARSE_VERSION,
                                    "judge": judge_lib.RULE_VERSION}}
@@ -72,7 +72,9 @@ def test_settings_hold_what_changes_records_only(monkeypatch):
   other = run.run_settings(_parse("--max-new-tokens", "4", "--model", "~/ckpt", "--judge",
                                   "http://host/v1", "--dtype", "float16"))
   assert other["model"] == os.path.expanduser("~/ckpt") and other["dtype"] == "float16"
-  assert other["judge"] == "http://host/v1#m"
+  assert other["judge"] == "http://host/v1#m" and other["judge_max_tokens"] == 16
+  longer = run.run_settings(_parse("--judge", "http://host/v1", "--judge-max-tokens", "512"))
+  assert longer["judge_max_tokens"] == 512  # replies may differ: a resume must not mix them
   assert other["answer_rules"]["judge"] == judge_lib.JUDGE_PROMPT_VERSION
 
 
@@ -227,3 +229,14 @@ def test_a_record_from_another_run_is_refused_before_the_model_loads(tmp_path, m
   with pytest.raises(ValueError, match="synthetic/0/base was made with preset 'qwen2_5_vl_"):
     run.main(SMALL + ["--out", str(out), "--preset", "r1"])
   assert not os.path.exists(out / SETTINGS_FILE)
+
+
+def test_judge_max_tokens_reaches_the_http_judge(tmp_path, monkeypatch):
+  """--judge-max-tokens: what the judge asks for (a reasoning judge such as GPT-OSS spends its
+  reasoning inside max_tokens) and part of the reply cache key."""
+  from evals import judge_http
+  monkeypatch.setattr(judge_http.HTTPJudge, "check", lambda self: "")
+  args = _parse("--judge", "http://host/v1#gpt-oss-120b", "--judge-max-tokens", "600",
+                "--out", str(tmp_path))
+  judge = run._http_judge(args, writer=True)
+  assert judge.max_tokens == 600 and judge.payload([])["max_tokens"] == 600
