@@ -67,6 +67,11 @@ def _think_span(text: str) -> tuple[int, int, int]:
   return start, end, end
 
 
+def answer_tag(text: str):
+  """The `<answer>` tag `split_output` reads its answer after (a `re.Match`), or None."""
+  return _ANSWER_OPEN.search(text, _think_span(text)[2])
+
+
 def _answer_after(text: str, pos: int) -> str | None:
   opening = _ANSWER_OPEN.search(text, pos)
   if not opening:

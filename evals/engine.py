@@ -1,26 +1,33 @@
 """One evaluation batch: prompts -> sampler -> answer parsing -> judge -> letter distribution.
 
 The letter distribution (PAPER.md section 5) is read at the first answer-letter position: the
-token right after the model's own `<answer>`; when it never writes one, after a forced
-`<answer>` appended to its output. Letters are scored as the sum of the probabilities of their
-token spellings ("A" and " A"), restricted to the item's option letters and renormalised.
+token right after the model's own `<answer>` (the tag the answer parser reads: after the think,
+any case); when it never writes one, after a forced `<answer>` appended to its output. Letters
+are scored as the sum of the probabilities of their token spellings ("A", " A", "(A", after
+'>', '>\n', '>\n\n' or '>(', or merged as '>A'), restricted to the item's option letters and
+renormalised.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import zlib
 
 import numpy as np
 
 from evals import presets as presets_lib
-from evals.answers import PARSE_VERSION
+from evals.answers import PARSE_VERSION, answer_tag
 from evals.schema import Item
 from evals.variants import PromptSpec
 from vlm_jax.processor import pad_rows
 from vlm_jax.sampler import SamplingParams
 
+# the rules that place and read the letter distribution: v2 scores the tag the answer parser
+# reads and the '>\n\n' opener and '(X' spellings (records of v1 and v2 never pool)
+LETTER_VERSION = "letters-v2"
 ANSWER_STEM = "<answer"  # the '>' is tokenised together with what follows it
+_CUT_STEM = re.compile(r"<\s*answer\s*$", re.I)  # an output that ends inside its answer tag
 _VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw",
                 "second_per_grid_ts")
 
@@ -59,20 +66,29 @@ class Engine:
             for r, (j, f, v, p) in enumerate(zip(jobs, fulls, verdicts, letters))]
 
   # -- letter distribution ------------------------------------------------------------------
-  def _answer_prefix(self, tokens: np.ndarray, length: int) -> list[int] | None:
-    """Generated tokens up to the one that completes `<answer` (the '>' is scored, since the
-    Qwen tokenizer merges it with what follows: '>A', '>', '>\n'); without an `<answer` in the
-    output, all of it plus a forced `<answer`. None when a merged token runs past the tag."""
+  def _answer_prefix(self, tokens: np.ndarray, length: int, prefill: str = "") -> list[int] | None:
+    """Generated tokens up to the one that completes `<answer` of the tag the answer parser
+    reads (`evals.answers.split_output`: the first after the think, any case and spacing; a tag
+    written inside the think is not it). The '>' is scored, since the Qwen tokenizer merges it
+    with what follows: '>A', '>', '>\n'. Without such a tag in the output, all of it plus a
+    forced `<answer` (an output cut off right after its own `<answer` is scored there). None
+    when a merged token runs past the tag, or the tag is the prefill's."""
     stops = set(self.sampling.stop_token_ids)
     gen = [int(t) for t in tokens[:length] if int(t) not in stops]
     decode = self.processor.decode
-    if ANSWER_STEM not in decode(gen):
+    full = prefill + decode(gen)
+    tag = answer_tag(full) or _CUT_STEM.search(full)
+    if tag is None:
       return gen + list(self.stem_ids)
-    lo, hi = 1, len(gen)  # smallest k whose prefix contains the stem (monotone in k)
+    end = tag.start() + tag.group().lower().index("answer") + len("answer") - len(prefill)
+    if end <= 0:
+      return None
+    cut = full[len(prefill):len(prefill) + end]  # the output up to the end of the word
+    lo, hi = 1, len(gen)  # smallest k whose text holds the cut (monotone in k)
     while lo < hi:
       mid = (lo + hi) // 2
-      lo, hi = (lo, mid) if ANSWER_STEM in decode(gen[:mid]) else (mid + 1, hi)
-    return gen[:lo] if decode(gen[:lo]).endswith(ANSWER_STEM) else None
+      lo, hi = (lo, mid) if decode(gen[:mid]).startswith(cut) else (mid + 1, hi)
+    return gen[:lo] if decode(gen[:lo]) == cut else None
 
   def _score(self, batch: dict, rows: list[list[int]], ids: np.ndarray) -> np.ndarray:
     tokens, mask = pad_rows(rows, self.processor.pad_token_id)
@@ -83,21 +99,24 @@ class Engine:
 
   def _letter_probs(self, batch: dict, out, jobs: list[Job]) -> list[tuple | None]:
     """(P(letter) over the item's letters, letter mass) per row, None without an answer
-    position. P(letter) = p('>X') + sum over openers o of p(o) (q_o(X) + q_o(' X')): p a
-    full-vocabulary probability after the `<answer` prefix, q_o after it plus the opener o
-    ('>', '>\n', '>(': the ways the Qwen tokenizer splits "<answer>X", "<answer>\nX",
-    "<answer>(X)"), restricted to the item's letters and renormalised. The mass before
-    renormalising says how much of the model's next-token probability those spellings hold: low
-    when it answers some other way (a word, "**B**"), and its distribution is then a remainder."""
-    prefixes = [self._answer_prefix(out.tokens[r], int(out.lengths[r])) for r in range(len(jobs))]
+    position. P(letter) = p('>X') + sum over openers o of p(o) (q_o(X) + q_o(' X') + q_o('(X')):
+    p a full-vocabulary probability after the `<answer` prefix, q_o after it plus the opener o
+    ('>', '>\n', '>\n\n', '>(': the ways the Qwen tokenizer splits "<answer>X",
+    "<answer> X", "<answer>\nX", "<answer>\n(X)", "<answer>\n\nX", "<answer>(X)"), restricted
+    to the item's letters and renormalised. The mass before renormalising says how much of the
+    model's next-token probability those spellings hold: low when it answers some other way (a
+    word, "**B**", "<answer> (B)"), and its distribution is then a remainder."""
+    prefixes = [self._answer_prefix(out.tokens[r], int(out.lengths[r]),
+                                    jobs[r].spec.assistant_prefill or "")
+                for r in range(len(jobs))]
     rows = [batch["input_ids"][r][batch["attention_mask"][r] == 1].tolist() + (p or [])
             for r, p in enumerate(prefixes)]
     t = self.table
     first = self._score(batch, rows, np.concatenate([t.openers, t.merged]))
     total = np.where(t.merged_ok[None], first[:, len(t.openers):], 0.0)
     for j, opener in enumerate(t.openers):
-      total = total + first[:, j:j + 1] * self._score(batch, [r + [int(opener)] for r in rows],
-                                                      t.plain).sum(-1)
+      after = self._score(batch, [r + [int(opener)] for r in rows], t.plain)
+      total = total + first[:, j:j + 1] * np.where(t.plain_ok[None], after, 0.0).sum(-1)
     out_probs = []
     for r, job in enumerate(jobs):
       p = total[r, :len(job.spec.letters)].astype(np.float64)  # H, P(correct) exact to p
@@ -123,6 +142,7 @@ class Engine:
         "correct": parsed == spec.answer, "judge_letter": verdict.letter,
         "judge_raw": verdict.raw, "judge": verdict.judge, "judge_error": verdict.error,
         "judge_prompt_version": verdict.prompt_version, "parse_version": PARSE_VERSION,
+        "letter_version": LETTER_VERSION,
         "consistent": None if verdict.letter is None or parsed is None
         else verdict.letter == parsed,
         "letter_probs": None if probs is None else [float(p) for p in probs],
@@ -144,27 +164,32 @@ def _judge_request(job: Job, full: str):
 @dataclasses.dataclass(frozen=True)
 class LetterTable:
   """Token ids for scoring option letters A..Z after `<answer`."""
-  openers: np.ndarray      # [k] '>' and, where single tokens, '>\n' and '>(': a letter follows
+  openers: np.ndarray      # [k] '>' and, where single tokens, '>\n', '>\n\n', '>(' (a letter next)
   merged: np.ndarray       # [26] '>A'.. (0 where not a single token; see merged_ok)
   merged_ok: np.ndarray    # [26] bool
-  plain: np.ndarray        # [26, 2] 'A', ' A'
+  plain: np.ndarray        # [26, 3] 'A', ' A', '(A' after an opener (0 where not a single token)
+  plain_ok: np.ndarray     # [26, 3] bool ('A' and ' A' always)
 
 
-OPENERS = (">", ">\n", ">(")  # what may stand between `<answer` and a letter token
+OPENERS = (">", ">\n", ">\n\n", ">(")  # what may stand between `<answer` and a letter token
+SPELLINGS = ("{}", " {}", "({}")  # a letter's tokens after an opener ('(A': "<answer>\n(A) x")
 
 
 def letter_table(tokenizer) -> LetterTable:
+  """Each entry is a token whose text is exactly the opener or spelling: no token that only
+  starts with a letter ('AB', '>An', "'m" after '>I') is counted for it."""
   def single(text: str) -> int | None:
     ids = tokenizer.encode(text, add_special_tokens=False)
     return ids[0] if len(ids) == 1 else None
 
   letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-  plain = [[single(c), single(" " + c)] for c in letters]
-  if any(i is None for row in plain for i in row) or single(">") is None:
+  plain = [[single(form.format(c)) for form in SPELLINGS] for c in letters]
+  if any(i is None for row in plain for i in row[:2]) or single(">") is None:
     raise ValueError("tokenizer does not encode '>', the letters and ' '+letters as one token")
   merged = [single(">" + c) for c in letters]
   openers = [single(o) for o in OPENERS]
   return LetterTable(openers=np.array([o for o in openers if o is not None], np.int32),
                      merged=np.array([m or 0 for m in merged], np.int32),
                      merged_ok=np.array([m is not None for m in merged]),
-                     plain=np.array(plain, np.int32))
+                     plain=np.array([[i or 0 for i in row] for row in plain], np.int32),
+                     plain_ok=np.array([[i is not None for i in row] for row in plain]))

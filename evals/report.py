@@ -82,8 +82,8 @@ DEFINITIONS = """\
 - H, P(correct): means over the items with letter probabilities (restricted softmax at the answer
   position). H / ln K: entropy divided by its maximum, K = the item's number of options (2-6).
   Letter mass: the next-token probability the scored letter spellings ('>X', '>' / '>\\n' /
-  '>(' then 'X' or ' X') held before renormalising; low means the model answers some other way
-  and H, P(correct) describe a remainder.
+  '>\\n\\n' / '>(' then 'X', ' X' or '(X') held before renormalising; low means the model
+  answers some other way and H, P(correct) describe a remainder.
 - {macro}: the mean of the per-benchmark values (over the benchmarks where a value is defined;
   n = their summed n); its interval averages the benchmarks' bootstrap replicates draw by draw.
 - Circular acc (MMBench, 3DSRBench with `--circular`): VLMEvalKit's CircularEval score, a

@@ -25,7 +25,7 @@ import time
 
 from evals import presets as presets_lib
 from evals import variants as variants_lib
-from evals.engine import Engine, Job
+from evals.engine import LETTER_VERSION, Engine, Job
 from evals.results import SETTINGS_FILE, ResultsFile, check_settings, result_key
 from evals.schema import BadItem
 from vlm_jax.files import atomic_write
@@ -364,7 +364,8 @@ def run_settings(args) -> dict:
           "dtype": args.dtype if uses_dtype else "float32",  # the tiny model ignores --dtype
           # the rules that read answers and verdicts: results parsed by other rules never pool
           "answer_rules": {"parse": PARSE_VERSION,
-                           "judge": RULE_VERSION if judge == "rule" else JUDGE_PROMPT_VERSION}}
+                           "judge": RULE_VERSION if judge == "rule" else JUDGE_PROMPT_VERSION,
+                           "letters": LETTER_VERSION}}
 
 
 def _check_settings(args, results: ResultsFile, writer: bool) -> None:
@@ -429,9 +430,11 @@ def _records_answer_rules(records: list[dict]):
   versions (those without a parse version predate it: parse-v1). Mixed: "mixed", never equal."""
   parse = {r.get("parse_version", "parse-v1") for r in records}
   judge = {r.get("judge_prompt_version") for r in records} - {None}
-  if len(parse) > 1 or len(judge) > 1:
+  letters = {r.get("letter_version", "letters-v1") for r in records}
+  if len(parse) > 1 or len(judge) > 1 or len(letters) > 1:
     return "mixed"
-  return {"parse": parse.pop(), "judge": judge.pop() if judge else None}
+  return {"parse": parse.pop(), "judge": judge.pop() if judge else None,
+          "letters": letters.pop()}
 
 
 def prompt_hash(question: str, options, prefill) -> str:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from evals import answers, judge as judge_lib, run
+from evals import answers, engine, judge as judge_lib, run
 from evals.results import SETTINGS_FILE
 
 SMALL = ["--synthetic-n", "2", "--max-new-tokens", "2", "--benchmarks", "synthetic",
@@ -63,7 +63,8 @@ def test_settings_hold_what_changes_records_only(monkeypatch):
                   "repetition_penalty": 1.0, "judge_max_tokens": None,
                   "dtype": "float32",  # the tiny model is float32 whatever --dtype says
                   "answer_rules": {"parse": answers.PARSE_VERSION,
-                                   "judge": judge_lib.RULE_VERSION}}
+                                   "judge": judge_lib.RULE_VERSION,
+                                   "letters": engine.LETTER_VERSION}}
   same = _parse("--max-new-tokens", "4", "--batch-size", "3", "--mesh", "2x2", "--limit", "5",
                 "--benchmarks", "cv_bench", "--variants", "base", "--synthetic-n", "7",
                 "--scanned-decode", "--out", "elsewhere", "--data-dir", "d", "--data-cache",
@@ -137,6 +138,13 @@ def test_rerun_with_other_settings_fails_before_the_model_loads(tmp_path, monkey
       r.pop("parse_version")
       f.write(json.dumps(r) + "\n")
   with pytest.raises(ValueError, match="answer_rules: .*parse-v1.* before"):
+    run.main(SMALL + ["--out", out])
+  # ... or whose letter distributions were read by other rules (records before letter_version)
+  with open(path, "w") as f:
+    for r in records:
+      r.pop("letter_version")
+      f.write(json.dumps(r) + "\n")
+  with pytest.raises(ValueError, match="answer_rules: .*letters-v1.* before"):
     run.main(SMALL + ["--out", out])
 
 
