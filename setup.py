@@ -6,7 +6,7 @@ setup(
     name="vlm-jax",
     version="0.1.0",
     description="Qwen2.5-VL in JAX/Flax: one model core for GRPO training and robustness evals",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # jax 0.10 and numpy 2.4 need 3.11+
     packages=find_packages(include=["vlm_jax", "vlm_jax.*", "rl", "rl.*", "evals", "evals.*"]),
     package_data={"vlm_jax": ["chat_template.jinja"]},
     install_requires=[

@@ -1,10 +1,14 @@
 """The study's sweep: 3 data configurations x {accuracy, faithfulness-aware} reward x seeds.
 
   python configs/sweep.py            # prints one `python -m rl.train ...` command per run
-Each line is a complete launch command (add `--mesh` for your slice and `model=` / `data_dir=`).
+  python configs/sweep.py --mesh data=2,fsdp=8 model=/ckpt/Qwen2.5-VL-7B-Instruct data_dir=/data
+Each line is a complete launch command; `--mesh` and `key=value` arguments given here go into
+every line (without `model=` a run trains a random tiny model).
 """
 
+import argparse
 import itertools
+import shlex
 
 DATA = {
     "sat_pixmo": ["data=sat2,pixmo_count"],
@@ -22,7 +26,25 @@ def runs():
     yield name, d + r + [f"seed={seed}"]
 
 
+def commands(argv=None) -> list[str]:
+  parser = argparse.ArgumentParser(prog="python configs/sweep.py", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--mesh", default=None, help="passed to every run, e.g. data=2,fsdp=8")
+  parser.add_argument("--distributed", action="store_true",
+                      help="passed to every run (multi-host: each line goes through "
+                           "tpu_scripts/run.sh to every worker)")
+  parser.add_argument("overrides", nargs="*", help="key=value added to every run")
+  args = parser.parse_args(argv)
+  grid_keys = {o.partition("=")[0] for _, run in runs() for o in run}
+  clash = sorted({o.partition("=")[0] for o in args.overrides} & grid_keys)
+  if clash:
+    parser.error(f"{', '.join(clash)}: set by the sweep's grid for each run")
+  mesh = (["--mesh", args.mesh] if args.mesh else []) + (["--distributed"] if args.distributed
+                                                          else [])
+  return [shlex.join(["python", "-m", "rl.train", "--config", "configs/grpo_study.py", *mesh,
+                      "--out", f"runs/{name}", *args.overrides, *overrides])
+          for name, overrides in runs()]
+
+
 if __name__ == "__main__":
-  for name, overrides in runs():
-    print(f"python -m rl.train --config configs/grpo_study.py --out runs/{name} "
-          + " ".join(overrides))
+  print("\n".join(commands()))

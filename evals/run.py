@@ -28,6 +28,7 @@ from evals import variants as variants_lib
 from evals.engine import LETTER_VERSION, Engine, Job
 from evals.results import SETTINGS_FILE, ResultsFile, check_settings, result_key
 from evals.schema import BadItem
+from vlm_jax import multihost
 from vlm_jax.files import atomic_write
 
 DTYPES = ("bfloat16", "float32", "float16")  # parameter dtypes of --model and a local judge
@@ -120,13 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--data-cache", default=None,
                  help="where benchmarks are staged as tfds array_record datasets (default "
                       "OUT/data_cache; 'none': keep them in memory)")
-  p.add_argument("--distributed", action="store_true",
-                 help="call jax.distributed.initialize() first (multi-host TPU/GPU)")
-  p.add_argument("--coordinator", default=None,
-                 help="with --distributed off TPU: coordinator HOST:PORT (then also "
-                      "--num-processes and --process-id)")
-  p.add_argument("--num-processes", type=_int_at_least(1), default=None)
-  p.add_argument("--process-id", type=_int_at_least(0), default=None)
+  multihost.add_distributed_args(p)
   return p
 
 
@@ -195,7 +190,6 @@ def _global_items(args, names, done: dict, bad: list, image_config=None):
   (encoded, images still compressed) and bad-item reports are gathered in process order."""
   import jax
   from evals.benchmarks.pipeline import decode_item, encode_item
-  from vlm_jax import multihost
   local = _local_items(args, bad)
   per, exhausted = max(1, -(-args.batch_size // jax.process_count())), False
   while True:
@@ -281,9 +275,7 @@ def _check_names(args) -> None:
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   _check_names(args)
-  if args.distributed:
-    import jax
-    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+  multihost.initialize_from_args(args)
   if args.max_new_tokens is None:
     args.max_new_tokens = 1024 if args.model else 48
   from evals import judge as judge_lib, report
@@ -372,7 +364,6 @@ def _check_settings(args, results: ResultsFile, writer: bool) -> None:
   """Stops every process, before the model loads, when OUT's results were made with other
   settings. Process 0 alone reads and writes OUT (as for results); the others take its verdict,
   so none is left waiting in a collective."""
-  from vlm_jax import multihost
   settings = run_settings(args)
   # settings older versions did not record, as they implied them
   legacy = ({"answer_rules": _records_answer_rules(results.records), "repetition_penalty": 1.0,
@@ -396,7 +387,6 @@ def _http_judge(args, writer: bool):
   answers (`HTTPJudge.check`; every process stops on its error); elsewhere a RuleJudge, since
   only process 0 writes verdicts (the API is asked once). None for other judges."""
   from evals import judge as judge_lib
-  from vlm_jax import multihost
   if not args.judge.startswith(("http://", "https://")):
     return None
   judge, error = judge_lib.RuleJudge(), ""
@@ -448,7 +438,6 @@ def _shared_done(records: list[dict]) -> dict:
   """Process 0's finished keys -> (the item fingerprint, the prompt hash) each was run on (None
   for records older than either), on every process, so all skip the same work (SPMD) even when
   --out is a local disk per worker."""
-  from vlm_jax import multihost
   done = sorted([*result_key(r), r.get("item_hash"),
                  prompt_hash(r["question"], r["options"], r.get("prefill"))
                  if "question" in r and "options" in r else None] for r in records)

@@ -223,7 +223,10 @@ def parse_cli(prog: str, description: str, default_out: str, argv=None):
   parser.add_argument("--mesh", default=None, help="'2x4' or 'data=2,fsdp=4,tensor=2'")
   parser.add_argument("--out", default=default_out)
   parser.add_argument("overrides", nargs="*", help="key=value (any TrainConfig field)")
+  from vlm_jax import multihost, sharding
+  multihost.add_distributed_args(parser)
   args = parser.parse_args(argv)
-  from vlm_jax import sharding
+  config = load_config(args.config, args.overrides)  # a bad config stops before the collectives
+  multihost.initialize_from_args(args)
   mesh = sharding.parse_mesh(args.mesh) if args.mesh else None
-  return load_config(args.config, args.overrides), mesh, args.out
+  return config, mesh, args.out

@@ -58,3 +58,33 @@ def unpack(blob: bytes) -> list[bytes]:
     out.append(blob[offset:offset + n])
     offset += n
   return out
+
+
+def add_distributed_args(parser) -> None:
+  """The multi-host flags every CLI takes (`initialize_from_args` acts on them)."""
+  def count(minimum: int):
+    def parse(text: str) -> int:
+      import argparse
+      try:
+        value = int(text)
+      except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+      if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+      return value
+    return parse
+  parser.add_argument("--distributed", action="store_true",
+                      help="call jax.distributed.initialize() first (multi-host TPU/GPU: every "
+                           "worker runs the same command; orbax checkpoints need it)")
+  parser.add_argument("--coordinator", default=None,
+                      help="with --distributed off TPU: coordinator HOST:PORT (then also "
+                           "--num-processes and --process-id)")
+  parser.add_argument("--num-processes", type=count(1), default=None)
+  parser.add_argument("--process-id", type=count(0), default=None)
+
+
+def initialize_from_args(args) -> None:
+  """jax.distributed.initialize() when `--distributed` was given (before any mesh is built: a
+  mesh spans the devices of every process)."""
+  if args.distributed:
+    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)

@@ -19,6 +19,10 @@ def test_study_defaults_and_overrides():
   # float32 masters under bfloat16 compute
   assert (cfg.prompts_per_step, cfg.prompts_per_update, cfg.updates_per_step) == (128, 64, 2)
   assert (cfg.dtype, cfg.param_dtype) == ("bfloat16", "float32")
+  study = load_config(os.path.join(ROOT, "configs", "grpo_study.py"))
+  assert (study.format_weight, study.accuracy_weight, study.lr, study.clip_high) == (
+      0.1, 1.0, 1e-6, 0.2)
+  assert (study.temperature, study.checkpoint_every, study.keep_every) == (1.0, 250, 250)
   assert apply_overrides(cfg, ["prompts_per_update=none"]).updates_per_step == 1
   assert cfg.faithful is True and cfg.lr == 2e-6 and cfg.model is None and cfg.steps == 10
   with pytest.raises(ValueError, match="bad override"):
@@ -43,6 +47,51 @@ def test_sweep_grid():
   base = load_config(os.path.join(ROOT, "configs", "grpo_study.py"))
   for overrides in runs.values():
     apply_overrides(base, overrides)  # every run's overrides are valid
+  # the printed commands parse with rl.train's CLI, into one folder per run; --mesh and
+  # key=value given to the sweep reach every run, and the grid's own keys are its to set
+  import shlex
+  from rl.config import parse_cli
+  lines = sweep.commands(["model=/ckpt/a b", "data_dir=/data"])
+  outs = set()
+  for line in lines:
+    argv = shlex.split(line)
+    assert argv[:3] == ["python", "-m", "rl.train"]
+    cfg, mesh, out = parse_cli("rl.train", "", "runs/train", argv[3:])
+    assert mesh is None and cfg.model == "/ckpt/a b" and cfg.data_dir == "/data"
+    outs.add(out)
+  assert len(outs) == len(lines) == 18
+  assert "--mesh data=2,fsdp=8 " in sweep.commands(["--mesh", "data=2,fsdp=8"])[0]
+  assert " --distributed " in sweep.commands(["--distributed"])[0]
+  with pytest.raises(SystemExit):
+    sweep.commands(["seed=3"])
+
+
+def test_tpu_run_script_passes_each_argument_intact(tmp_path):
+  """tpu_scripts/run.sh against a stub gcloud that runs --command as a worker would (sh -c)."""
+  import shutil
+  import subprocess
+  if not all(shutil.which(x) for x in ("bash", "sh", "base64")):
+    pytest.skip("needs bash, sh and base64")
+  scripts = os.path.join(ROOT, "tpu_scripts")
+  for name in ("create.sh", "install.sh", "run.sh"):
+    subprocess.run(["bash", "-n", os.path.join(scripts, name)], check=True)
+  home, bin_dir = tmp_path / "home", tmp_path / "bin"
+  (home / "vlm_jax" / ".venv" / "bin").mkdir(parents=True)
+  (home / "vlm_jax" / ".venv" / "bin" / "activate").write_text("")
+  bin_dir.mkdir()
+  (bin_dir / "gcloud").write_text('#!/bin/sh\nfor a; do cmd=$a; done\ncd "$HOME" && sh -c "$cmd"\n')
+  (bin_dir / "gcloud").chmod(0o755)
+  env = dict(os.environ, HOME=str(home), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  args = ["a b", "it's", "$HOME", "x;y", "*", "~/ckpt"]
+  run = subprocess.run(["bash", os.path.join(scripts, "run.sh"), "tpu", "zone", "printf",
+                        "<%s>", *args], env=env, capture_output=True, text=True, check=True)
+  want = "".join(f"<{a}>" for a in args[:-1]) + f"<{home}/ckpt>"
+  assert run.stdout == want
+  (log,) = (home / "vlm_jax" / "logs").iterdir()
+  assert log.read_text() == want
+  failed = subprocess.run(["bash", os.path.join(scripts, "run.sh"), "tpu", "zone", "sh", "-c",
+                           "exit 3"], env=env, capture_output=True, text=True)
+  assert failed.returncode == 3
 
 
 def test_smoke_mode_keeps_the_runs_settings_at_the_smoke_runs_scale():
@@ -131,3 +180,23 @@ def test_warmup_counts_every_update_of_a_step():
     updates, state = opt.update(grad, state, params)
     lrs.append(float(jnp.abs(updates["text"]["w"]).max()))
   np.testing.assert_allclose(lrs, [0.0, 0.125, 0.25, 0.375, 0.5], rtol=1e-3, atol=1e-7)
+
+
+def test_train_and_sft_take_the_multi_host_flags(monkeypatch):
+  """--distributed (and --coordinator, --num-processes, --process-id off TPU) initialise
+  jax.distributed before the mesh is built, as `evals.run` does: orbax checkpoints of a
+  multi-host run need it. A bad config stops before any collective."""
+  import jax
+  from rl.config import parse_cli
+  calls = []
+  monkeypatch.setattr(jax.distributed, "initialize", lambda *a: calls.append(a))
+  config, mesh, out = parse_cli("python -m rl.train", "", "runs/train", [
+      "--config", "configs/smoke.py", "--distributed", "--coordinator", "h:1234",
+      "--num-processes", "2", "--process-id", "1", "--out", "o", "steps=3"])
+  assert calls == [("h:1234", 2, 1)] and config.steps == 3 and mesh is None and out == "o"
+  parse_cli("python -m rl.sft", "", "runs/sft", ["--config", "configs/smoke.py"])
+  assert len(calls) == 1  # without --distributed: no initialise
+  with pytest.raises(ValueError):
+    parse_cli("python -m rl.train", "", "runs/train",
+              ["--config", "configs/smoke.py", "--distributed", "steps=-1"])
+  assert len(calls) == 1
