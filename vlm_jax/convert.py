@@ -35,6 +35,11 @@ def _shard_size(value: str) -> str:
   return value
 
 
+# float dtypes only: numpy casts to any dtype without a word (int8 truncates every weight), and
+# float64 is float32 in a process without jax_enable_x64
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 def _parse(argv):
   parser = argparse.ArgumentParser(
       prog="python -m vlm_jax.convert", description=__doc__,
@@ -44,7 +49,7 @@ def _parse(argv):
                       help="train-to-hf: checkpoint step (default: the latest)")
   parser.add_argument("--src", required=True, help="source checkpoint directory")
   parser.add_argument("--dst", required=True, help="destination directory")
-  parser.add_argument("--dtype", default=None,
+  parser.add_argument("--dtype", default=None, choices=DTYPES,
                       help="cast parameters (float32, bfloat16, float16); default: keep "
                            "(train-to-hf: the run's compute dtype)")
   parser.add_argument("--copy-files-from", default=None,
@@ -55,6 +60,11 @@ def _parse(argv):
   parser.add_argument("--max-shard-size", type=_shard_size, default=None,
                       help="orbax-to-hf, train-to-hf: shard size, e.g. 5GB (default) or 500MB")
   args = parser.parse_args(argv)
+  # `--src=~/x` and a quoted "~/x" reach us unexpanded (the shell expands only a word's leading
+  # ~): without this, --dst=~/out writes a folder named "~" in the working directory
+  for name in ("src", "dst", "copy_files_from"):
+    if getattr(args, name) is not None:
+      setattr(args, name, os.path.expanduser(getattr(args, name)))
   # Flags a mode does not use are refused, not ignored: a silently dropped --step exports some
   # other checkpoint than the one asked for.
   unused = {"hf-to-orbax": ("step", "copy_files_from", "max_shard_size"),
@@ -67,7 +77,33 @@ def _parse(argv):
       hf.check_extra_files(args.copy_files_from)
     except FileNotFoundError as e:
       parser.error(f"--copy-files-from: {e}")
+  problem = _dst_problem(args.direction, args.src, args.dst)
+  if problem:
+    parser.error(f"--dst {args.dst}: {problem}")
   return args
+
+
+def _dst_problem(direction: str, src: str, dst: str) -> str | None:
+  """Why writing to `dst` would damage a checkpoint there, or None. Each direction writes a
+  config.json, which describes the weights beside it: hf-to-orbax's over an HF checkpoint's, or
+  an export's over an orbax checkpoint's, leaves weights whose config is another model's (or the
+  same model's, minus the fields we do not keep). An earlier output of the same direction is
+  replaced whole, as documented."""
+  if not os.path.isdir(dst):
+    return None
+  if os.path.isdir(src) and os.path.samefile(src, dst):
+    return "is the --src folder; write the conversion to another folder"
+  if direction == "hf-to-orbax":
+    weights = [n for n in os.listdir(dst) if n.endswith(".safetensors")
+               or n == "model.safetensors.index.json"]
+    if weights:
+      return (f"holds an HF checkpoint ({sorted(weights)[0]}), whose config.json this would "
+              f"replace; pick another folder")
+  elif any(n == "params" or n.startswith("params-")  # save_params' params/ or params-<tag>/
+           for n in os.listdir(dst) if os.path.isdir(os.path.join(dst, n))):
+    return ("holds an orbax params checkpoint (params/), whose config.json this would replace; "
+            "pick another folder")
+  return None
 
 
 def _run_compute_dtype(run_dir: str) -> str | None:
@@ -78,7 +114,11 @@ def _run_compute_dtype(run_dir: str) -> str | None:
   if not os.path.exists(path):
     return None
   with open(path, encoding="utf-8") as f:
-    dtype = json.load(f).get("dtype")
+    try:
+      dtype = json.load(f).get("dtype")
+    except (json.JSONDecodeError, AttributeError) as e:
+      raise ValueError(f"{path}: not a JSON object of TrainConfig fields ({e}); pass --dtype "
+                       f"to export without it") from e
   if dtype:
     print(f"train-to-hf: exporting in {dtype}, the run's compute dtype (--dtype to choose)")
   return dtype
@@ -99,13 +139,18 @@ def _convert(args) -> int:
     return 0
   extra = args.copy_files_from
   if args.direction == "train-to-hf":
+    # the starting checkpoint's files are checked before the weights are read (minutes for a
+    # large model), not after
+    source = checkpoint.training_source(args.src) if extra is None else None
+    if source is not None:
+      if not os.path.isdir(source):
+        raise FileNotFoundError(f"{args.src} started from {source}, which is not on this "
+                                f"machine: pass --copy-files-from with its tokenizer/preprocessor "
+                                f"files")
+      hf.check_extra_files(source)
+    extra = extra or source
     dtype = args.dtype or _run_compute_dtype(args.src)
     config, params = checkpoint.load_training_params(args.src, args.step, dtype=dtype)
-    source = checkpoint.training_source(args.src)
-    if extra is None and source is not None and not os.path.isdir(source):
-      raise FileNotFoundError(f"{args.src} started from {source}, which is not on this machine: "
-                              f"pass --copy-files-from with its tokenizer/preprocessor files")
-    extra = extra or source
   else:
     config, params = checkpoint.load_params(args.src, dtype=args.dtype)
   hf.save_hf(params, config, args.dst, extra_files_from=extra,
