@@ -387,5 +387,5 @@ def write_default_processor_files(out_dir: str) -> None:
   from vlm_jax import processor as proc_lib  # lazy: pulls in PIL and the image code
   copy_extra_files(proc_lib.qwen_tokenizer_dir(), out_dir)
   shutil.copyfile(proc_lib.CHAT_TEMPLATE_PATH, os.path.join(out_dir, "chat_template.jinja"))
-  with open(os.path.join(out_dir, proc_lib.PREPROCESSOR_CONFIG_NAME), "w") as f:
+  with atomic_write(os.path.join(out_dir, proc_lib.PREPROCESSOR_CONFIG_NAME)) as f:
     json.dump(proc_lib.ImageProcessorConfig().to_dict(), f, indent=2)
