@@ -28,24 +28,13 @@ from evals import variants as variants_lib
 from evals.engine import LETTER_VERSION, Engine, Job
 from evals.results import SETTINGS_FILE, ResultsFile, check_settings, result_key
 from evals.schema import BadItem
-from vlm_jax import multihost
+from vlm_jax import cli, multihost
 from vlm_jax.files import atomic_write
 
 DTYPES = ("bfloat16", "float32", "float16")  # parameter dtypes of --model and a local judge
 
 
-def _int_at_least(low: int):
-  """argparse type: an int >= low, so that e.g. --limit 0 stops at parsing rather than deep in
-  tfds staging (an empty split) and --batch-size 0 does not quietly become one batch."""
-  def parse(text: str) -> int:
-    try:
-      value = int(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < low:
-      raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-    return value
-  return parse
+_int_at_least = cli.int_at_least
 
 
 def _temperature(text: str) -> float:
@@ -510,5 +499,4 @@ def _local_generate_factory(args, mesh):
 
 
 if __name__ == "__main__":
-  from vlm_jax import cli
   raise SystemExit(cli.run(main, "python -m evals.run"))

@@ -45,3 +45,18 @@ def _short(path: str) -> str:
   """A path relative to the repository when it is inside it (the usual case), else as is."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   return os.path.relpath(path, root) if path.startswith(root + os.sep) else path
+
+
+def int_at_least(low: int):
+  """argparse type: an int >= low, so that e.g. --limit 0 stops at parsing rather than deep in
+  a run (an empty split) and --batch-size 0 does not quietly become one batch."""
+  def parse(text: str) -> int:
+    import argparse
+    try:
+      value = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low:
+      raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+    return value
+  return parse

@@ -62,17 +62,7 @@ def unpack(blob: bytes) -> list[bytes]:
 
 def add_distributed_args(parser) -> None:
   """The multi-host flags every CLI takes (`initialize_from_args` acts on them)."""
-  def count(minimum: int):
-    def parse(text: str) -> int:
-      import argparse
-      try:
-        value = int(text)
-      except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-      if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-      return value
-    return parse
+  from vlm_jax.cli import int_at_least as count
   parser.add_argument("--distributed", action="store_true",
                       help="call jax.distributed.initialize() first (multi-host TPU/GPU: every "
                            "worker runs the same command; orbax checkpoints need it)")
