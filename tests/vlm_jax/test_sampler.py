@@ -42,6 +42,20 @@ def _repeat_rows(batch: dict, rows) -> dict:
   return out
 
 
+def _kernel_scores(params, config, batch, rows, tokens):
+  """(inputs, log p, entropy) of the sampled `tokens` after the prompts `rows` of `batch`, from
+  the chunked kernel over the whole sequences: the generated positions only."""
+  full = _repeat_rows(batch, rows)
+  for key, tail in (("input_ids", tokens), ("attention_mask", np.ones_like(tokens)),
+                    ("mm_token_type_ids", np.zeros_like(tokens))):
+    full[key] = np.concatenate([full[key], tail], 1)
+  inputs = model_lib.prepare_inputs(config, **full)
+  inputs.pop("rope_deltas")
+  logp, ent = logprobs.sequence_logprobs(params, config, inputs, chunk_t=16)
+  gen = slice(batch["input_ids"].shape[1] - 1, None)
+  return inputs, np.asarray(logp[:, gen]), np.asarray(ent[:, gen])
+
+
 @pytest.fixture(scope="module")
 def lively(tmp_path_factory):
   """A tiny random model whose greedy continuations are not one repeated token."""
@@ -115,16 +129,9 @@ def test_repetition_penalty_keeps_the_models_own_logprobs(lively):
   plain = s(batch, SamplingParams(max_new_tokens=24, temperature=0.5, n=2, seed=5,
                                   stop_token_ids=()))
   assert not np.array_equal(a.tokens, plain.tokens)
-  full = _repeat_rows(batch, [0, 0, 1, 1])
-  for key, tail in (("input_ids", a.tokens), ("attention_mask", np.ones_like(a.tokens)),
-                    ("mm_token_type_ids", np.zeros_like(a.tokens))):
-    full[key] = np.concatenate([full[key], tail], 1)
-  inputs = model_lib.prepare_inputs(config, **full)
-  inputs.pop("rope_deltas")
-  logp, ent = logprobs.sequence_logprobs(params, config, inputs, chunk_t=16)
-  gen = slice(batch["input_ids"].shape[1] - 1, None)
-  np.testing.assert_allclose(a.logprobs, np.asarray(logp[:, gen]), atol=2e-5)
-  np.testing.assert_allclose(a.entropies, np.asarray(ent[:, gen]), atol=2e-5)
+  _, logp, ent = _kernel_scores(params, config, batch, [0, 0, 1, 1], a.tokens)
+  np.testing.assert_allclose(a.logprobs, logp, atol=2e-5)
+  np.testing.assert_allclose(a.entropies, ent, atol=2e-5)
   with pytest.raises(ValueError, match="repetition_penalty"):
     SamplingParams(repetition_penalty=0.0)
 
@@ -230,19 +237,12 @@ def test_sampler_logprobs_equal_the_kernel(lively, samples):
   batch = hf_models.build_batch(samples, config.vision.patch_dim)
   out = Sampler(params, config, pad_id=0)(
       batch, SamplingParams(max_new_tokens=8, temperature=1.5, n=2, seed=1))
-  full = _repeat_rows(batch, np.repeat(np.arange(2), 2))
-  full["input_ids"] = np.concatenate([full["input_ids"], out.tokens], 1)
-  full["attention_mask"] = np.concatenate([full["attention_mask"], np.ones_like(out.tokens)], 1)
-  full["mm_token_type_ids"] = np.concatenate([full["mm_token_type_ids"],
-                                              np.zeros_like(out.tokens)], 1)
-  inputs = model_lib.prepare_inputs(config, **full)
-  inputs.pop("rope_deltas")
-  logp, ent = logprobs.sequence_logprobs(params, config, inputs, chunk_t=16)
-  gen = slice(batch["input_ids"].shape[1] - 1, None)
-  np.testing.assert_allclose(out.logprobs, np.asarray(logp[:, gen]), atol=2e-5)
-  np.testing.assert_allclose(out.entropies, np.asarray(ent[:, gen]), atol=2e-5)
+  inputs, logp, ent = _kernel_scores(params, config, batch, np.repeat(np.arange(2), 2),
+                                     out.tokens)
+  np.testing.assert_allclose(out.logprobs, logp, atol=2e-5)
+  np.testing.assert_allclose(out.entropies, ent, atol=2e-5)
   tail, _ = logprobs.sequence_logprobs(params, config, inputs, chunk_t=16, last=8)
-  np.testing.assert_allclose(np.asarray(tail), np.asarray(logp[:, -8:]), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(tail), logp[:, -8:], atol=1e-6)
 
 
 def test_stop_tokens_end_rows_early(lively):
