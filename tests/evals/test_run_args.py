@@ -133,19 +133,14 @@ def test_rerun_with_other_settings_fails_before_the_model_loads(tmp_path, monkey
   path = os.path.join(out, "results.jsonl")
   with open(path) as f:
     records = [json.loads(line) for line in f]
-  with open(path, "w") as f:
-    for r in records:
-      r.pop("parse_version")
-      f.write(json.dumps(r) + "\n")
-  with pytest.raises(ValueError, match="answer_rules: .*parse-v1.* before"):
-    run.main(SMALL + ["--out", out])
   # ... or whose letter distributions were read by other rules (records before letter_version)
-  with open(path, "w") as f:
-    for r in records:
-      r.pop("letter_version")
-      f.write(json.dumps(r) + "\n")
-  with pytest.raises(ValueError, match="answer_rules: .*letters-v1.* before"):
-    run.main(SMALL + ["--out", out])
+  for field, old_version in (("parse_version", "parse-v1"), ("letter_version", "letters-v1")):
+    with open(path, "w") as f:
+      for r in records:
+        r.pop(field)
+        f.write(json.dumps(r) + "\n")
+    with pytest.raises(ValueError, match=f"answer_rules: .*{old_version}.* before"):
+      run.main(SMALL + ["--out", out])
 
 
 def test_only_the_writer_touches_out(tmp_path):
