@@ -141,8 +141,30 @@ def render_chat(messages: Sequence[Mapping], add_generation_prompt: bool = True,
 # Tokenizer
 # ----------------------------------------------------------------------------------------------
 
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+                    "special_tokens_map.json", "added_tokens.json", "chat_template.json",
+                    "chat_template.jinja")
+_TOKENIZERS: dict[tuple, Any] = {}  # (directory, its tokenizer files' stamps) -> tokenizer
+
+
+def _stamps(path: pathlib.Path) -> tuple:
+  out = []
+  for name in _TOKENIZER_FILES:
+    try:
+      st = (path / name).stat()
+    except FileNotFoundError:
+      continue
+    out.append((name, st.st_mtime_ns, st.st_size))
+  return tuple(out)
+
+
 def load_tokenizer(path: str | os.PathLike):
-  """A transformers tokenizer from a local directory (never downloads)."""
+  """A transformers tokenizer from a local directory (never downloads).
+
+  The 151k-token Qwen tokenizer takes ~1-2 s to build, and one process may load the same one
+  several times (a policy and its reference, a judge, reruns in one session): a directory whose
+  tokenizer files are unchanged (same modification times and sizes) returns the tokenizer built
+  the first time, the same object. Nothing in this project mutates a tokenizer."""
   path = pathlib.Path(path)
   if not path.is_dir():
     raise FileNotFoundError(f"tokenizer directory {str(path)!r} does not exist")
@@ -150,8 +172,13 @@ def load_tokenizer(path: str | os.PathLike):
   has_bpe = (path / "vocab.json").is_file() and (path / "merges.txt").is_file()
   if not (has_fast or has_bpe):
     raise FileNotFoundError(f"{str(path)!r} has no tokenizer.json (nor vocab.json + merges.txt)")
-  from transformers import AutoTokenizer  # lazy: transformers is slow to import
-  return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+  key = (str(path.resolve()), _stamps(path))
+  if key not in _TOKENIZERS:
+    from transformers import AutoTokenizer  # lazy: transformers is slow to import
+    if len(_TOKENIZERS) >= 8:
+      _TOKENIZERS.pop(next(iter(_TOKENIZERS)))
+    _TOKENIZERS[key] = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+  return _TOKENIZERS[key]
 
 
 def qwen_tokenizer_dir() -> str:

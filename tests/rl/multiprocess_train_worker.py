@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")  # run_processes sets it
 
 import jax  # noqa: E402
 

@@ -6,7 +6,7 @@ Usage: python -m tests.vlm_jax.multiprocess_worker PROCESS_ID PORT CHECKPOINT OU
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")  # run_processes sets it
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -9,6 +9,7 @@ pre-torchvision Qwen2-VL video math written out independently below.
 
 import io
 import json
+import pathlib
 import shutil
 import types
 
@@ -416,6 +417,20 @@ def test_tokenizer_and_token_ids(tokenizer, processor, tmp_path):
     P.load_tokenizer(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
     P.load_tokenizer(tmp_path)
+
+
+def test_a_tokenizer_is_built_once_per_unchanged_directory(tmp_path):
+  src = pathlib.Path(P.qwen_tokenizer_dir())
+  copy = tmp_path / "tok"
+  shutil.copytree(src, copy)
+  first = P.load_tokenizer(copy)
+  assert P.load_tokenizer(copy) is first and P.load_tokenizer(str(copy) + "/") is first
+  config = copy / "tokenizer_config.json"
+  text = json.loads(config.read_text())
+  text["model_max_length"] = 1234  # an edited file is read again
+  config.write_text(json.dumps(text))
+  second = P.load_tokenizer(copy)
+  assert second is not first and second.model_max_length == 1234
 
 
 def _batch(rng):
