@@ -3,8 +3,10 @@
 `summarize` builds, per benchmark, a `Panel`: the records as [item, variant] arrays. Its
 intervals resample *items*: all variants of an item travel together, so paired metrics stay
 paired. It evaluates a resample as item weights (how often each item was drawn) instead of
-copying records, which is what makes 1000 resamples of thousands of items cheap; for the same
-records, seed and metric it gives `metrics.bootstrap`'s interval (both draw from `metrics.draws`).
+copying records, and a block of resamples at once as a [draws, items] weight matrix (1000
+resamples of 100 items x 9 variants: 0.3 s, against 3.8 s one resample at a time); for the
+same records, seed and metric it gives `metrics.bootstrap`'s interval (both draw from
+`metrics.draws`).
 With two or more benchmarks `summarize` adds a MACRO "benchmark": the mean of the per-benchmark
 values, its interval from the same per-benchmark resamples, averaged draw by draw.
 """
@@ -18,12 +20,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from evals.metrics import (AUROC_METRICS, BASE, BASE_CORRECT, NAN, QUADRANTS, VARIANTS,
-                           abstain_letter, abstained, adds_abstain_option, auroc_ranked,
-                           cot_judgeable, dense_rank, draws, ece, follows_target, has_conclusion,
-                           has_target, is_consistent, is_correct, is_unparsed, item_key,
-                           percentile_interval, quadrant_shares, record_confidence,
-                           record_entropy, record_entropy_norm, record_letter_mass,
-                           record_p_correct, weighted_mean)
+                           abstain_letter, abstained, adds_abstain_option, cot_judgeable,
+                           dense_rank, draws, follows_target, has_conclusion, has_target,
+                           is_consistent, is_correct, is_unparsed, item_key, percentile_interval,
+                           record_confidence, record_entropy, record_entropy_norm,
+                           record_letter_mass, record_p_correct)
 
 MACRO = "all (macro)"  # the cross-benchmark row of `summarize`: mean of the per-benchmark values
 
@@ -85,23 +86,66 @@ def build_panel(records: Sequence[dict]) -> Panel:
   return Panel(keys, variants, fields, ranks)
 
 
-def _mean(x: np.ndarray, mask: np.ndarray, w: np.ndarray) -> tuple[float, int]:
-  return weighted_mean(x[mask], w[mask]), int(mask.sum())
+# Every metric below takes item weights W as [draws, items] (a row of ones = the point
+# estimate; a row of draw counts = one bootstrap resample) and returns ([draws] values, n): all
+# resamples of a panel in a few matrix products instead of one Python pass per resample.
 
 
-def _rate_metrics(p: Panel, j: int, w: np.ndarray) -> dict[str, tuple[float, int]]:
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), NAN)
+
+
+def _mean(x: np.ndarray, mask: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, int]:
+  """`metrics.weighted_mean` of x[mask] under each row of weights."""
+  wm = w[:, mask]
+  return _ratio(wm @ x[mask].astype(np.float64), wm.sum(1)), int(mask.sum())
+
+
+def _segment_sums(w: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
+  """[draws, groups]: per row of w, the sum of its weights in each group (a row-wise bincount)."""
+  out = np.zeros((w.shape[0], groups))
+  if group.size:
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    starts = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])
+    out[:, sorted_group[starts]] = np.add.reduceat(w[:, order], starts, axis=1)
+  return out
+
+
+def _ece(confidence: np.ndarray, correct: np.ndarray, w: np.ndarray, bins: int) -> np.ndarray:
+  """`metrics.ece` under each row of weights."""
+  b = np.clip(np.floor(confidence * bins).astype(np.int64), 0, bins - 1)
+  count = _segment_sums(w, b, bins)
+  conf = _ratio(_segment_sums(w * confidence, b, bins), count)
+  acc = _ratio(_segment_sums(w * correct, b, bins), count)
+  gap = np.where(count > 0, count * np.abs(acc - conf), 0.0)
+  return _ratio(gap.sum(1), count.sum(1))
+
+
+def _auroc(rank: np.ndarray, labels: np.ndarray, w: np.ndarray) -> np.ndarray:
+  """`metrics.auroc_ranked` under each row of weights."""
+  n_ranks = int(rank.max()) + 1 if len(rank) else 0
+  pos = _segment_sums(w * labels, rank, n_ranks)
+  neg = _segment_sums(w * ~labels, rank, n_ranks)
+  n_pos, n_neg = pos.sum(1), neg.sum(1)
+  neg_below = np.cumsum(neg, axis=1) - neg  # negatives with a strictly lower score
+  return _ratio((pos * (neg_below + 0.5 * neg)).sum(1), n_pos * n_neg)
+
+
+def _rate_metrics(p: Panel, j: int, w: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
   f, m = p.fields, p.fields["present"][:, j]
   c, k, judged = f["correct"][:, j], f["consistent"][:, j], f["judged"][:, j]
   own = m & f["own"][:, j]  # CoT metrics: only where the model wrote its own reasoning
   out = {"accuracy": _mean(c, m, w), "unparsed_rate": _mean(f["unparsed"][:, j], m, w),
          "consistency": _mean(k, own, w), "consistency_judged": _mean(k, own & judged, w),
          "no_conclusion_rate": _mean(~judged, own, w), "cons_adj_accuracy": _mean(c & k, own, w)}
-  shares = quadrant_shares(c[own], k[own], w[own])
-  out.update({f"q_{q}": (shares[q], int(own.sum())) for q in QUADRANTS})
+  quadrants = (c & k, c & ~k, ~c & k, ~c & ~k)  # as `metrics.quadrant_shares`
+  out.update({f"q_{q}": _mean(x, own, w) for q, x in zip(QUADRANTS, quadrants)})
   return out
 
 
-def _choice_metrics(p: Panel, j: int, w: np.ndarray) -> dict[str, tuple[float, int]]:
+def _choice_metrics(p: Panel, j: int, w: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
   # Only for variants that offer an abstain option / assert a target option.
   f, m, out = p.fields, p.fields["present"][:, j], {}
   for name, applies, hit in (("abstain_rate", "has_abstain", "abstained"),
@@ -112,7 +156,7 @@ def _choice_metrics(p: Panel, j: int, w: np.ndarray) -> dict[str, tuple[float, i
   return out
 
 
-def _prob_metrics(p: Panel, j: int, w: np.ndarray, bins: int) -> dict[str, tuple[float, int]]:
+def _prob_metrics(p: Panel, j: int, w: np.ndarray, bins: int) -> dict:
   f, c = p.fields, p.fields["correct"][:, j]
   out = {}
   for name, field in (("mean_entropy", "entropy"), ("mean_entropy_norm", "entropy_norm"),
@@ -120,11 +164,11 @@ def _prob_metrics(p: Panel, j: int, w: np.ndarray, bins: int) -> dict[str, tuple
     out[name] = _mean(f[field][:, j], f["present"][:, j] & np.isfinite(f[field][:, j]), w)
   for name, field in (("ece_max_prob", "confidence"), ("ece_p_correct", "p_correct")):
     m = f["present"][:, j] & np.isfinite(f[field][:, j])
-    out[name] = ece(f[field][m, j], c[m], bins, w[m]), int(m.sum())
+    out[name] = _ece(f[field][m, j], c[m].astype(np.float64), w[:, m], bins), int(m.sum())
   return out
 
 
-def _paired_metrics(p: Panel, j: int, w: np.ndarray) -> dict[str, tuple[float, int]]:
+def _paired_metrics(p: Panel, j: int, w: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
   f, b = p.fields, p.variants.index(BASE)
   both = f["present"][:, b] & f["present"][:, j]
   drop = f["correct"][:, b].astype(np.float64) - f["correct"][:, j]
@@ -132,19 +176,23 @@ def _paired_metrics(p: Panel, j: int, w: np.ndarray) -> dict[str, tuple[float, i
   for score, name in AUROC_METRICS.items():
     scored = both & (p.base_rank[score] >= 0)
     for metric, m in ((name, scored), (name + BASE_CORRECT, scored & f["correct"][:, b])):
-      out[metric] = auroc_ranked(p.base_rank[score][m], f["correct"][m, j], w[m]), int(m.sum())
+      out[metric] = _auroc(p.base_rank[score][m], f["correct"][m, j], w[:, m]), int(m.sum())
   return out
 
 
 def panel_metrics(p: Panel, w: np.ndarray, bins: int = 10) -> dict:
-  """{(variant, metric): (value, n)} with item weights w (ones = the point estimate)."""
+  """{(variant, metric): (values, n)} under item weights w: [items] (ones = the point estimate;
+  values are then floats) or [draws, items] (values [draws])."""
+  w = np.asarray(w, np.float64)
+  rows = w[None] if w.ndim == 1 else w
   out = {}
   for j, variant in enumerate(p.variants):
-    metrics = {**_rate_metrics(p, j, w), **_choice_metrics(p, j, w),
-               **_prob_metrics(p, j, w, bins)}
+    metrics = {**_rate_metrics(p, j, rows), **_choice_metrics(p, j, rows),
+               **_prob_metrics(p, j, rows, bins)}
     if variant != BASE and BASE in p.variants:
-      metrics.update(_paired_metrics(p, j, w))
-    out.update({(variant, name): value for name, value in metrics.items()})
+      metrics.update(_paired_metrics(p, j, rows))
+    out.update({(variant, name): (float(v[0]) if w.ndim == 1 else v, n)
+                for name, (v, n) in metrics.items()})
   return out
 
 
@@ -160,17 +208,31 @@ class Estimates:
   boots: np.ndarray            # [draw, key]
 
 
+_CHUNK = 1 << 21  # weights per block of resamples ([draws, items] float64: 16 MB)
+
+
+def resample_weights(n_items: int, n: int, seed: int):
+  """`metrics.draws` as item weights (how often each item was drawn), in [draws, items] blocks."""
+  block = []
+  for idx in draws(n_items, n, seed):
+    block.append(np.bincount(idx, minlength=n_items))
+    if len(block) * n_items >= _CHUNK:
+      yield np.array(block, np.float64)
+      block = []
+  if block:
+    yield np.array(block, np.float64)
+
+
 def benchmark_estimates(records: Sequence[dict], n: int, seed: int, bins: int) -> Estimates:
   """`panel_metrics` of one benchmark's records at unit weights and at n resampled weights."""
   p = build_panel(records)
   point = panel_metrics(p, np.ones(len(p.keys)), bins)
   keys = list(point)
-  boots = [[values[k][0] for k in keys] for values in (
-      panel_metrics(p, np.bincount(idx, minlength=len(p.keys)).astype(np.float64), bins)
-      for idx in draws(len(p.keys), n, seed))]
+  blocks = [np.stack([values[k][0] for k in keys], axis=1) for values in (
+      panel_metrics(p, w, bins) for w in resample_weights(len(p.keys), n, seed))]
+  boots = np.concatenate(blocks) if blocks else np.zeros((0, len(keys)))
   return Estimates(keys, np.array([point[k][0] for k in keys], np.float64),
-                   np.array([point[k][1] for k in keys], np.int64),
-                   np.array(boots, np.float64).reshape(len(boots), len(keys)))
+                   np.array([point[k][1] for k in keys], np.int64), boots)
 
 
 def macro_estimates(parts: Sequence[Estimates]) -> Estimates:
@@ -265,8 +327,7 @@ def circular_rows(records: Sequence[dict], n: int = 1000, seed: int = 0,
       scored = [all(q["original"] + q["copies"]) for q in here
                 if len(q["copies"]) == full[q["options"]]]
       c = np.asarray(scored, np.float64)
-      boots = [float(np.bincount(idx, minlength=len(c)) @ c / len(c))
-               for idx in draws(len(c), n, seed)]
+      boots = [v for w in resample_weights(len(c), n, seed) for v in w @ c / len(c)]
       low, high = percentile_interval(boots, level)
       rows.append({"benchmark": bench, "variant": variant, "metric": "circular_accuracy",
                    "value": float(c.mean()) if len(c) else NAN, "ci_low": low, "ci_high": high,

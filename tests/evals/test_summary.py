@@ -171,3 +171,14 @@ def test_circular_accuracy_needs_every_rotation_and_leaves_copies_out_of_the_res
   assert set(without) == {k for k in look if k[2] != "circular_accuracy"}
   for key, row in without.items():
     assert all(same(row[c], look[key][c]) for c in row), key
+
+
+def test_resamples_in_blocks_give_the_same_intervals(monkeypatch):
+  """The resamples run as [draws, items] weight blocks; the block size changes nothing."""
+  records = synthetic_records(n_items=30)
+  whole = S.summarize(records, n=50, seed=1)
+  monkeypatch.setattr(S, "_CHUNK", 7 * 30)  # 7 draws a block: the last block is short
+  assert [len(w) for w in S.resample_weights(30, 50, 1)] == [7] * 7 + [1]
+  blocked = S.summarize(records, n=50, seed=1)
+  for a, b in zip(whole, blocked):
+    assert a == pytest.approx(b, nan_ok=True, abs=1e-12)
