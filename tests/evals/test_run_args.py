@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from evals import answers, engine, judge as judge_lib, run
+from evals import answers, engine, judge as judge_lib, resume, run
 from evals.results import SETTINGS_FILE
 
 SMALL = ["--synthetic-n", "2", "--max-new-tokens", "2", "--benchmarks", "synthetic",
@@ -57,7 +57,7 @@ def test_help_puts_plots_at_outs_top_level(capsys):
 
 def test_settings_hold_what_changes_records_only(monkeypatch):
   monkeypatch.setenv("JUDGE_MODEL", "m")
-  base = run.run_settings(_parse("--max-new-tokens", "4"))
+  base = resume.run_settings(_parse("--max-new-tokens", "4"))
   assert base == {"model": "tiny-random", "preset": "qwen2_5_vl_instruct", "temperature": 0.0,
                   "max_new_tokens": 4, "seed": 0, "judge": "rule", "text_generator": None,
                   "repetition_penalty": 1.0, "judge_max_tokens": None,
@@ -69,12 +69,12 @@ def test_settings_hold_what_changes_records_only(monkeypatch):
                 "--benchmarks", "cv_bench", "--variants", "base", "--synthetic-n", "7",
                 "--scanned-decode", "--out", "elsewhere", "--data-dir", "d", "--data-cache",
                 "none", "--dtype", "float16", "--circular")
-  assert run.run_settings(same) == base
-  other = run.run_settings(_parse("--max-new-tokens", "4", "--model", "~/ckpt", "--judge",
+  assert resume.run_settings(same) == base
+  other = resume.run_settings(_parse("--max-new-tokens", "4", "--model", "~/ckpt", "--judge",
                                   "http://host/v1", "--dtype", "float16"))
   assert other["model"] == os.path.expanduser("~/ckpt") and other["dtype"] == "float16"
   assert other["judge"] == "http://host/v1#m" and other["judge_max_tokens"] == 16
-  longer = run.run_settings(_parse("--judge", "http://host/v1", "--judge-max-tokens", "512"))
+  longer = resume.run_settings(_parse("--judge", "http://host/v1", "--judge-max-tokens", "512"))
   assert longer["judge_max_tokens"] == 512  # replies may differ: a resume must not mix them
   assert other["answer_rules"]["judge"] == judge_lib.JUDGE_PROMPT_VERSION
 
@@ -149,7 +149,7 @@ def test_only_the_writer_touches_out(tmp_path):
   (out / "results.jsonl").parent.mkdir()
   (out / SETTINGS_FILE).write_text("{torn")  # would be an error if this process read it
   args = _parse(*SMALL, "--out", str(out))
-  run._check_settings(args, run.ResultsFile(str(out / "results.jsonl")), writer=False)
+  resume.check_run_settings(args, run.ResultsFile(str(out / "results.jsonl")), writer=False)
   assert (out / SETTINGS_FILE).read_text() == "{torn"
 
 
@@ -216,7 +216,7 @@ def test_a_record_from_another_run_is_refused_before_the_model_loads(tmp_path, m
   out = tmp_path / "out"
   args = _parse(*SMALL, "--out", str(out))
   args.max_new_tokens = 2
-  check_settings(str(out), run.run_settings(args), have_results=False)
+  check_settings(str(out), resume.run_settings(args), have_results=False)
   results = ResultsFile(str(out / "results.jsonl"))
   results.append({"benchmark": "synthetic", "item_id": "0", "variant": "base",
                   "preset": "qwen2_5_vl_instruct", "seed": 0})
