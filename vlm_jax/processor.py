@@ -141,9 +141,10 @@ def render_chat(messages: Sequence[Mapping], add_generation_prompt: bool = True,
 # Tokenizer
 # ----------------------------------------------------------------------------------------------
 
+# config.json too: AutoTokenizer reads the model type there
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
                     "special_tokens_map.json", "added_tokens.json", "chat_template.json",
-                    "chat_template.jinja", "config.json")  # config.json: AutoTokenizer reads the model type
+                    "chat_template.jinja", "config.json")
 _TOKENIZERS: dict[tuple, Any] = {}  # (directory, its tokenizer files' stamps) -> tokenizer
 
 
