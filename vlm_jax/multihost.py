@@ -73,8 +73,27 @@ def add_distributed_args(parser) -> None:
   parser.add_argument("--process-id", type=count(0), default=None)
 
 
+def check_distributed_args(args) -> None:
+  """A ValueError for flags that would be ignored or that jax.distributed would refuse late:
+  --coordinator / --num-processes / --process-id without --distributed (the run would go on
+  as one process), some of the three without the others, or a process id out of range."""
+  given = [f"--{name.replace('_', '-')}" for name in ("coordinator", "num_processes", "process_id")
+           if getattr(args, name) is not None]
+  if given and not args.distributed:
+    raise ValueError(f"{', '.join(given)} given without --distributed: add --distributed, or "
+                     "drop them for a one-process run")
+  if given and len(given) < 3:
+    raise ValueError(f"{', '.join(given)} given without the rest of --coordinator HOST:PORT, "
+                     "--num-processes N and --process-id I: give all three (or none, where "
+                     "jax.distributed finds them itself, as on Cloud TPU)")
+  if given and args.process_id >= args.num_processes:
+    raise ValueError(f"--process-id {args.process_id} must be below --num-processes "
+                     f"{args.num_processes}")
+
+
 def initialize_from_args(args) -> None:
   """jax.distributed.initialize() when `--distributed` was given (before any mesh is built: a
-  mesh spans the devices of every process)."""
+  mesh spans the devices of every process), after `check_distributed_args`."""
+  check_distributed_args(args)
   if args.distributed:
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
