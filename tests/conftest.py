@@ -25,8 +25,13 @@ import pytest
 
 # LLVM at -O0: the suite's programs are tiny and compiled far more often than run (the sampler
 # tests: 206 s -> 159 s); what XLA computes is the same, only its machine code is slower
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                      "--xla_backend_optimization_level=0")
+# (added to XLA_FLAGS a shell may already export, e.g. after the README's smoke run, unless it
+# sets them itself)
+_flags = os.environ.get("XLA_FLAGS", "")
+for _flag in ("--xla_force_host_platform_device_count=8", "--xla_backend_optimization_level=0"):
+  if _flag.split("=")[0] + "=" not in _flags:
+    _flags = f"{_flags} {_flag}".strip()
+os.environ["XLA_FLAGS"] = _flags
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first process of the run (xdist's
   _cache = tempfile.mkdtemp(prefix="vlm_jax_test_xla_cache_")  # controller): workers inherit it
