@@ -52,8 +52,14 @@ def _builder_class(tfds, name: str, items: list[Item], split: str):
     for i, item in enumerate(items):
       yield i, _example(item)
 
+  def _quiet(self):
+    # tfds prints "Downloading and preparing dataset ..." and "... downloaded and prepared":
+    # nothing is downloaded here (the items are ours), and staging prints its own line
+    pass
+
   body = {"name": name, "VERSION": tfds.core.Version(VERSION), "_info": _info,
-          "_split_generators": _split_generators, "_generate_examples": _generate_examples}
+          "_split_generators": _split_generators, "_generate_examples": _generate_examples,
+          "_log_download_bytes": _quiet, "_log_download_done": _quiet}
   # Not registered: a throw-away class per call must not clash in tfds' global registry.
   with tfds.core.registered.skip_registration():
     return type("ItemsBuilder", (tfds.core.GeneratorBasedBuilder,), body)

@@ -463,12 +463,13 @@ def test_pipeline_rejects_bad_input(tmp_path):
     pipeline.decode_item(pipeline.encode_item(_pipeline_items()[-1]) + b"x")
 
 
-def test_tfds_builder_round_trip_without_tensorflow(tmp_path):
+def test_tfds_builder_round_trip_without_tensorflow(tmp_path, capsys):
   pytest.importorskip("grain", reason="grain not installed (the accelerator image lacks it)")
   pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets not installed")
   from evals.benchmarks import tfds_builder
   items = _pipeline_items()
   directory = tfds_builder.build_tfds(items, tmp_path)
+  assert "ownload" not in capsys.readouterr().out  # tfds' "Downloading and preparing ..."
   shares = [list(tfds_builder.open_tfds_items(directory, process_index=p, process_count=2))
             for p in range(2)]
   assert sum(shares, []) == items and json.loads((directory / "dataset_info.json").read_text())
