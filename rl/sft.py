@@ -1,7 +1,8 @@
 """Supervised warm-up before GRPO: teach the output format on templated answers.
 
   python -m rl.sft --config configs/smoke.py --out runs/sft steps=200 lr=1e-3
-  python -m rl.train --config configs/smoke.py --out runs/grpo model=runs/sft/hf
+  python -m rl.train --config configs/smoke.py --out runs/grpo model=runs/sft/hf max_new_tokens=48
+(the smoke config's 12 new tokens would cut the ~20-token answer format short: no reward.)
 
 Each example's target is `<think>{statement}.</think><answer>{letter}</answer><|im_end|>`, the
 statement being the item's true statement (synthetic meta `statement`) or the key option's text.
