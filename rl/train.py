@@ -366,6 +366,15 @@ def _write_model_config(trainer, out: str) -> None:
       json.dump(_model_config_json(trainer.config, trainer.model_config), f, indent=2)
 
 
+def _leaves(tree: dict, prefix: str = ""):
+  """(dotted key, value) of each non-dict value of a nested dict."""
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      yield from _leaves(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}", v
+
+
 def _check_resume(config: TrainConfig, out: str) -> None:
   """Before a resume restores anything: OUT's checkpoints must be of this model and param dtype
   (the model config they were saved with, OUT/model_config.json, would otherwise be overwritten
@@ -383,9 +392,10 @@ def _check_resume(config: TrainConfig, out: str) -> None:
     # the same param dtype; the message lists the differing keys
     same = (config_lib.from_hf(dict(old)) == model_config
             and old.get("dtype") == new.get("dtype"))
-    diffs = [f"  {k}: {old.get(k)!r} before, {new.get(k)!r} now"
-             for k in sorted(set(old) | set(new))
-             if k != "_name_or_path" and old.get(k) != new.get(k)]
+    old_leaves, new_leaves = dict(_leaves(old)), dict(_leaves(new))  # "text_config.dtype"...
+    diffs = [f"  {k}: {old_leaves.get(k)!r} before, {new_leaves.get(k)!r} now"
+             for k in sorted(set(old_leaves) | set(new_leaves))
+             if k != "_name_or_path" and old_leaves.get(k) != new_leaves.get(k)]
     if not same:
       raise ValueError(f"{out} holds checkpoints of another model or dtype ({path}; its dtype "
                        f"is that of the saved params, param_dtype):\n" + "\n".join(diffs)
