@@ -163,7 +163,11 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
   for item in overrides:
     key, sep, value = item.partition("=")
     if not sep or key not in fields:
-      raise ValueError(f"bad override {item!r}; use key=value with keys {sorted(fields)}")
+      import difflib
+      close = difflib.get_close_matches(key, fields, n=1) if sep else []
+      why = (f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+             if sep else "not key=value")
+      raise ValueError(f"bad override {item!r}: {why}; keys: {', '.join(sorted(fields))}")
     changes[key] = _coerce(fields[key], value)
   return dataclasses.replace(config, **changes)
 

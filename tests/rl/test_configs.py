@@ -25,8 +25,12 @@ def test_study_defaults_and_overrides():
   assert (study.temperature, study.checkpoint_every, study.keep_every) == (1.0, 250, 250)
   assert apply_overrides(cfg, ["prompts_per_update=none"]).updates_per_step == 1
   assert cfg.faithful is True and cfg.lr == 2e-6 and cfg.model is None and cfg.steps == 10
-  with pytest.raises(ValueError, match="bad override"):
+  with pytest.raises(ValueError, match="bad override 'no_such_key=1': unknown key"):
     apply_overrides(cfg, ["no_such_key=1"])
+  with pytest.raises(ValueError, match="unknown key 'group_sise' .did you mean 'group_size'"):
+    apply_overrides(cfg, ["group_sise=4"])
+  with pytest.raises(ValueError, match="'steps': not key=value"):
+    apply_overrides(cfg, ["steps"])
   with pytest.raises(ValueError, match="true/false"):
     apply_overrides(cfg, ["faithful=maybe"])
   with pytest.raises(FileNotFoundError):
