@@ -96,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "and report circular_accuracy; every other metric stays over the "
                       "original questions")
   p.add_argument("--dtype", default="bfloat16", choices=DTYPES,
-                 help="parameter dtype of --model and a local judge or text generator (the "
-                      "built-in tiny model is float32); float32 on CPU tests")
+                 help="parameter dtype of --model and a local judge or text generator "
+                      "(default bfloat16; the built-in tiny model is float32); float32 on CPU "
+                      "tests")
   p.add_argument("--seed", type=_int_at_least(0), default=0,
                  help="wrong-option draws and sampling")
   p.add_argument("--scanned-decode", action="store_true",
