@@ -49,3 +49,19 @@ def test_sft_then_grpo(tmp_path):
   assert trainer.step == 1
   from vlm_jax import checkpoint  # the run records where it started: train-to-hf copies from it
   assert checkpoint.training_source(str(tmp_path / "grpo")) == str(tmp_path / "sft" / "hf")
+
+
+def test_a_non_finite_gradient_stops_the_warm_up_before_anything_is_written(tmp_path,
+                                                                            monkeypatch):
+  import jax
+  real = sft._nll_grad
+
+  def poisoned(*args, **kwargs):
+    loss, grads = real(*args, **kwargs)
+    return loss, jax.tree.map(lambda g: g * np.nan, grads)
+
+  monkeypatch.setattr(sft, "_nll_grad", poisoned)
+  config = apply_overrides(load_config(SMOKE), ["steps=2", "prompts_per_step=2"])
+  with pytest.raises(FloatingPointError, match="SFT step 1: gradient norm is nan"):
+    sft.sft(config, str(tmp_path / "sft"))
+  assert not os.path.exists(tmp_path / "sft" / "hf")
