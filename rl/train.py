@@ -161,6 +161,11 @@ class Trainer:
   def __init__(self, config: TrainConfig, mesh, out: str):
     from rl import data
     self.config, self.mesh, self.out = config, mesh, out
+    from rl.pipeline import PromptStream
+    # the training data first: a missing or malformed data_dir stops the run before minutes of
+    # weight loading
+    self.data = PromptStream(lambda: data.load_items(config), config,
+                             cache_dir=os.path.join(out, "data_cache"))
     self.model_config, params, self.processor = data.load_policy(config, mesh,
                                                                  config.param_dtype)
     sharding.report_replicated(self.model_config, mesh)
@@ -171,9 +176,6 @@ class Trainer:
     self.params = params
     self.opt = make_optimizer(config, params)
     self.opt_state = jax.jit(self.opt.init)(self.params)
-    from rl.pipeline import PromptStream
-    self.data = PromptStream(lambda: data.load_items(config), config,
-                             cache_dir=os.path.join(out, "data_cache"))
     self.judge = make_judge(config, mesh, out)
     self.preset = rollout.preset_for(config)
     self.augment = data.augment_config(config)

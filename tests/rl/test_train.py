@@ -261,3 +261,15 @@ def test_process_0_judge_hands_out_its_verdicts_whole():
   want = RuleJudge().judge(requests)
   assert train._Process0Judge(RuleJudge()).judge(requests) == want
   assert want[0].letter == "B"
+
+
+def test_missing_training_data_stops_the_run_before_the_model_loads(tmp_path, monkeypatch):
+  from rl import data
+
+  def no_model(*args, **kwargs):
+    raise AssertionError("the model loaded before the data was found")
+
+  monkeypatch.setattr(data, "load_policy", no_model)
+  config = apply_overrides(load_config(SMOKE), ["data=sat2", f"data_dir={tmp_path / 'none'}"])
+  with pytest.raises(FileNotFoundError, match="sat2"):
+    train.train(config, out=str(tmp_path / "run"))
