@@ -83,6 +83,7 @@ class MetricsLog:
   def __init__(self, path: str, restored_step: int, tensorboard_dir: str | None = None,
                write: bool = True):
     self.path, self.enabled, self.tensorboard = path, write, None
+    self._tensorboard_dir, self._first_step = tensorboard_dir, restored_step + 1
     if not write:
       return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -98,12 +99,14 @@ class MetricsLog:
             kept.append(line if line.endswith("\n") else line + "\n")
     with atomic_write(path) as f:
       f.writelines(kept)
-    if tensorboard_dir:
-      from rl.tensorboard import SummaryWriter
-      self.tensorboard = SummaryWriter(tensorboard_dir)
-      # every run starts with one (TensorBoard treats a run's first START as its start and each
-      # later one as a restart, which drops the earlier events at or past its step)
-      self.tensorboard.session_start(restored_step + 1)
+
+  def _open_tensorboard(self) -> None:
+    # at the first step written: a run with nothing to train leaves no empty event file
+    from rl.tensorboard import SummaryWriter
+    self.tensorboard = SummaryWriter(self._tensorboard_dir)
+    # every run starts with one (TensorBoard treats a run's first START as its start and each
+    # later one as a restart, which drops the earlier events at or past its step)
+    self.tensorboard.session_start(self._first_step)
 
   def write(self, metrics: dict) -> None:
     if not self.enabled:
@@ -111,6 +114,8 @@ class MetricsLog:
     with open(self.path, "a") as f:
       f.write(json.dumps(metrics, sort_keys=True) + "\n")
       f.flush()
+    if self.tensorboard is None and self._tensorboard_dir:
+      self._open_tensorboard()
     if self.tensorboard is not None:
       self.tensorboard.scalars(int(metrics.get("step", 0)),
                                {k: v for k, v in metrics.items() if k != "step"})

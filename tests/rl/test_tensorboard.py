@@ -227,6 +227,9 @@ def test_a_resumed_metrics_log_starts_its_event_file_with_a_session_start(tmp_pa
       **read_events(os.path.join(tb, old))[1], "step": 1, "session_start": True}
   with open(path) as f:
     assert [json.loads(line)["loss"] for line in f] == [1.0, 2.0, 30.0]
+  idle = MetricsLog(path, 3, tensorboard_dir=tb)  # a rerun with nothing left to train
+  idle.close()
+  assert len(os.listdir(tb)) == 2  # no empty event file
 
 
 def test_tensorboard_drops_the_steps_a_resumed_run_logs_again(tmp_path):
