@@ -101,7 +101,8 @@ def parse_mesh(spec: str, devices=None) -> Mesh:
   need = math.prod(axes.values())
   if need != len(devices):
     hint = (f"; on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count={need} (set before "
-            "jax starts) makes that many devices" if devices[0].platform == "cpu" else "")
+            "jax starts) makes that many devices" if devices and devices[0].platform == "cpu"
+            else "")
     raise MeshError(f"mesh {spec!r} needs {need} devices but {len(devices)} are available "
                     f"({jax.process_count()} process(es)){hint}")
   return jax.make_mesh(tuple(axes.values()), tuple(axes), devices=devices,
