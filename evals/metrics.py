@@ -176,15 +176,46 @@ def record_confidence(r: dict) -> float:
 # ---------------------------------------------------------------- formulas on arrays
 
 
-def weighted_mean(x: Iterable[float], w: Iterable[float] | None = None) -> float:
+# Weights w are [items], or [draws, items] for many weightings at once (`summary`'s bootstrap
+# resamples): a formula then gives one value per row, as an array.
+
+
+def _divide(num, den) -> np.ndarray:
+  """num / den where den > 0, else nan (elementwise)."""
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), NAN)
+
+
+def _per_weighting(value: np.ndarray, w: np.ndarray):
+  """A float for 1-D weights, else the array of one value per row of w."""
+  return float(value) if w.ndim == 1 else value
+
+
+def bincount_rows(group: np.ndarray, w: np.ndarray, length: int) -> np.ndarray:
+  """np.bincount(group, weights=w, minlength=length) for each row of w ([..., length])."""
+  if w.ndim == 1:
+    return np.bincount(group, weights=w, minlength=length)
+  out = np.zeros((w.shape[0], length))
+  if group.size:
+    order = np.argsort(group, kind="stable")
+    sorted_group = group[order]
+    starts = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])
+    out[:, sorted_group[starts]] = np.add.reduceat(w[:, order], starts, axis=1)
+  return out
+
+
+def _weights(w, n: int) -> np.ndarray:
+  return np.ones(n) if w is None else np.asarray(w, np.float64)
+
+
+def weighted_mean(x: Iterable[float], w: Iterable[float] | None = None):
   """mean = sum_i w_i x_i / sum_i w_i (w_i = 1 by default); nan when sum_i w_i = 0."""
   x = np.asarray(list(x) if not isinstance(x, np.ndarray) else x, np.float64)
-  w = np.ones_like(x) if w is None else np.asarray(w, np.float64)
-  total = w.sum()
-  return float((w * x).sum() / total) if total > 0 else NAN
+  w = _weights(w, len(x))
+  return _per_weighting(_divide(w @ x, w.sum(-1)), w)
 
 
-def quadrant_shares(correct, consistent, w=None) -> dict[str, float]:
+def quadrant_shares(correct, consistent, w=None) -> dict:
   """Share of items in each quadrant, e.g. correct_consistent = #(correct & consistent) / #items."""
   c, k = np.asarray(correct, bool), np.asarray(consistent, bool)
   masks = (c & k, c & ~k, ~c & k, ~c & ~k)
@@ -196,18 +227,17 @@ def dense_rank(scores) -> np.ndarray:
   return np.unique(np.asarray(scores, np.float64), return_inverse=True)[1].reshape(-1)
 
 
-def auroc_ranked(rank, labels, w=None) -> float:
+def auroc_ranked(rank, labels, w=None):
   """`auroc` on dense ranks of the scores (ranks computed once, reused across resamples)."""
   rank, labels = np.asarray(rank, np.int64), np.asarray(labels, bool)
-  w = np.ones(len(rank)) if w is None else np.asarray(w, np.float64)
+  w = _weights(w, len(rank))
   n_ranks = int(rank.max()) + 1 if len(rank) else 0
-  pos = np.bincount(rank, weights=w * labels, minlength=n_ranks)
-  neg = np.bincount(rank, weights=w * ~labels, minlength=n_ranks)
-  n_pos, n_neg = pos.sum(), neg.sum()
-  if n_pos == 0 or n_neg == 0:
-    return NAN
-  neg_below = np.cumsum(neg) - neg  # negatives with a strictly lower score
-  return float((pos * (neg_below + 0.5 * neg)).sum() / (n_pos * n_neg))
+  pos = bincount_rows(rank, w * labels, n_ranks)
+  neg = bincount_rows(rank, w * ~labels, n_ranks)
+  neg_below = np.cumsum(neg, axis=-1) - neg  # negatives with a strictly lower score
+  # nan when either class is empty
+  return _per_weighting(_divide((pos * (neg_below + 0.5 * neg)).sum(-1),
+                                pos.sum(-1) * neg.sum(-1)), w)
 
 
 def auroc(scores, labels, w=None) -> float:
@@ -226,25 +256,20 @@ def reliability_bins(confidence, correct, bins: int = 10, w=None) -> dict[str, n
   weights); mean confidence and accuracy are nan in empty bins.
   """
   c, y = np.asarray(confidence, np.float64), np.asarray(correct, np.float64)
-  w = np.ones_like(c) if w is None else np.asarray(w, np.float64)
+  w = _weights(w, len(c))
   b = np.clip(np.floor(c * bins).astype(np.int64), 0, bins - 1)
-  count = np.bincount(b, weights=w, minlength=bins)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    mean_conf = np.bincount(b, weights=w * c, minlength=bins) / count
-    acc = np.bincount(b, weights=w * y, minlength=bins) / count
-  return {"centre": (np.arange(bins) + 0.5) / bins, "confidence": mean_conf, "accuracy": acc,
-          "count": count}
+  count = bincount_rows(b, w, bins)
+  return {"centre": (np.arange(bins) + 0.5) / bins,
+          "confidence": _divide(bincount_rows(b, w * c, bins), count),
+          "accuracy": _divide(bincount_rows(b, w * y, bins), count), "count": count}
 
 
-def ece(confidence, correct, bins: int = 10, w=None) -> float:
+def ece(confidence, correct, bins: int = 10, w=None):
   """ECE = sum_b (n_b / n) * |acc_b - conf_b| over the equal-width bins of `reliability_bins`."""
+  w = _weights(w, len(np.asarray(confidence)))
   r = reliability_bins(confidence, correct, bins, w)
-  n = r["count"].sum()
-  if n == 0:
-    return NAN
-  full = r["count"] > 0
-  gap = np.abs(r["accuracy"][full] - r["confidence"][full])
-  return float((r["count"][full] * gap).sum() / n)
+  gap = np.where(r["count"] > 0, r["count"] * np.abs(r["accuracy"] - r["confidence"]), 0.0)
+  return _per_weighting(_divide(gap.sum(-1), r["count"].sum(-1)), w)
 
 
 # ---------------------------------------------------------------- record-level metrics
