@@ -71,7 +71,7 @@ def test_settings_hold_what_changes_records_only(monkeypatch):
                 "none", "--dtype", "float16", "--circular")
   assert resume.run_settings(same) == base
   other = resume.run_settings(_parse("--max-new-tokens", "4", "--model", "~/ckpt", "--judge",
-                                  "http://host/v1", "--dtype", "float16"))
+                                     "http://host/v1", "--dtype", "float16"))
   assert other["model"] == os.path.expanduser("~/ckpt") and other["dtype"] == "float16"
   assert other["judge"] == "http://host/v1#m" and other["judge_max_tokens"] == 16
   longer = resume.run_settings(_parse("--judge", "http://host/v1", "--judge-max-tokens", "512"))
