@@ -16,6 +16,7 @@ accuracy_by_variant.png, quadrants.png, reliability_base.png, p_base_hist.png.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -115,19 +116,38 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
+def _load_processor(args):
+  """The processor and the model's name in records; cheap (no weights), so a rerun with nothing
+  left to run reads no checkpoint."""
+  from vlm_jax import processor as proc_lib
+  if args.model:
+    return proc_lib.Processor.from_dir(args.model), args.model
+  return proc_lib.Processor(proc_lib.load_tokenizer(proc_lib.qwen_tokenizer_dir())), "tiny-random"
+
+
 def _load_model(args, mesh):
   import jax
-  from vlm_jax import config as config_lib, hf, params as params_lib, processor as proc_lib
+  from vlm_jax import config as config_lib, hf, params as params_lib
   from vlm_jax import sharding
   if args.model:
-    config, params = hf.load_hf(args.model, dtype=args.dtype, mesh=mesh)
-    return config, params, proc_lib.Processor.from_dir(args.model), args.model
+    return hf.load_hf(args.model, dtype=args.dtype, mesh=mesh)
   config = config_lib.get_config("tiny")
   params = params_lib.init_params(config, jax.random.key(args.seed))
   if mesh is not None:
     params = sharding.shard_params(params, config, mesh)
-  tokenizer = proc_lib.load_tokenizer(proc_lib.qwen_tokenizer_dir())
-  return config, params, proc_lib.Processor(tokenizer), "tiny-random"
+  return config, params
+
+
+class _LoadOnFirstCall:
+  """A generate_fn whose model (`load()` -> generate_fn) loads when it is first asked for text."""
+
+  def __init__(self, load):
+    self._load, self._fn = load, None
+
+  def __call__(self, *args, **kwargs):
+    if self._fn is None:
+      self._fn = self._load()
+    return self._fn(*args, **kwargs)
 
 
 def _circular_benchmarks() -> list[str]:
@@ -270,7 +290,6 @@ def main(argv=None) -> int:
     args.max_new_tokens = 1024 if args.model else 48
   from evals import judge as judge_lib, report
   from vlm_jax import sharding
-  from vlm_jax.sampler import Sampler
   # a mesh that does not fit the devices stops the run before OUT is made or written
   mesh = sharding.parse_mesh(args.mesh) if args.mesh else None
   writer = _is_writer()
@@ -279,36 +298,30 @@ def main(argv=None) -> int:
   # an HTTP judge is asked once before the model loads: a wrong URL, key or model name would
   # otherwise cost a whole run's results
   judge = _http_judge(args, writer)
-  config, params, processor, model_name = _load_model(args, mesh)
-  sharding.report_replicated(config, mesh)
-  if judge is None:
-    judge = judge_lib.make_judge(args.judge,
-                                 generate_fn_factory=_local_generate_factory(args, mesh),
-                                 **({} if args.judge == "rule"
-                                    else {"max_new_tokens": args.judge_max_tokens}))
-  sampler = Sampler(params, config, processor, mesh=mesh,
-                    unstack_layers=False if args.scanned_decode else "auto")
-  engine = Engine(sampler, processor,
-                  presets_lib.get_preset(args.preset), judge, args.max_new_tokens, model_name,
-                  seed=args.seed, temperature=args.temperature,
-                  repetition_penalty=args.repetition_penalty)
+  processor, model_name = _load_processor(args)
   texts = None
   if args.text_generator:
-    texts = variants_lib.LLMTexts(_local_generate_factory(args, mesh)(args.text_generator))
+    factory = _local_generate_factory(args, mesh)
+    texts = variants_lib.LLMTexts(_LoadOnFirstCall(lambda: factory(args.text_generator)))
   done = resume.shared_done(results.records)
-  bad, new, start = [], 0, time.perf_counter()
-  unjudged, judge_error = 0, ""
-  jobs = _jobs(args, done, bad, texts, processor.image_config)
-  for batch in _batches(jobs, args.batch_size):
-    for record in engine.run_batch(batch):
-      if judge_lib.retryable(record["judge_error"]):  # not written: a rerun judges it again
-        unjudged, judge_error = unjudged + 1, record["judge_error"]
-        continue
-      if writer and result_key(record) not in results.done:
-        results.append(record)
-      new += 1
-    _progress(new, start)
-  print(file=sys.stderr)
+  bad, new, unjudged, judge_error = [], 0, 0, ""
+  batches = _batches(_jobs(args, done, bad, texts, processor.image_config), args.batch_size)
+  # the first batch is made (data staged, every item's resume checks passed) before the model
+  # loads: a rerun with nothing left to run loads none
+  first = next(batches, None)
+  if first is not None:
+    engine = _engine(args, mesh, processor, model_name, judge)
+    start = time.perf_counter()
+    for batch in itertools.chain([first], batches):
+      for record in engine.run_batch(batch):
+        if judge_lib.retryable(record["judge_error"]):  # not written: a rerun judges it again
+          unjudged, judge_error = unjudged + 1, record["judge_error"]
+          continue
+        if writer and result_key(record) not in results.done:
+          results.append(record)
+        new += 1
+      _progress(new, start)
+    print(file=sys.stderr)
   if writer:
     bad = _write_bad(args.out, bad, args.benchmarks.split(","))
     files = report.write_summary(results.records, args.out, bad_items=len(bad))
@@ -319,6 +332,25 @@ def main(argv=None) -> int:
           f"{judge_error}); run the same command again to judge them", file=sys.stderr)
     return 1
   return 0
+
+
+def _engine(args, mesh, processor, model_name: str, judge) -> Engine:
+  """Loads the model (and a local judge, unless `judge` is the HTTP one) into an Engine."""
+  from evals import judge as judge_lib
+  from vlm_jax import sharding
+  from vlm_jax.sampler import Sampler
+  config, params = _load_model(args, mesh)
+  sharding.report_replicated(config, mesh)
+  if judge is None:
+    judge = judge_lib.make_judge(args.judge,
+                                 generate_fn_factory=_local_generate_factory(args, mesh),
+                                 **({} if args.judge == "rule"
+                                    else {"max_new_tokens": args.judge_max_tokens}))
+  sampler = Sampler(params, config, processor, mesh=mesh,
+                    unstack_layers=False if args.scanned_decode else "auto")
+  return Engine(sampler, processor, presets_lib.get_preset(args.preset), judge,
+                args.max_new_tokens, model_name, seed=args.seed, temperature=args.temperature,
+                repetition_penalty=args.repetition_penalty)
 
 
 def _http_judge(args, writer: bool):

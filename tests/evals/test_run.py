@@ -173,3 +173,44 @@ def test_circular_runs_the_copies_and_scores_every_rotation(tmp_path):
   assert rows[("mmbench", "base", "accuracy")]["n"] == "2"  # the originals
   with pytest.raises(ValueError, match="--circular: none of --benchmarks synthetic"):
     run.main(["--benchmarks", "synthetic", "--circular", "--out", str(tmp_path / "x")])
+
+
+def test_text_generator_writes_the_captions_and_a_finished_rerun_loads_nothing(tmp_path,
+                                                                               monkeypatch):
+  """--text-generator DIR (a local chat model) writes the wrong captions; a rerun with nothing
+  left to run loads neither it nor the evaluated model."""
+  pytest.importorskip("torch")
+  pytest.importorskip("transformers")
+  from evals import llm_judge, variants
+  from tests.vlm_jax.hf_models import save_tiny_qwen3_chat
+  generator = save_tiny_qwen3_chat(str(tmp_path / "qwen3"))
+  real, loaded = llm_judge.local_generate_fn, []
+
+  def counted(path, mesh=None, dtype="bfloat16"):
+    loaded.append(path)
+    return real(path, mesh, dtype)
+
+  monkeypatch.setattr(llm_judge, "local_generate_fn", counted)
+  # a random model's reply: random text, or nothing (the template then stands in)
+  asked = []
+  real_ask = variants.LLMTexts._ask
+
+  def ask(self, item, option, kind):
+    text = real_ask(self, item, option, kind)
+    asked.append(text)
+    return text
+
+  monkeypatch.setattr(variants.LLMTexts, "_ask", ask)
+  out = str(tmp_path / "out")
+  argv = ["--benchmarks", "synthetic", "--synthetic-n", "2", "--variants", "base,wrong_caption",
+          "--text-generator", generator, "--out", out] + COMMON
+  assert run.main(argv) == 0
+  assert loaded == [generator] and len(asked) == 2
+  records = _records(out)
+  captions = [r["inserted_caption"] for r in records if r["variant"] == "wrong_caption"]
+  assert captions == asked and all(captions)
+  assert all(r["question"].startswith(r["inserted_caption"]) for r in records
+             if r["variant"] == "wrong_caption")
+  monkeypatch.setattr(run, "_load_model", lambda *a: pytest.fail("the model loaded"))
+  assert run.main(argv) == 0
+  assert loaded == [generator] and _records(out) == records

@@ -117,13 +117,15 @@ def test_rerun_with_other_settings_fails_before_the_model_loads(tmp_path, monkey
   assert "preset: 'qwen2_5_vl_instruct' before, 'r1' now" in message
   assert "temperature: 0.0 before, 1.0 now" in message and "new --out" in message
   assert "seed" not in message
-  # what only picks items or batching may change: the check passes and the model would load
+  # what only picks items or batching may change: the check passes, and the model loads when
+  # something is left to run (a third item), not when nothing is
+  assert run.main(SMALL + ["--out", out, "--batch-size", "1", "--limit", "2"]) == 0
   with pytest.raises(Loaded):
-    run.main(SMALL + ["--out", out, "--batch-size", "1", "--limit", "1", "--synthetic-n", "3"])
+    run.main(SMALL + ["--out", out, "--batch-size", "1", "--synthetic-n", "3"])
   # an OUT from before run_settings.json: warned, resumed, and the settings recorded
   os.remove(os.path.join(out, SETTINGS_FILE))
   with pytest.raises(Loaded):
-    run.main(SMALL + ["--out", out, "--temperature", "1.0"])
+    run.main(SMALL + ["--out", out, "--temperature", "1.0", "--synthetic-n", "3"])
   assert "older version" in capsys.readouterr().err
   with open(os.path.join(out, SETTINGS_FILE)) as f:
     assert json.load(f)["temperature"] == 1.0

@@ -215,20 +215,11 @@ def test_a_non_finite_step_raises_and_keeps_the_last_good_state(tmp_path, monkey
 def test_a_local_model_directory_is_the_judge_of_the_faithful_reward(tmp_path, monkeypatch):
   """judge=DIR (a Qwen3 checkpoint with its tokenizer, as the study's Qwen3 judge): its replies
   decide the consistency verdicts in the reward."""
-  import shutil
-  torch = pytest.importorskip("torch")
-  transformers = pytest.importorskip("transformers")
+  pytest.importorskip("torch")
+  pytest.importorskip("transformers")
   from evals import llm_judge
-  from vlm_jax import processor as proc_lib
-  judge_dir = str(tmp_path / "qwen3")
-  cfg = transformers.Qwen3Config(
-      vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-      num_attention_heads=2, num_key_value_heads=1, head_dim=16, tie_word_embeddings=True,
-      bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
-  torch.manual_seed(0)
-  transformers.Qwen3ForCausalLM(cfg).save_pretrained(judge_dir)
-  for name in os.listdir(proc_lib.qwen_tokenizer_dir()):
-    shutil.copy(os.path.join(proc_lib.qwen_tokenizer_dir(), name), judge_dir)
+  from tests.vlm_jax.hf_models import save_tiny_qwen3_chat
+  judge_dir = save_tiny_qwen3_chat(str(tmp_path / "qwen3"))
   real, asked = llm_judge.local_generate_fn, []
 
   def counted(path, mesh=None, dtype="bfloat16"):

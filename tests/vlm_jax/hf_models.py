@@ -6,6 +6,8 @@ are randomised too, so a transform that drops them cannot pass).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 IMG, VID, VSTART, VEND = 990, 991, 992, 993
@@ -162,3 +164,21 @@ def tiny_real_vocab_config():
   from transformers import Qwen2_5_VLConfig
   from vlm_jax import config as config_lib
   return Qwen2_5_VLConfig(**config_lib.to_hf(config_lib.get_config("tiny"), dtype="float32"))
+
+
+def save_tiny_qwen3_chat(path: str, seed: int = 0) -> str:
+  """A random 1-layer Qwen3 checkpoint with the real Qwen vocabulary and tokenizer files in
+  `path` (a local judge or text generator as `evals.llm_judge` loads one)."""
+  import shutil
+  import torch
+  import transformers
+  from vlm_jax import processor as proc_lib
+  cfg = transformers.Qwen3Config(
+      vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+      num_attention_heads=2, num_key_value_heads=1, head_dim=16, tie_word_embeddings=True,
+      bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
+  torch.manual_seed(seed)
+  transformers.Qwen3ForCausalLM(cfg).save_pretrained(path)
+  for name in os.listdir(proc_lib.qwen_tokenizer_dir()):
+    shutil.copy(os.path.join(proc_lib.qwen_tokenizer_dir(), name), path)
+  return path
