@@ -426,6 +426,7 @@ def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
   if config.group_size == 1:
     print("warning: group_size=1: every GRPO advantage is 0 (one sample per prompt, nothing to "
           "compare it with), so only the KL term moves the policy", file=sys.stderr)
+  made = [d for d in (out, os.path.join(out, "checkpoints")) if not os.path.isdir(d)]
   manager = checkpoints.Manager(os.path.join(out, "checkpoints"), config.keep_checkpoints,
                                 config.keep_every)
   try:
@@ -435,6 +436,11 @@ def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
     trainer.step = manager.restore(trainer)
   except BaseException:
     manager.close()  # (an open manager left behind prints orbax tracebacks at exit)
+    for folder in reversed(made):  # a run that never started leaves no empty OUT behind
+      try:
+        os.rmdir(folder)
+      except OSError:
+        pass  # not empty (another process's files, or written since), or already gone
     raise
   _write_model_config(trainer, out)  # after the restore: a refused resume leaves OUT as it was
   _write_train_config(config, out)

@@ -264,3 +264,8 @@ def test_missing_training_data_stops_the_run_before_the_model_loads(tmp_path, mo
   config = apply_overrides(load_config(SMOKE), ["data=sat2", f"data_dir={tmp_path / 'none'}"])
   with pytest.raises(FileNotFoundError, match="sat2"):
     train.train(config, out=str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")  # no empty OUT/checkpoints left behind
+  (tmp_path / "kept").mkdir()
+  with pytest.raises(FileNotFoundError, match="sat2"):
+    train.train(config, out=str(tmp_path / "kept"))
+  assert os.listdir(tmp_path / "kept") == []  # a folder the user made stays
