@@ -51,7 +51,8 @@ def main():
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   import jax
   import jax.numpy as jnp
-  from vlm_jax import config as config_lib, params as params_lib, sampler as sampler_lib
+  from vlm_jax import config as config_lib, decode_step, params as params_lib
+  from vlm_jax import sampler as sampler_lib
 
   config = config_lib.get_config(args.preset)
   text = config.text
@@ -96,7 +97,7 @@ def main():
       compile_s = time.perf_counter() - start
       inputs, _ = sampler.prepare(batch)
       cache_len = inputs["input_ids"].shape[1] + args.new_tokens
-      prefill = lambda: jax.block_until_ready(sampler_lib._prefill(
+      prefill = lambda: jax.block_until_ready(decode_step.prefill(
           params, config, inputs, 1, cache_len, None, unstack)["logits"])
       prefill()
       t_total = median_time(lambda: sampler(batch, sampling), args.runs)

@@ -9,9 +9,10 @@ float32, tokens only). Two tables:
    --rounds times, and each row is the median ms per step. A piece costs (base - variant).
    The variants run the float32 head; a last row times the step as the Sampler runs greedy
    tokens-only on CPU, with the head screened in bfloat16 (`vlm_jax/greedy_screen.py`).
-2. Phases: our prefill (the compiled `_prefill` alone) and per-step decode ((call - prefill) /
-   steps), and transformers' `generate` with 1 and with --new-tokens new tokens (its prefill is
-   the 1-token call; per step = the difference / (new tokens - 1)), interleaved per round.
+2. Phases: our prefill (the compiled `decode_step.prefill` alone) and per-step decode
+   ((call - prefill) / steps), and transformers' `generate` with 1 and with --new-tokens new
+   tokens (its prefill is the 1-token call; per step = the difference / (new tokens - 1)),
+   interleaved per round.
 
   python bench/decode_parts.py [--new-tokens 128] [--rounds 8]
 """
@@ -77,14 +78,14 @@ def _variants():
 def decode_ablations(params, config, batch, new_tokens: int, rounds: int):
   import jax
   import jax.numpy as jnp
-  from vlm_jax import sampler as sampler_lib, stops
+  from vlm_jax import decode_step, sampler as sampler_lib, stops
   s = sampler_lib.Sampler(params, config, pad_id=0, unstack_layers=True)
   inputs, rows = s.prepare(batch)
   padded = inputs["input_ids"].shape[0]
   cache_len = inputs["input_ids"].shape[1] + new_tokens
-  spec = sampler_lib._Spec(new_tokens, 1, True, 0, False, False)
-  prefill = sampler_lib._prefill.lower(params, config, inputs, 1, cache_len, None,
-                                       True).compile()
+  spec = decode_step.Spec(new_tokens, 1, True, 0, False, False)
+  prefill = decode_step.prefill.lower(params, config, inputs, 1, cache_len, None,
+                                      True).compile()
   controls = {"rng": jax.random.key(0), "max_new": jnp.int32(new_tokens),
               "temperature": jnp.float32(1e-6),
               "top_p": jnp.float32(1), "pad_id": jnp.int32(0),
@@ -92,23 +93,23 @@ def decode_ablations(params, config, batch, new_tokens: int, rounds: int):
               "stop_ids": jnp.asarray(stops.stop_ids(())),
               "banned": jnp.asarray(s._banned(sampler_lib.SamplingParams()), jnp.int32),
               "row_ids": jnp.asarray(sampler_lib._row_ids(None, rows, padded, 1))}
-  fresh = lambda: jax.block_until_ready(sampler_lib._init_state(
+  fresh = lambda: jax.block_until_ready(decode_step.init_state(
       prefill(params, inputs), spec, controls["stop_table"].shape[0], 0, np.arange(padded) < rows))
   compiled = {}
   for name, patch in _variants().items():
-    sampler_lib._decode.clear_cache()
+    decode_step.decode.clear_cache()
     undo = patch() if patch else None
     try:
-      compiled[name] = (sampler_lib._decode.lower(params, config, fresh(), spec, controls,
-                                                  True).compile(), controls)
+      compiled[name] = (decode_step.decode.lower(params, config, fresh(), spec, controls,
+                                                 True).compile(), controls)
     finally:
       if undo:
         undo()
-  sampler_lib._decode.clear_cache()
+  decode_step.decode.clear_cache()
   # the step as the Sampler runs tokens-only greedy on CPU: the head screened in bfloat16
   screened = dict(controls, screen=s._screen_tables())
-  spec_screened = sampler_lib._Spec(new_tokens, 1, True, 0, False, False, screen=True)
-  compiled["whole step, bf16-screened head"] = (sampler_lib._decode.lower(
+  spec_screened = decode_step.Spec(new_tokens, 1, True, 0, False, False, screen=True)
+  compiled["whole step, bf16-screened head"] = (decode_step.decode.lower(
       params, config, fresh(), spec_screened, screened, True).compile(), screened)
   times = {name: [] for name in compiled}
   for _ in range(rounds):
@@ -123,7 +124,7 @@ def decode_ablations(params, config, batch, new_tokens: int, rounds: int):
 def phases(model, params, config, batch, new_tokens: int, rounds: int):
   import jax
   import torch
-  from vlm_jax import sampler as sampler_lib
+  from vlm_jax import decode_step, sampler as sampler_lib
   s = sampler_lib.Sampler(params, config, pad_id=0)
   tokens_only = sampler_lib.SamplingParams(max_new_tokens=new_tokens, logprobs=False,
                                            stop_token_ids=())  # fixed length, as generate
@@ -137,7 +138,7 @@ def phases(model, params, config, batch, new_tokens: int, rounds: int):
                      eos_token_id=None, pad_token_id=0)
 
   runs = interleaved({
-      "ours prefill": lambda: jax.block_until_ready(sampler_lib._prefill(
+      "ours prefill": lambda: jax.block_until_ready(decode_step.prefill(
           params, config, inputs, 1, cache_len, None, True)["logits"]),
       "ours call": lambda: s(batch, tokens_only),
       "hf 1 token": lambda: hf(1), "hf call": lambda: hf(new_tokens)}, rounds)

@@ -117,7 +117,7 @@ def decoder(params: dict, config: TextConfig, x: jax.Array, positions: jax.Array
   lists too (`unstack_layers`; a Python loop, for decode steps).
   Without a cache, return_kv=True returns {"k", "v"}: every layer's keys and values of the T
   tokens ([L, B, T, K, H], or lists of [B, T, K, H] for per-layer params), from which a
-  prefill builds its cache (`sampler._prefill`) without a cache-sized buffer per layer pass.
+  prefill builds its cache (`decode_step.prefill`) without a cache-sized buffer per layer pass.
   """
   if last_only and cache is not None:
     raise ValueError("last_only is for cache-less calls (a prefill or a score)")

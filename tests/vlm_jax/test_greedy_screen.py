@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import vlm_jax
-from vlm_jax import greedy_screen, sampler, token_choice
+from vlm_jax import decode_step, greedy_screen, token_choice
 from vlm_jax.sampler import Sampler, SamplingParams
 from tests.vlm_jax import hf_models
 
@@ -200,7 +200,7 @@ def test_sampler_tokens_are_the_same_with_and_without_the_screen(lively):
     np.testing.assert_array_equal(a.lengths, b.lengths)
   assert (a.lengths < 30).any() and len(np.unique(free.tokens)) > 5
   tables = on._derived.held("screen")
-  head = sampler._head_array(params, config)
+  head = decode_step.head_array(params, config)
   ratio = sum(tables[k].nbytes for k in ("wb", "rows") if k in tables) / head.nbytes
   assert ratio == pytest.approx(0.5 if config.text.tie_word_embeddings else 1.5, abs=0.01)
   on(batch, sp)
@@ -218,4 +218,4 @@ def test_auto_screen_needs_a_float32_head(lively):
   with pytest.raises(ValueError, match="greedy_screen"):
     Sampler(params, config, greedy_screen="yes")
   with pytest.raises(ValueError, match="greedy decoding without log-probs"):
-    sampler._Spec(4, 1, True, 0, False, True, screen=True)
+    decode_step.Spec(4, 1, True, 0, False, True, screen=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import vlm_jax
-from vlm_jax import (buckets, device_memory, logprobs, model as model_lib,
+from vlm_jax import (buckets, decode_step, device_memory, logprobs, model as model_lib,
                      processor as processor_lib, sampler, stops, token_choice)
 from vlm_jax.sampler import Sampler, SamplingParams
 from tests.vlm_jax import hf_models
@@ -158,9 +158,9 @@ def test_auto_unstack_falls_back_to_scanned_when_the_copy_does_not_fit(lively, m
   leaves = jax.tree.leaves(params["text"]["layers"])
   assert need == sum(x.nbytes for x in leaves) and free is None  # CPU: no allocator statistics
   chosen = []
-  real_decode = sampler._decode
+  real_decode = decode_step.decode
   per_layer = lambda params: isinstance(params["text"]["layers"], list)
-  monkeypatch.setattr(sampler, "_decode",
+  monkeypatch.setattr(decode_step, "decode",
                       lambda *a: chosen.append(a[-1] or per_layer(a[0])) or real_decode(*a))
   monkeypatch.setitem(sampler._WARNED, "scanned", False)
   s = Sampler(params, config, pad_id=0)
@@ -290,9 +290,9 @@ def test_the_per_layer_copy_is_kept_on_cpu_while_the_layers_are_the_same(lively,
   batch = hf_models.build_batch(BATCH, config.vision.patch_dim)
   sampling = SamplingParams(max_new_tokens=6)
   used = []
-  for name in ("_prefill", "_decode", "_last_logprobs"):
-    real = getattr(sampler, name)
-    monkeypatch.setattr(sampler, name, lambda *a, real=real, name=name: used.append(
+  for name in ("prefill", "decode", "last_logprobs"):
+    real = getattr(decode_step, name)
+    monkeypatch.setattr(decode_step, name, lambda *a, real=real, name=name: used.append(
         (name, isinstance(a[0]["text"]["layers"], list),
          isinstance(a[0]["vision"]["blocks"], list))) or real(*a))
   s = Sampler(params, config, pad_id=0, unstack_layers=True)
@@ -303,8 +303,8 @@ def test_the_per_layer_copy_is_kept_on_cpu_while_the_layers_are_the_same(lively,
   np.testing.assert_allclose(s.next_token_logprobs(batch, ids),
                              scanned.next_token_logprobs(batch, ids), atol=1e-5)
   assert scanned._derived.held("layers") is None
-  assert used == [("_prefill", True, True), ("_decode", True, True),
-                  ("_last_logprobs", True, True), ("_last_logprobs", False, False)]
+  assert used == [("prefill", True, True), ("decode", True, True),
+                  ("last_logprobs", True, True), ("last_logprobs", False, False)]
   s(batch, sampling)
   assert s._derived.held("layers") is copy
   s.params = dict(params, text=dict(params["text"], layers=jax.tree.map(
@@ -325,8 +325,8 @@ def test_without_a_kept_copy_the_decode_program_unstacks(lively, monkeypatch):
   want = Sampler(params, config, pad_id=0)(batch, sampling).tokens
   monkeypatch.setattr(Sampler, "_keeps_layer_copy", lambda self: False)
   calls = []
-  real = sampler._decode
-  monkeypatch.setattr(sampler, "_decode", lambda *a: calls.append(
+  real = decode_step.decode
+  monkeypatch.setattr(decode_step, "decode", lambda *a: calls.append(
       (isinstance(a[0]["text"]["layers"], list), a[-1])) or real(*a))
   s = Sampler(params, config, pad_id=0, unstack_layers=True)
   np.testing.assert_array_equal(s(batch, sampling).tokens, want)
@@ -340,11 +340,11 @@ def test_decode_state_is_donated_in_place(lively, unstack, screen):
   _, config, params, _ = lively
   s = Sampler(params, config, pad_id=0, unstack_layers=unstack)
   inputs, _ = s.prepare(hf_models.build_batch(BATCH, config.vision.patch_dim))
-  spec = (sampler._Spec(4, 2, True, 0, False, False, screen=True) if screen
-          else sampler._Spec(4, 2, False, 0, False, True))
-  out = sampler._prefill(params, config, inputs, 2, inputs["input_ids"].shape[1] + 4, None,
-                         unstack)
-  state = sampler._init_state(out, spec, 1, 0, np.ones(2 * inputs["input_ids"].shape[0], bool))
+  spec = (decode_step.Spec(4, 2, True, 0, False, False, screen=True) if screen
+          else decode_step.Spec(4, 2, False, 0, False, True))
+  out = decode_step.prefill(params, config, inputs, 2, inputs["input_ids"].shape[1] + 4, None,
+                            unstack)
+  state = decode_step.init_state(out, spec, 1, 0, np.ones(2 * inputs["input_ids"].shape[0], bool))
   controls = {"rng": jax.random.key(0), "max_new": np.int32(4), "temperature": np.float32(1),
               "top_p": np.float32(1), "pad_id": np.int32(0),
               "stop_table": np.zeros((1, 4, config.text.vocab_size), np.int8),
@@ -354,7 +354,7 @@ def test_decode_state_is_donated_in_place(lively, unstack, screen):
     controls["screen"] = s._screen_tables()
   with warnings.catch_warnings():
     warnings.filterwarnings("error", message="Some donated buffers were not usable")
-    compiled = sampler._decode.lower(params, config, state, spec, controls, unstack).compile()
+    compiled = decode_step.decode.lower(params, config, state, spec, controls, unstack).compile()
   cache_bytes = sum(x.nbytes for x in jax.tree.leaves((state["cache"]["k"], state["cache"]["v"])))
   assert compiled.memory_analysis().alias_size_in_bytes >= cache_bytes
 
@@ -365,7 +365,7 @@ def test_prefill_runs_each_prompt_once_for_n_samples(lively):
   s = Sampler(params, config, pad_id=0)
   inputs, _ = s.prepare(hf_models.build_batch(BATCH, config.vision.patch_dim))
   cache_len = inputs["input_ids"].shape[1] + 8
-  flops = {n: sampler._prefill.lower(params, config, inputs, n, cache_len, None, True).compile()
+  flops = {n: decode_step.prefill.lower(params, config, inputs, n, cache_len, None, True).compile()
            .cost_analysis()["flops"] for n in (1, 8)}
   assert flops[8] < 1.05 * flops[1], flops
 
