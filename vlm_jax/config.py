@@ -295,8 +295,32 @@ def refuse_quantized(path_or_dict: str | os.PathLike | dict) -> None:
   _refuse_quantized(*_read_json(path_or_dict))
 
 
+def _refuse_sliding(text: dict, num_layers: int, max_window_layers: int) -> None:
+  """transformers' layer types: a layer slides when `layer_types` says so, or (without it) when
+  `use_sliding_window` with a `sliding_window` and index >= `max_window_layers`. A config whose
+  flag is on but where no layer slides loads as it does there; one where a layer slides is
+  refused (no released Qwen2.5-VL or Qwen3 uses one)."""
+  types = text.get("layer_types")
+  if types is not None:
+    sliding = [i for i, kind in enumerate(types) if kind == "sliding_attention"]
+  elif text.get("use_sliding_window") and text.get("sliding_window", 4096) is not None:
+    sliding = list(range(text.get("max_window_layers", max_window_layers), num_layers))
+  else:
+    sliding = []
+  if sliding:
+    raise ConfigError(f"sliding-window attention (layers {sliding[0]}..{sliding[-1]}: "
+                      f"use_sliding_window / max_window_layers / layer_types) is not supported")
+
+
+def _kv_heads(text: dict, default: int, n_heads: int) -> int:
+  """transformers: the class default when the key is absent, the query heads when it is null."""
+  kv = text.get("num_key_value_heads", default)
+  return n_heads if kv is None else kv
+
+
 def _rope(text: dict, top: dict) -> tuple[float, tuple[int, ...] | None]:
-  rope = text.get("rope_parameters") or text.get("rope_scaling") or top.get("rope_scaling") or {}
+  # transformers 5 takes a text config's rope_scaling over its rope_parameters
+  rope = text.get("rope_scaling") or text.get("rope_parameters") or top.get("rope_scaling") or {}
   theta = rope.get("rope_theta", text.get("rope_theta", top.get("rope_theta",
                                                                  _HF_TEXT_DEFAULTS["rope_theta"])))
   rope_type = rope.get("rope_type", rope.get("type", "default"))
@@ -308,15 +332,16 @@ def _rope(text: dict, top: dict) -> tuple[float, tuple[int, ...] | None]:
 
 def _text_from_hf(text: dict, top: dict) -> TextConfig:
   get = lambda k: text.get(k, _HF_TEXT_DEFAULTS.get(k))
-  if text.get("use_sliding_window"):
-    raise ConfigError("use_sliding_window=true is not supported (no released Qwen2.5-VL uses it)")
+  _refuse_sliding(text, get("num_hidden_layers"), max_window_layers=80)
   theta, section = _rope(text, top)
-  tie = top.get("tie_word_embeddings", text.get("tie_word_embeddings", False))
+  # transformers 5 ties when either level says so (pre-v5 saves kept it in text_config only)
+  tie = top.get("tie_word_embeddings") or text.get("tie_word_embeddings") or False
   n_heads = get("num_attention_heads")
   return TextConfig(
       vocab_size=get("vocab_size"), hidden_size=get("hidden_size"),
       intermediate_size=get("intermediate_size"), num_layers=get("num_hidden_layers"),
-      num_heads=n_heads, num_kv_heads=text.get("num_key_value_heads") or n_heads,
+      num_heads=n_heads, num_kv_heads=_kv_heads(text, _HF_TEXT_DEFAULTS["num_key_value_heads"],
+                                                n_heads),
       rms_norm_eps=float(get("rms_norm_eps")), rope_theta=theta, mrope_section=section,
       max_position_embeddings=get("max_position_embeddings"), hidden_act=get("hidden_act"),
       tie_word_embeddings=bool(tie))
@@ -350,9 +375,8 @@ _TEXT_ONLY_DEFAULTS = {  # transformers' Qwen3Config / Qwen2Config class default
 def _text_only_from_hf(top: dict, model_type: str) -> ModelConfig:
   """Qwen3 (q/k RMSNorm, no qkv bias, explicit head_dim) or Qwen2 text models, 1-D RoPE."""
   get = lambda k: top.get(k, _TEXT_ONLY_DEFAULTS[model_type].get(k))
-  if top.get("use_sliding_window"):
-    raise ConfigError("use_sliding_window=true is not supported")
-  rope = top.get("rope_parameters") or top.get("rope_scaling") or {}
+  _refuse_sliding(top, get("num_hidden_layers"), max_window_layers=28)
+  rope = top.get("rope_scaling") or top.get("rope_parameters") or {}
   if rope.get("rope_type", rope.get("type", "default")) != "default":
     raise ConfigError(f"rope type {rope.get('rope_type', rope.get('type'))!r} is not supported")
   qwen3 = model_type == "qwen3"
@@ -361,7 +385,9 @@ def _text_only_from_hf(top: dict, model_type: str) -> ModelConfig:
   text = TextConfig(
       vocab_size=get("vocab_size"), hidden_size=get("hidden_size"),
       intermediate_size=get("intermediate_size"), num_layers=get("num_hidden_layers"),
-      num_heads=n_heads, num_kv_heads=top.get("num_key_value_heads") or n_heads,
+      num_heads=n_heads,
+      num_kv_heads=_kv_heads(top, _TEXT_ONLY_DEFAULTS[model_type]["num_key_value_heads"],
+                             n_heads),
       head_dim_override=get("head_dim") if qwen3 else None,
       rms_norm_eps=float(get("rms_norm_eps")),
       rope_theta=float(rope.get("rope_theta", top.get("rope_theta", 10000.0))),

@@ -93,7 +93,13 @@ def prepare_inputs(config: ModelConfig, input_ids, attention_mask=None, pixel_va
         resume=rope_resume)
   else:
     positions = np.asarray(position_ids)
-    positions = np.broadcast_to(positions, (3,) + ids.shape) if positions.ndim == 2 else positions
+    if positions.ndim == 3 and positions.shape[0] == 4:
+      positions = positions[1:]  # transformers 5's [text; t; h; w]: row 0 only marks packing
+    if positions.shape == ids.shape:
+      positions = np.broadcast_to(positions, (3,) + ids.shape)
+    if positions.shape != (3,) + ids.shape:
+      raise ValueError(f"position_ids shape {np.shape(position_ids)}: want [B, T], [3, B, T] "
+                       f"or [4, B, T] with [B, T] = {list(ids.shape)} (input_ids)")
     deltas = positions.max(axis=(0, 2))[:, None] + 1 - mask.sum(-1, keepdims=True)
   inputs = {"input_ids": ids.astype(np.int32), "token_mask": mask.astype(bool),
             "positions": positions.astype(np.int32), "rope_deltas": deltas.astype(np.int32)}

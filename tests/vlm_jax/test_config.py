@@ -85,8 +85,51 @@ def test_bad_config_files(tmp_path):
     config_lib.from_hf(str(tmp_path))
   with pytest.raises(ConfigError, match="model_type"):
     config_lib.from_hf({"model_type": "llama"})
-  with pytest.raises(ConfigError, match="sliding"):
-    config_lib.from_hf(dict(FLAT_7B, use_sliding_window=True))
+  with pytest.raises(ConfigError, match=r"sliding-window attention \(layers 14..27"):
+    config_lib.from_hf(dict(FLAT_7B, use_sliding_window=True, max_window_layers=14))
+  with pytest.raises(ConfigError, match=r"layers 3..3"):
+    config_lib.from_hf(dict(FLAT_7B, layer_types=["full_attention"] * 3 + ["sliding_attention"]))
+
+
+def _nested(**text):
+  base = {"hidden_size": 256, "intermediate_size": 96, "num_hidden_layers": 2,
+          "num_attention_heads": 16,
+          "rope_parameters": {"rope_type": "default", "mrope_section": [4, 2, 2]}}
+  return {"model_type": "qwen2_5_vl", "vision_config": {"out_hidden_size": 256},
+          "text_config": {k: v for k, v in {**base, **text}.items() if v != "absent"}}
+
+
+@pytest.mark.parametrize("case", [
+    _nested(num_key_value_heads="absent"),  # the class default (8), not the query heads
+    _nested(num_key_value_heads=None),      # null: the query heads
+    dict(_nested(num_key_value_heads=4), tie_word_embeddings=False,
+         text_config=dict(_nested(num_key_value_heads=4)["text_config"], tie_word_embeddings=True)),
+    _nested(num_key_value_heads=4, rope_scaling={"type": "mrope", "mrope_section": [2, 4, 2]}),
+    _nested(num_key_value_heads=4, use_sliding_window=True, max_window_layers=2),  # none slides
+    {k: v for k, v in _nested().items() if k != "text_config"} | _nested()["text_config"],
+], ids=["kv_absent", "kv_null", "tie_in_text_only", "rope_scaling_and_parameters",
+        "sliding_flag_no_layer", "flat_kv_absent"])
+def test_config_forms_read_as_transformers_reads_them(case):
+  """The fields transformers 5 fills in or picks between, read the same way here."""
+  transformers = pytest.importorskip("transformers")
+  case = {k: v for k, v in case.items() if v != "absent"}
+  hf = transformers.Qwen2_5_VLConfig(**json.loads(json.dumps(case)))
+  ours = config_lib.from_hf(case)
+  assert ours.text.num_kv_heads == hf.text_config.num_key_value_heads
+  assert ours.text.tie_word_embeddings == hf.tie_word_embeddings
+  assert list(ours.text.mrope_section) == hf.text_config.rope_parameters["mrope_section"]
+  assert "sliding_attention" not in hf.text_config.layer_types
+
+
+def test_text_only_configs_take_their_class_defaults():
+  transformers = pytest.importorskip("transformers")
+  for model_type, cls in (("qwen3", transformers.Qwen3Config),
+                          ("qwen2", transformers.Qwen2Config)):
+    case = {"model_type": model_type, "hidden_size": 512, "num_attention_heads": 64,
+            "num_hidden_layers": 2, "use_sliding_window": True}  # max_window_layers 28: no layer
+    assert config_lib.from_hf(case).text.num_kv_heads == cls(**case).num_key_value_heads == 32
+    with pytest.raises(ConfigError, match="layers 1..1"):
+      config_lib.from_hf(dict(case, max_window_layers=1))
 
 
 def test_window_and_tokens_per_second_as_transformers_takes_them(tmp_path):

@@ -74,3 +74,24 @@ def test_mm_token_type_ids_optional(tmp_root):
   batch.pop("mm_token_type_ids")
   without = np.asarray(vlm_jax.forward(params, config, **batch))
   np.testing.assert_array_equal(with_ids, without)
+
+
+def test_position_ids_in_each_form_transformers_takes(tmp_root):
+  """position_ids [B, T] (1-D positions on all three streams), [3, B, T] and transformers 5's
+  [4, B, T] (a text row, then the three streams): the same logits as transformers given them."""
+  model, config, params = _models("base", tmp_root)
+  batch = hf_models.build_batch(CASES["padded_batch_left"][0], config.vision.patch_dim)
+  real = batch["attention_mask"] == 1
+  with torch.no_grad():
+    streams = model.model.get_rope_index(
+        torch.tensor(batch["input_ids"]), torch.tensor(batch["mm_token_type_ids"]),
+        image_grid_thw=torch.tensor(batch["image_grid_thw"]),
+        attention_mask=torch.tensor(batch["attention_mask"]))[0].numpy()
+  text = np.where(real, np.cumsum(batch["attention_mask"], -1) - 1, 0)
+  for positions in (streams, text, np.concatenate([text[None], streams])):
+    inputs = dict(batch, position_ids=positions)
+    want = hf_models.hf_logits(model, inputs)
+    got = np.asarray(vlm_jax.forward(params, config, **inputs))
+    assert np.abs(got[real] - want[real]).max() < 1e-4, positions.shape
+  with pytest.raises(ValueError, match=r"position_ids shape \(2, 2, 5\)"):
+    vlm_jax.forward(params, config, **dict(batch, position_ids=streams[:2, :, :5]))
