@@ -32,6 +32,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+# Release images past PIL's decompression-bomb guard (an error over 2 x 89M pixels; MME-RealWorld's
+# remote-sensing scenes) are resized to max_pixels at once: the guard is raised to 2^30 pixels,
+# as `evals.benchmarks.images` raises it for the loaders.
+if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < 1 << 30:
+  Image.MAX_IMAGE_PIXELS = 1 << 30
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_ASPECT_RATIO = 200

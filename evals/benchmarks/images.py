@@ -24,11 +24,23 @@ KEPT_FORMATS = ("PNG", "JPEG")
 # to near white, so they are bad items here, at load time, rather than a crash mid-evaluation.
 MODEL_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV",
                "LAB")
+# PIL refuses an image over 2 x Image.MAX_IMAGE_PIXELS (89M by default) as a decompression bomb.
+# Release images can be larger (MME-RealWorld's remote-sensing scenes come from DOTA-v2, up to
+# ~29000 x 28000) and are resized to the model's max_pixels at once: the guard is raised to this
+# (vlm_jax.images raises it the same way for the model's own decode).
+LARGEST_IMAGE_PIXELS = 1 << 30
+
+
+def _pil_image():
+  from PIL import Image
+  if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < LARGEST_IMAGE_PIXELS:
+    Image.MAX_IMAGE_PIXELS = LARGEST_IMAGE_PIXELS
+  return Image
 
 
 def checked_image(data: bytes, what: str) -> bytes:
   """`data` if PIL can decode it (re-encoded as PNG unless PNG/JPEG); ItemError otherwise."""
-  from PIL import Image
+  Image = _pil_image()
   try:
     with Image.open(io.BytesIO(data)) as img:
       fmt, mode = img.format, img.mode

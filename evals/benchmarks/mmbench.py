@@ -34,4 +34,4 @@ def load(root, file: str | None = None, circular: bool = False):
   """Items of the MMBench TSV under `root` (see the module docstring for the layout)."""
   root = require_dir(root, NAME, HOW)
   path = choose_file(root, PREFERRED, NAME, HOW, file)
-  return vlmeval.load_table(NAME, path, root, META_KEYS, circular)
+  return vlmeval.load_table(NAME, path, root, META_KEYS, circular, HOW)

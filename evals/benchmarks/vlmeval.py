@@ -35,7 +35,7 @@ _REF_MAX_CHARS = 64  # VLMEvalKit: image cells this short are references to anot
 
 
 def load_table(benchmark: str, path: Path, root: Path, meta_keys: Sequence[str] = (),
-               circular: bool = False) -> Iterator[Item | BadItem]:
+               circular: bool = False, how: str = "") -> Iterator[Item | BadItem]:
   """Items of one VLMEvalKit table file; `meta_keys` columns are copied into `meta`.
 
   Circular copies are left out unless `circular`: counted as items, they would weigh each
@@ -47,6 +47,10 @@ def load_table(benchmark: str, path: Path, root: Path, meta_keys: Sequence[str] 
   as items of their own (meta "circular_of" = the index of the copied row), scored per copy: a
   pooled accuracy over rotations, not CircularEval's all-rotations-correct score."""
   rows = list(read_rows(path))
+  missing = [c for c in ("question", "A", "B", "answer") if rows and c not in rows[0]]
+  if missing:  # every row would be a bad item: the file is not such a table
+    raise ValueError(f"{benchmark}: {path} has no {', '.join(missing)} column(s) (columns: "
+                     f"{', '.join(map(str, rows[0]))}): not a multiple-choice table. {how}")
   by_index = {text(r.get("index")): r.get("image") for r in rows}
   origin = {k: _circular_origin(k, by_index) for k in by_index}
   origin.update(_qid_copies(rows))
