@@ -264,14 +264,22 @@ def _progress(done: int, start: float) -> None:
 
 
 def _check_names(args) -> None:
-  """Unknown benchmark or variant names, or a judge spec that cannot work, before anything
-  loads; a name given twice counts once."""
+  """Unknown benchmark or variant names, a judge spec that cannot work, or a --model /
+  --text-generator that is no unquantized checkpoint folder, before anything loads or OUT is
+  made; a name given twice counts once."""
   from evals import benchmarks
   from evals.judge import check_spec
   args.benchmarks = ",".join(dict.fromkeys(args.benchmarks.split(",")))
   if args.variants != "all":
     args.variants = ",".join(dict.fromkeys(args.variants.split(",")))
   check_spec(args.judge)
+  from vlm_jax.config import refuse_quantized
+  for flag, path in (("--model", args.model), ("--text-generator", args.text_generator)):
+    if path:  # a wrong path or a quantized checkpoint, named before OUT is made
+      try:
+        refuse_quantized(os.path.expanduser(path))
+      except (OSError, ValueError) as e:
+        raise type(e)(f"{flag}: {e}") from e
   for name in args.benchmarks.split(","):
     if name not in benchmarks.BENCHMARKS:
       raise ValueError(f"--benchmarks: unknown benchmark {name!r}; known: "

@@ -165,6 +165,20 @@ def test_unknown_names_fail_before_anything_loads(tmp_path, monkeypatch, flag, v
   assert not os.path.exists(tmp_path / "out")
 
 
+def test_a_model_path_without_a_checkpoint_fails_before_out_is_made(tmp_path):
+  (tmp_path / "quantized").mkdir()
+  (tmp_path / "quantized" / "config.json").write_text(
+      json.dumps({"model_type": "qwen2_5_vl", "quantization_config": {"quant_method": "awq"}}))
+  for flag, path, message in (("--model", tmp_path / "none", "--model: checkpoint path .* does "
+                                                             "not exist"),
+                              ("--model", tmp_path, "--model: no config.json at"),
+                              ("--text-generator", tmp_path / "quantized",
+                               "--text-generator: .*quant_method='awq'")):
+    with pytest.raises((FileNotFoundError, ValueError), match=message):
+      run.main([flag, str(path), "--out", str(tmp_path / "out")])
+    assert not os.path.exists(tmp_path / "out")
+
+
 def test_bad_items_of_benchmarks_a_rerun_did_not_load_are_kept(tmp_path):
   from evals.schema import BadItem
   out = str(tmp_path)
