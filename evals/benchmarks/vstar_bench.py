@@ -10,9 +10,12 @@ Layout of `--data-dir/vstar_bench/`, the first present is used:
   2. test_questions.jsonl: {"question_id", "image": "direct_attributes/sa_4690.jpg",
      "text": question with "(A) ..." option lines and an instruction line, "category",
      "label": "A"}; an explicit "options" list is used when present instead of parsing `text`.
+  3. any *.parquet below (lmms-lab/vstar-bench, what lmms-eval reads: data/test-*.parquet): the
+     jsonl's fields with the image embedded (an HF Image struct).
 Verified: the repository's folders and files, the per-image JSON fields (a published annotation),
-and the jsonl field names; assumed: the exact option-line format inside `text` (both "(A) x" and
-"A. x" are parsed).
+the jsonl field names, and the fields lmms-eval reads from its parquet (question_id, image, text,
+category, label); assumed: the exact option format inside `text` (option lines "(A) x" or
+"A. x", or "(A) x (B) y" on one line, are parsed).
 
 Options are shuffled by default with a per-item seeded RNG (`common.seeded_permutation`, key =
 item id, `seed`), because layout 1 always lists the key first and a model biased towards "A"
@@ -24,18 +27,20 @@ category = direct_attributes / relative_position.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from evals.benchmarks.common import (ItemError, convert_rows, is_missing, make_item, row_id,
                                      normalize_answer, parse_embedded_options, shuffle_options,
                                      strip_prefixes, text)
-from evals.benchmarks.files import iter_jsonl, read_json, require_dir
-from evals.benchmarks.images import ImageIndex, read_image_file
+from evals.benchmarks.files import iter_jsonl, iter_parquet_rows, read_json, require_dir
+from evals.benchmarks.images import ImageIndex, image_from_cell, read_image_file
 from evals.schema import LETTERS
 
 NAME = "vstar_bench"
 HOW = ("Snapshot https://huggingface.co/datasets/craigwu/vstar_bench into --data-dir/vstar_bench/ "
-       "(folders direct_attributes/ and relative_position/, or test_questions.jsonl + images).")
+       "(folders direct_attributes/ and relative_position/, or test_questions.jsonl + images), "
+       "or lmms-lab/vstar-bench's parquet files.")
 CATEGORIES = ("direct_attributes", "relative_position")
 
 
@@ -48,9 +53,12 @@ def load(root, shuffle: bool = True, seed: int = 0):
   elif (root / "test_questions.jsonl").is_file():
     rows = ((row_id(r, _jsonl_id, f"row{i}"), ("jsonl", r))
             for i, r in enumerate(iter_jsonl(root / "test_questions.jsonl")))
+  elif parquets := sorted(root.rglob("*.parquet")):
+    rows = ((row_id(r, _jsonl_id, f"row{i}"), ("jsonl", r))
+            for i, r in enumerate(r for p in parquets for r in iter_parquet_rows(p)))
   else:
-    raise FileNotFoundError(f"{NAME}: neither {CATEGORIES[0]}/*.json nor test_questions.jsonl "
-                            f"under {root}. {HOW}")
+    raise FileNotFoundError(f"{NAME}: neither {CATEGORIES[0]}/*.json, test_questions.jsonl nor "
+                            f"a parquet file under {root}. {HOW}")
   index = ImageIndex(root)
 
   def convert(item_id: str, kind_row):
@@ -61,9 +69,30 @@ def load(root, shuffle: bool = True, seed: int = 0):
   return convert_rows(NAME, rows, convert)
 
 
+def _image_ref(row: dict) -> str:
+  """The image's path: the jsonl's string, or the path of a parquet's image struct."""
+  cell = row.get("image")
+  return text(cell.get("path")) if isinstance(cell, dict) else text(cell)
+
+
 def _jsonl_id(row: dict) -> str:
-  image = Path(text(row.get("image")))
+  image = Path(_image_ref(row))
+  if not image.stem:  # a parquet image without a path: the question id stands in
+    return f"{text(row.get('category'))}/{text(row.get('question_id'))}"
   return f"{text(row.get('category')) or image.parent.name}/{image.stem}"
+
+
+_INLINE_OPTION = re.compile(r"\(([A-Z])\)\s*")
+
+
+def _inline_options(question: str) -> tuple[str, list[str]]:
+  """"stem (A) x (B) y" on one line (lmms-eval parses V*'s text either way): the letters must
+  run A, B, ... in order, else no options."""
+  parts = _INLINE_OPTION.split(question)  # [stem, "A", x, "B", y, ...]
+  letters, options = parts[1::2], [o.strip() for o in parts[2::2]]
+  if len(letters) < 2 or letters != list(LETTERS[:len(letters)]):
+    return question.strip(), []
+  return parts[0].strip(), options
 
 
 def _from_json(path: Path):
@@ -79,13 +108,19 @@ def _from_json(path: Path):
 
 
 def _from_jsonl(row: dict, root: Path, index: ImageIndex):
-  ref = text(row.get("image"))
-  if not ref:
+  """A test_questions.jsonl row, or a parquet row of the same fields with the image embedded."""
+  ref, cell = _image_ref(row), row.get("image")
+  if isinstance(cell, dict) and cell.get("bytes"):
+    image = image_from_cell(cell, f"question_id {text(row.get('question_id'))}")
+  elif ref:
+    image = read_image_file(index.resolve(ref, root))
+  else:
     raise ItemError("no image field")
-  image = read_image_file(index.resolve(ref, root))
   question, options = text(row.get("text") or row.get("question")), row.get("options")
   if not options:
     question, options, _ = parse_embedded_options(question)
+  if not options:
+    question, options = _inline_options(question)
   options = strip_prefixes([text(o) for o in options])
   if len(options) < 2:
     raise ItemError("no options" if not options else f"only one option ({options[0]!r})")

@@ -240,6 +240,29 @@ def test_shuffle_off_keeps_release_order_with_key_first():
   assert items[0].options == ("black", "cyan", "white", "pink") and items[0].answer == "B"
 
 
+def test_vstar_from_lmms_eval_parquet(tmp_path):
+  """lmms-lab/vstar-bench (what lmms-eval reads): the jsonl's fields in parquet, the image an
+  embedded HF Image struct; options as lines or on one line."""
+  pytest.importorskip("pyarrow")
+  from tests.evals.make_fixtures import image, put_parquet
+  one_line = "What is the colour of the cup? (A) red (B) green (C) blue (D) cyan"
+  lines = "Is the cup left of the plate?\n(A) left\n(B) right\nAnswer with the letter."
+  put_parquet(tmp_path / "vstar_bench/data/test-00000-of-00001.parquet", [
+      {"question_id": 0, "image": {"bytes": image("cyan", "JPEG"), "path": "sa_9.jpg"},
+       "text": one_line, "category": "direct_attributes", "label": "D"},
+      {"question_id": 1, "image": {"bytes": image("green", "JPEG"), "path": None},
+       "text": lines, "category": "relative_position", "label": "A"},
+      {"question_id": 2, "image": {"bytes": b"junk", "path": "sa_7.jpg"},
+       "text": one_line, "category": "direct_attributes", "label": "A"}])
+  items, bad = benchmarks.split_bad(vstar_bench.load(tmp_path / "vstar_bench", shuffle=False))
+  assert [(x.id, x.question, x.options, x.answer) for x in items] == [
+      ("direct_attributes/sa_9", "What is the colour of the cup?",
+       ("red", "green", "blue", "cyan"), "D"),
+      ("relative_position/1", "Is the cup left of the plate?", ("left", "right"), "A")]
+  assert [(b.id, b.reason.split(":")[0]) for b in bad] == [
+      ("direct_attributes/sa_7", "unreadable image (question_id 2)")]
+
+
 def test_seeded_shuffles_are_deterministic_and_depend_on_the_seed():
   def orders(seed):
     items, _ = benchmarks.split_bad(benchmarks.load("whatsup", FIXTURES, seed=seed))
