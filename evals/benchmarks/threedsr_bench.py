@@ -42,7 +42,8 @@ from evals.benchmarks.files import choose_file, require_dir
 
 NAME = "threedsr_bench"
 HOW = ("Download 3dsrbench_v1_vlmevalkit.tsv from https://huggingface.co/datasets/ccvl/3DSRBench "
-       "into --data-dir/threedsr_bench/ (or 3dsrbench_v1.csv plus the COCO images under images/).")
+       "into --data-dir/threedsr_bench/ (or 3dsrbench_v1-00000-of-00001.parquet plus the COCO "
+       "images under images/).")
 CIRCULAR_FILE = "3dsrbench_v1_vlmevalkit_circular.tsv"
 # the circular TSV holds every question too (its copies are left out unless asked for); the
 # csv, described upstream only as raw annotations, comes last
