@@ -31,7 +31,9 @@ def group_advantages(rewards: jax.Array, group_size: int, eps: float = 1e-6,
   """A_i = (r_i - mean_g(r)) / (std_g(r) + eps), over each group of `group_size` rows.
 
   rewards [R] with R = P * G; std_g is the unbiased sample std (ddof=1); with
-  scale_by_std=False, A_i = r_i - mean_g(r) (Dr. GRPO). Groups with equal rewards get 0.
+  scale_by_std=False, A_i = r_i - mean_g(r) (Dr. GRPO). Groups with equal rewards get exactly 0
+  (a float32 mean of 0.1s is not 0.1, and dividing that rounding by a std of the same size
+  would give every row of the group the same non-zero advantage).
   valid: bool [R], rows whose reward is known (e.g. the judge answered); the others get 0 and
   the group's mean and std are over its valid rows only.
   """
@@ -39,7 +41,9 @@ def group_advantages(rewards: jax.Array, group_size: int, eps: float = 1e-6,
   v = (jnp.ones_like(r, bool) if valid is None else jnp.asarray(valid, bool).reshape(r.shape))
   n = v.sum(-1, keepdims=True)
   mean = jnp.where(v, r, 0.0).sum(-1, keepdims=True) / jnp.maximum(n, 1)
-  centred = jnp.where(v, r - mean, 0.0)
+  spread = (jnp.max(jnp.where(v, r, -jnp.inf), -1, keepdims=True)
+            > jnp.min(jnp.where(v, r, jnp.inf), -1, keepdims=True))
+  centred = jnp.where(v & spread, r - mean, 0.0)
   if scale_by_std:
     std = jnp.sqrt(jnp.sum(centred ** 2, -1, keepdims=True) / jnp.maximum(n - 1, 1))
     centred = centred / (std + eps)

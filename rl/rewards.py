@@ -27,7 +27,8 @@ from evals.judge import NO_THINK, JudgeRequest
 _FORMAT = re.compile(r"^\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*$", re.S)
 _TAG = re.compile(r"</?(?:think|answer)>")
 # a minus sign only where no digit or word precedes it: "3-4" is a range, not 3 and -4
-_NUMBER = re.compile(r"(?:(?<![\w.])-)?\d+(?:\.\d+)?")
+# ".5" is 0.5 where no word or digit precedes the point ("end.5" stays 5)
+_NUMBER = re.compile(r"(?:(?<![\w.])-)?(?:\d+(?:\.\d+)?|(?<![\w.])\.\d+)")
 # a thousands separator only before a group of exactly three digits: "1,000" is 1000, while an
 # enumeration "1,2,3" (a count in the think) or "2,3" (a hedge) stays several numbers
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")

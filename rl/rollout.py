@@ -25,7 +25,7 @@ from vlm_jax.sampler import SamplingParams
 class Rollouts:
   batch: dict              # HF-style arrays of the R prompt+response sequences (right padded)
   lengths: np.ndarray      # [R] response tokens
-  logprobs: np.ndarray     # [R, max_new] rollout log-probs (temperature 1)
+  logprobs: np.ndarray     # [R, max_new] rollout log-probs (at the sampling temperature)
   entropies: np.ndarray    # [R, max_new]
   rewards: dict            # component -> [R]
   advantages: np.ndarray   # [R]
@@ -106,7 +106,8 @@ def collect(sampler, processor, preset, examples: list[Example], step: int, conf
                     assistant_prefill=[s.assistant_prefill for s in specs])
   out = sampler(batch, SamplingParams(
       max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-      n=config.group_size, seed=config.seed * 1_000_003 + step, stop_token_ids=processor.stop_token_ids),
+      n=config.group_size, seed=config.seed * 1_000_003 + step,
+      stop_token_ids=processor.stop_token_ids, tempered_logprobs=True),
       row_keys=[zlib.crc32(f"{e.source}/{e.id}".encode()) for e in examples])
   g = config.group_size
   texts = [(specs[r // g].assistant_prefill or "") + t for r, t in enumerate(out.texts)]

@@ -85,9 +85,11 @@ def _loss(params, model_config, inputs, mask, old, ref, adv, weight, config: Tra
   """The GRPO loss through the one-sweep log-prob kernel (`logprobs.sequence_token_loss`):
   the LM-head gradient is formed while each chunk's logits are live (or right after, by
   vocabulary tiles, `config.logprob_sweep`). `params` (the masters) are cast to the compute
-  dtype `config.dtype` here. old None: on-policy (`on_policy`), and `sampler_logp` (the
-  rollout's log-probs) gives the `sampler_logp_diff` diagnostic. `head_sharding`:
-  `sharding.head_sharding(mesh)`."""
+  dtype `config.dtype` here. Log-probs are those of softmax(logits / config.temperature), the
+  distribution the rollouts were drawn from (TRL's and verl's convention: the importance ratio
+  and the KL are then between the policies that sample). old None: on-policy (`on_policy`),
+  and `sampler_logp` (the rollout's log-probs) gives the `sampler_logp_diff` diagnostic.
+  `head_sharding`: `sharding.head_sharding(mesh)`."""
   params = precision.in_compute_dtype(params, config.dtype)
   kl_coef = config.kl_coef if ref is not None else 0.0
   token_fn = functools.partial(grpo.token_terms, clip_low=config.clip_low,
@@ -96,7 +98,8 @@ def _loss(params, model_config, inputs, mask, old, ref, adv, weight, config: Tra
   aux = grpo.token_aux(old, ref, adv, mask, config.loss_agg)
   loss, logp, entropy = logprobs_lib.sequence_token_loss(
       params, model_config, inputs, lambda lp, _, a: token_fn(lp, a), aux, last=mask.shape[1],
-      chunk_t=config.logprob_chunk_t, sweep=config.logprob_sweep, head_sharding=head_sharding)
+      chunk_t=config.logprob_chunk_t, sweep=config.logprob_sweep, head_sharding=head_sharding,
+      temperature=config.temperature or 1.0)
   stats = grpo.diagnostics(logp, old, ref, adv, mask, clip_low=config.clip_low,
                            clip_high=config.clip_high, mode=config.loss_agg, entropy=entropy)
   if sampler_logp is not None:  # one policy, two paths: their gap is numerical noise
@@ -116,14 +119,14 @@ def _grad(params, model_config, inputs, mask, old, ref, adv, weight, config, hea
   return jax.value_and_grad(loss, has_aux=True)(trained)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 6, 7))
+@functools.partial(jax.jit, static_argnums=(2, 6, 7, 8))
 def _score(policy, ref_params, model_config, inputs, mask, sampler_logp, last: int,
-           chunk_t: int):
+           chunk_t: int, temperature: float = 1.0):
   """One pass before a step's updates: (old, ref, sampler_logp_diff) where old [B, last] are
   the log-probs of the pre-update `policy` through the training forward (None without it) and
-  ref those of the frozen reference (None without it)."""
+  ref those of the frozen reference (None without it), both at the sampling temperature."""
   score = lambda p: logprobs_lib.sequence_logprobs(p, model_config, inputs, chunk_t=chunk_t,
-                                                   last=last)[0]
+                                                   last=last, temperature=temperature)[0]
   old = None if policy is None else score(policy)
   ref = None if ref_params is None else score(ref_params)
   diff = None if old is None else grpo.mean_abs_diff(sampler_logp, old, mask)
@@ -268,7 +271,7 @@ class Trainer:
     for mb in (mb for mini in minis for mb in mini):
       old, ref, gap = _score(policy if recompute else None, self.ref_params, self.model_config,
                              mb["inputs"], mb["mask"], mb["sampler_logp"], mb["mask"].shape[1],
-                             config.logprob_chunk_t)
+                             config.logprob_chunk_t, config.temperature or 1.0)
       mb.update(old=old, ref=ref)
       if recompute:
         diff, tokens = diff + float(gap) * mb["tokens"], tokens + mb["tokens"]

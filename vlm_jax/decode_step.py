@@ -32,10 +32,13 @@ class Spec:
   stats: bool  # log-probs and entropies
   screen: bool = False  # greedy through `greedy_screen` (needs greedy and not stats)
   penalty: bool = False  # a repetition penalty (the state then carries `seen` [R, V])
+  tempered: bool = False  # stats of softmax(logits / temperature) (needs stats, not greedy)
 
   def __post_init__(self):
     if self.screen and (self.stats or not self.greedy or self.penalty):
       raise ValueError("the greedy screen needs greedy decoding without log-probs or penalty")
+    if self.tempered and (self.greedy or not self.stats):
+      raise ValueError("tempered log-probs need sampling (temperature > 0) and log-probs")
 
 
 def choose(logits, key, spec: Spec, temperature, top_p):
@@ -178,6 +181,8 @@ def decode(params, config: ModelConfig, state, spec: Spec, controls, unstack: bo
       if spec.greedy and not spec.penalty:
         banned = jnp.take(z, controls["banned"], axis=1, mode="clip")
         z_max = jnp.maximum(allowed_max, jnp.max(banned, -1))
+      if spec.tempered:
+        z = z / controls["temperature"]
       logp, entropy = token_choice.logp_entropy(z, token, z_max)
       s = dict(s, logprobs=write(s["logprobs"], jnp.where(live, logp, 0.0)),
                entropies=write(s["entropies"], jnp.where(live, entropy, 0.0)))

@@ -408,34 +408,42 @@ def token_loss(hidden: jax.Array, w: jax.Array, targets: jax.Array, token_fn: To
 
 def sequence_logprobs(params: dict, config: ModelConfig, inputs: dict, chunk_t: int = 128,
                       chunk_v: int | None = None, last: int | None = None, sweep: str = "auto",
-                      vocab_shards: int | None = None, head_sharding=None):
+                      vocab_shards: int | None = None, head_sharding=None,
+                      temperature: float = 1.0):
   """Per-token log p(input_ids[t+1] | ..t) and entropies [B, T-1] for `prepare_inputs` output.
 
   With `last`, only the final `last` predictions ([B, last], i.e. the last `last` tokens as
   targets): a left-aligned response of up to `last` tokens costs no LM-head work on the prompt.
   This is the scoring path GRPO and the evals use; it runs the same `apply` as the sampler.
+  temperature: of softmax(logits / temperature) (GRPO scores rollouts under the distribution
+  they were sampled from, as TRL and verl do).
   """
-  return logprobs_and_entropy(*predictions(params, config, inputs, last), chunk_t, chunk_v,
-                              sweep, vocab_shards, head_sharding)
+  return logprobs_and_entropy(*predictions(params, config, inputs, last, temperature), chunk_t,
+                              chunk_v, sweep, vocab_shards, head_sharding)
 
 
 def sequence_token_loss(params: dict, config: ModelConfig, inputs: dict, token_fn: TokenFn,
                         aux: dict, last: int, chunk_t: int = 128, chunk_v: int | None = None,
                         sweep: str = "auto", vocab_shards: int | None = None,
-                        head_sharding=None):
+                        head_sharding=None, temperature: float = 1.0):
   """`token_loss` over the last `last` predictions of `prepare_inputs` output (the response
-  of left-aligned rows): (loss, logp [B, last], entropy [B, last]). The training loss path."""
-  return token_loss(*predictions(params, config, inputs, last), token_fn, aux, chunk_t, chunk_v,
-                    sweep, vocab_shards, head_sharding)
+  of left-aligned rows): (loss, logp [B, last], entropy [B, last]), of softmax(logits /
+  temperature). The training loss path."""
+  return token_loss(*predictions(params, config, inputs, last, temperature), token_fn, aux,
+                    chunk_t, chunk_v, sweep, vocab_shards, head_sharding)
 
 
-def predictions(params: dict, config: ModelConfig, inputs: dict, last: int | None = None):
+def predictions(params: dict, config: ModelConfig, inputs: dict, last: int | None = None,
+                temperature: float = 1.0):
   """(hidden [B, T', D], LM head [D, V], targets [B, T']), the kernels' first arguments: each
-  hidden state with the next token it predicts; the last `last` of them when given."""
+  hidden state with the next token it predicts; the last `last` of them when given. With a
+  temperature the hidden states are divided by it: (h / T) W = logits / T, at no LM-head cost."""
   hidden, _ = model_lib.apply(params, config, inputs)
   hidden, targets = hidden[:, :-1], inputs["input_ids"][:, 1:]
   if last is not None:
     hidden, targets = hidden[:, -last:], targets[:, -last:]
+  if temperature != 1:
+    hidden = hidden / jnp.asarray(temperature, hidden.dtype)
   return hidden, text.head_weight(params["text"], config.text), targets
 
 

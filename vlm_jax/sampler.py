@@ -13,7 +13,8 @@ per prompt and its embeddings are repeated with the rows (row b*n + j is sample 
 Decode positions: the k-th generated token sits at real-token index (prompt real tokens + k) and
 gets M-RoPE position index + rope delta on all three streams (`rope.get_rope_index`).
 Log-probs and entropies are those of the untempered (temperature 1) next-token distribution,
-whatever temperature samples; that is what GRPO's importance ratios need.
+whatever temperature samples; with `tempered_logprobs` those of softmax(logits / temperature),
+the distribution sampled from (what GRPO's rollouts record, as in TRL and verl).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class SamplingParams:
   seed: int = 0
   suppress_vision_tokens: bool = True  # never sample <|image_pad|> / <|video_pad|>
   logprobs: bool = True     # per-token log-probs and entropies (GRPO); off: tokens only
+  # log-probs and entropies of softmax(logits / temperature) instead of temperature 1 (no
+  # effect when greedy); before top-k, top-p and the repetition penalty either way
+  tempered_logprobs: bool = False
   # transformers' repetition_penalty (Qwen2.5-VL's generation_config.json asks 1.05): the logit
   # of every token already in the row (its prompt's real tokens, then what it generated) is
   # divided by it where positive, multiplied where negative, before temperature, top-k, top-p
@@ -73,6 +77,7 @@ class SampleOutput:
   tokens: np.ndarray        # [R, max_new_tokens] int32, pad after each row's end; R = B * n
   lengths: np.ndarray       # [R] generated tokens kept (stop string / stop token included)
   logprobs: np.ndarray | None   # [R, max_new_tokens] float32, log p(token) at temperature 1
+  # (at the sampling temperature with SamplingParams(tempered_logprobs=True))
   entropies: np.ndarray | None  # [R, max_new_tokens] float32, entropy of that distribution
   # (both None with SamplingParams(logprobs=False))
   texts: list[str]          # decoded rows, without special stop tokens (empty without a processor)
@@ -166,7 +171,8 @@ class Sampler:
         buckets.new_tokens_bucket(sampling.max_new_tokens), sampling.n, greedy, top_k,
         sampling.top_p < 1, sampling.logprobs,
         screen=greedy and not sampling.logprobs and self.greedy_screen and not penalty,
-        penalty=penalty)
+        penalty=penalty, tempered=(sampling.tempered_logprobs and sampling.logprobs
+                                   and not greedy and sampling.temperature != 1))
     cache_len = inputs["input_ids"].shape[1] + spec.max_new
     per_layer = self._per_layer(inputs["input_ids"].shape[0] * sampling.n, cache_len)
     # a kept copy (CPU) serves the prefill too: no per-layer slice of the stacked weights

@@ -20,6 +20,19 @@ def test_group_advantages_hand_values():
                              [0.5, -0.5, -0.5, 0.5])
 
 
+@pytest.mark.parametrize("group", [8, 12, 16])
+@pytest.mark.parametrize("reward", [0.1, 0.2, 1.1, 1.2])
+def test_equal_rewards_give_exactly_zero_advantage(group, reward):
+  """0.1 (format right, answer wrong: a common group) is not exact in binary: its float32 group
+  mean differs from it by ~1e-8, as much as its std, so an unguarded normalisation gave every
+  row an advantage of up to 0.1, of one sign, step after step."""
+  r = jnp.concatenate([jnp.full((group,), reward), jnp.arange(group) % 2 * 1.0])
+  a = grpo.group_advantages(r, group)
+  assert (a[:group] == 0).all()
+  assert np.allclose(np.abs(a[group:]), np.abs(a[group]), atol=1e-6) and a[group] != 0
+  assert (grpo.group_advantages(r, group, scale_by_std=False)[:group] == 0).all()
+
+
 def test_group_advantages_over_the_valid_rows_only():
   """Rows without a known reward (the judge failed) get 0, and their group's baseline is that
   of the other rows, as if they had not been sampled."""
@@ -210,6 +223,45 @@ def _tiny_text_model(vocab=512):
   config = dataclasses.replace(config, vision=None, architecture="qwen2", text=dataclasses.replace(
       config.text, mrope_section=None, vocab_size=vocab))
   return config, params_lib.init_params(config, jax.random.key(0))
+
+
+def test_training_log_probs_are_those_of_the_sampling_temperature():
+  """TrainConfig(temperature=T): the loss, its gradient and the pre-update / reference scores
+  (`_score`) use softmax(logits / T), the distribution the rollouts came from (TRL, verl)."""
+  from rl import train
+  from rl.config import TrainConfig
+  from vlm_jax import logprobs
+  config, params = _tiny_text_model()
+  rng = np.random.RandomState(2)
+  r, t, k, temp = 4, 20, 7, 0.7
+  inputs = {"input_ids": jnp.asarray(rng.randint(0, 512, (r, t)), jnp.int32),
+            "token_mask": jnp.ones((r, t), bool),
+            "positions": jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (3, r, t))}
+  mask = jnp.asarray(rng.rand(r, k) < 0.8, jnp.float32)
+  cold, _ = logprobs.sequence_logprobs(params, config, inputs, last=k)
+  hot, _ = logprobs.sequence_logprobs(params, config, inputs, last=k, temperature=temp)
+  assert float(jnp.abs(hot - cold).max()) > 1e-2
+  old = hot + jnp.asarray(rng.normal(0, 0.2, (r, k)), jnp.float32)
+  ref = hot + jnp.asarray(rng.normal(0, 0.2, (r, k)), jnp.float32)
+  adv = jnp.asarray(rng.randn(r), jnp.float32)
+  tc = TrainConfig(kl_coef=0.05, temperature=temp, dtype="float32")
+
+  def plain(p):
+    logp, ent = logprobs.sequence_logprobs(p, config, inputs, last=k, temperature=temp)
+    return grpo.grpo_loss(logp, old, ref, adv, mask, clip_low=tc.clip_low,
+                          clip_high=tc.clip_high, kl_coef=0.05, mode=tc.loss_agg, entropy=ent)
+
+  (want, want_stats), want_g = jax.value_and_grad(plain, has_aux=True)(params)
+  (got, got_stats), got_g = train._grad(params, config, inputs, mask, old, ref, adv,
+                                        np.float32(1.0), tc)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(got_stats["entropy"], want_stats["entropy"], rtol=1e-5)
+  for g, w in zip(jax.tree.leaves(got_g), jax.tree.leaves(want_g)):
+    np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-4)
+  scored_old, scored_ref, _ = train._score(params, params, config, inputs, mask, hot, k, 128,
+                                           temp)
+  np.testing.assert_allclose(scored_old, hot, atol=1e-6)
+  np.testing.assert_allclose(scored_ref, hot, atol=1e-6)
 
 
 def test_bf16_compute_over_float32_masters_matches_float32_and_moves_every_weight():

@@ -53,6 +53,9 @@ def test_accuracy_letters_text_and_numbers():
     ("3-4", False, 4.0), ("I see 2, then 3", False, 3.0), ("x-3", False, 3.0), ("none", True, None),
     # commas separate thousands only before three digits: an enumeration is not one number
     ("I count 1,2,3,4 dogs", False, 4.0), ("2,3", True, None), ("12,345,678", True, 12345678.0),
+    # a leading decimal point
+    (".5", True, 0.5), ("-.25", True, -0.25), ("x = .5", False, 0.5), ("end.5", True, 5.0),
+    ("3.5", True, 3.5),
 ])
 def test_parse_number(text, single, want):
   assert rewards.parse_number(text, single) == want

@@ -42,7 +42,7 @@ def _repeat_rows(batch: dict, rows) -> dict:
   return out
 
 
-def _kernel_scores(params, config, batch, rows, tokens):
+def _kernel_scores(params, config, batch, rows, tokens, temperature=1.0):
   """(inputs, log p, entropy) of the sampled `tokens` after the prompts `rows` of `batch`, from
   the chunked kernel over the whole sequences: the generated positions only."""
   full = _repeat_rows(batch, rows)
@@ -51,7 +51,8 @@ def _kernel_scores(params, config, batch, rows, tokens):
     full[key] = np.concatenate([full[key], tail], 1)
   inputs = model_lib.prepare_inputs(config, **full)
   inputs.pop("rope_deltas")
-  logp, ent = logprobs.sequence_logprobs(params, config, inputs, chunk_t=16)
+  logp, ent = logprobs.sequence_logprobs(params, config, inputs, chunk_t=16,
+                                         temperature=temperature)
   gen = slice(batch["input_ids"].shape[1] - 1, None)
   return inputs, np.asarray(logp[:, gen]), np.asarray(ent[:, gen])
 
@@ -243,6 +244,16 @@ def test_sampler_logprobs_equal_the_kernel(lively, samples):
   np.testing.assert_allclose(out.entropies, ent, atol=2e-5)
   tail, _ = logprobs.sequence_logprobs(params, config, inputs, chunk_t=16, last=8)
   np.testing.assert_allclose(np.asarray(tail), logp[:, -8:], atol=1e-6)
+  # tempered_logprobs: those of softmax(logits / 1.5), the distribution sampled from (GRPO's
+  # rollouts), and the same tokens
+  tempered = Sampler(params, config, pad_id=0)(batch, SamplingParams(
+      max_new_tokens=8, temperature=1.5, n=2, seed=1, tempered_logprobs=True))
+  np.testing.assert_array_equal(tempered.tokens, out.tokens)
+  _, logp_t, ent_t = _kernel_scores(params, config, batch, np.repeat(np.arange(2), 2),
+                                    out.tokens, temperature=1.5)
+  np.testing.assert_allclose(tempered.logprobs, logp_t, atol=2e-5)
+  np.testing.assert_allclose(tempered.entropies, ent_t, atol=2e-5)
+  assert np.abs(logp_t - logp).max() > 0.05  # the two are different distributions
 
 
 def test_stop_tokens_end_rows_early(lively):
