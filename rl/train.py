@@ -59,18 +59,26 @@ def make_optimizer(config: TrainConfig, params: dict) -> optax.GradientTransform
   `param_dtype`). The learning rate rises linearly from 0 over the first `warmup_steps`
   training steps (each `config.updates_per_step` optimizer updates: mini-batches x epochs) and
   is `lr` from then on (as transformers' linear warmup: the first update has 0);
-  warmup_steps=0: `lr` from the first update."""
+  warmup_steps=0: `lr` from the first update. Weight decay applies to matrices (`kernel`,
+  `embedding`) alone, never to biases or norm scales (as transformers' Trainer)."""
   warmup = config.warmup_steps * config.updates_per_step
   schedule = (optax.linear_schedule(0.0, config.lr, warmup) if warmup
               else optax.constant_schedule(config.lr))
   opt = optax.chain(optax.clip_by_global_norm(config.grad_clip),
-                    optax.adamw(schedule, weight_decay=config.weight_decay))
+                    optax.adamw(schedule, weight_decay=config.weight_decay,
+                                mask=_decayed))
   frozen = frozen_keys(config, params)
   if not frozen:
     return opt
   labels = {k: jax.tree.map(lambda _: "frozen" if k in frozen else "train", v)
             for k, v in params.items()}
   return optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, labels)
+
+
+def _decayed(params: dict) -> dict:
+  """True for the leaves weight decay applies to: kernels and embeddings."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], "key", None) in ("kernel", "embedding"), params)
 
 
 def on_policy(config: TrainConfig) -> bool:

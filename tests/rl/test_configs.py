@@ -169,6 +169,24 @@ def test_warmup_steps_0_trains_from_the_first_update(warmup, first_lr):
   assert float(jnp.abs(updates["text"]["w"]).max()) == pytest.approx(first_lr, rel=1e-3)
 
 
+def test_weight_decay_leaves_biases_and_norm_scales_alone():
+  import jax
+  import jax.numpy as jnp
+  from rl.train import make_optimizer
+  config = apply_overrides(load_config(os.path.join(ROOT, "configs", "smoke.py")), [
+      "warmup_steps=0", "lr=0.1", "weight_decay=0.5", "grad_clip=100"])
+  one = jnp.ones((2, 3))  # stacked layers: biases and scales are 2-D too
+  params = {"text": {"layers": {"q": {"kernel": one, "bias": one}, "norm": {"scale": one}},
+                     "embed": {"embedding": one}}}
+  opt = make_optimizer(config, params)
+  zero = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = opt.update(zero, opt.init(params), params)  # no gradient: decay alone moves
+  moved = {"/".join(str(getattr(k, "key", k)) for k in path): float(jnp.abs(u).max())
+           for path, u in jax.tree_util.tree_leaves_with_path(updates)}
+  assert moved == {"text/layers/q/kernel": pytest.approx(0.05), "text/layers/q/bias": 0.0,
+                   "text/layers/norm/scale": 0.0, "text/embed/embedding": pytest.approx(0.05)}
+
+
 def test_warmup_counts_every_update_of_a_step():
   """warmup_steps are training steps: with 2 mini-batches x 2 epochs, 4 updates each."""
   import jax.numpy as jnp
