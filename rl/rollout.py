@@ -8,6 +8,7 @@ predicts column t+1, hence the response occupies t in [L-1-k, L-2].
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import zlib
 
@@ -108,7 +109,7 @@ def collect(sampler, processor, preset, examples: list[Example], step: int, conf
       max_new_tokens=config.max_new_tokens, temperature=config.temperature,
       n=config.group_size, seed=config.seed * 1_000_003 + step,
       stop_token_ids=processor.stop_token_ids, tempered_logprobs=True),
-      row_keys=[zlib.crc32(f"{e.source}/{e.id}".encode()) for e in examples])
+      row_keys=row_keys(examples))
   g = config.group_size
   texts = [(specs[r // g].assistant_prefill or "") + t for r, t in enumerate(out.texts)]
   targets = [p[2] for p in prompts for _ in range(g)]
@@ -119,6 +120,18 @@ def collect(sampler, processor, preset, examples: list[Example], step: int, conf
   seqs, ranges = sequences(batch, out.tokens, out.lengths, g, processor.pad_token_id,
                            [len(im) for im in images])
   return Rollouts(seqs, out.lengths, out.logprobs, out.entropies, rew, adv, texts, ranges)
+
+
+def row_keys(examples: list[Example]) -> list[int]:
+  """The sampler's key of each prompt: its source/id, so a prompt samples the same group at a
+  step whatever the batch around it; a prompt met again in the same step (a step across an
+  epoch boundary) adds its occurrence, so its copies sample different groups."""
+  seen, keys = collections.Counter(), []
+  for e in examples:
+    name = f"{e.source}/{e.id}"
+    keys.append(zlib.crc32((f"{name}#{seen[name]}" if seen[name] else name).encode()))
+    seen[name] += 1
+  return keys
 
 
 def advantages(rew: dict, group_size: int, config) -> np.ndarray:

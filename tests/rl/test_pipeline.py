@@ -88,6 +88,20 @@ def test_step_indices_draw_one_permutation_per_epoch(monkeypatch):
   assert len(calls) == 2  # not one 200-long permutation per prompt (0.9 s a step at 190K)
 
 
+def test_a_prompt_met_twice_in_a_step_samples_two_groups():
+  """A step across an epoch boundary can hold one example twice: its copies get different
+  sampler keys (the first keeps the key it has alone), so they are not one group twice."""
+  import zlib
+  from rl import rollout
+  a, b = (Example(id=i, source="sat", question="?", answer="A", options=("x", "y"))
+          for i in ("1", "2"))
+  keys = rollout.row_keys([a, b, a])
+  assert keys[0] == zlib.crc32(b"sat/1") == rollout.row_keys([a])[0]
+  assert keys[1] == zlib.crc32(b"sat/2") and len(set(keys)) == 3
+  steps = [pipeline.step_indices(s, 5, 7, seed=0) for s in range(7)]
+  assert any(len(set(idx)) < len(idx) for idx in steps)  # such steps do occur
+
+
 def test_number_prompts_get_the_presets_system_prompt():
   from evals import presets
   from rl import rollout
