@@ -77,10 +77,24 @@ def _parse(argv):
       hf.check_extra_files(args.copy_files_from)
     except FileNotFoundError as e:
       parser.error(f"--copy-files-from: {e}")
-  problem = _dst_problem(args.direction, args.src, args.dst)
+  problem = _dst_problem(args.direction, args.src, args.dst) or _unwritable(args.dst)
   if problem:
     parser.error(f"--dst {args.dst}: {problem}")
   return args
+
+
+def _unwritable(dst: str) -> str | None:
+  """Why `dst` cannot be written (checked before minutes of reading the source), or None."""
+  if os.path.exists(dst) and not os.path.isdir(dst):
+    return "is a file, not a folder"
+  existing = os.path.abspath(dst)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    return f"{existing} is a file, not a folder"
+  if not os.access(existing, os.W_OK | os.X_OK):
+    return f"{existing} is not writable"
+  return None
 
 
 def _dst_problem(direction: str, src: str, dst: str) -> str | None:

