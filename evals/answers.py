@@ -17,8 +17,10 @@ from typing import Sequence
 # the answer parsing rules (`parse_letter`): v2 reads hedges ("C or D") and lists of options as
 # no answer, and "(b)", "C (left)", full-width and \text{} letters as letters; v3 reads CJK
 # punctuation ("B。", "【B】") as its ASCII forms and "答案"/"选项" ("answer"/"option") as
-# label prefixes, and LLM judges' JSON replies and "the reasoning concludes B" (`evals.judge`)
-PARSE_VERSION = "parse-v3"
+# label prefixes, and LLM judges' JSON replies and "the reasoning concludes B" (`evals.judge`);
+# v4 reads an answer whose first line is a label alone ("B\n\nThe blue cube is closer.") as
+# that label (`evals.presets.parse_answer`)
+PARSE_VERSION = "parse-v4"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,8 +24,9 @@ from vlm_jax.processor import pad_rows
 from vlm_jax.sampler import SamplingParams
 
 # the rules that place and read the letter distribution: v2 scores the tag the answer parser
-# reads and the '>\n\n' opener and '(X' spellings (records of v1 and v2 never pool)
-LETTER_VERSION = "letters-v2"
+# reads and the '>\n\n' opener and '(X' spellings (records of v1 and v2 never pool); v3 gives
+# presets that answer with the option text (ViGoRL) none
+LETTER_VERSION = "letters-v3"
 ANSWER_STEM = "<answer"  # the '>' is tokenised together with what follows it
 _CUT_STEM = re.compile(r"<\s*answer\s*$", re.I)  # an output that ends inside its answer tag
 _VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw",
@@ -61,7 +62,11 @@ class Engine:
     out = self.sampler(batch, self.sampling, row_keys=keys)  # same samples in any batch
     fulls = [(j.spec.assistant_prefill or "") + t for j, t in zip(jobs, out.texts)]
     verdicts = self.judge.judge([_judge_request(j, f) for j, f in zip(jobs, fulls)])
-    letters = self._letter_probs(batch, out, jobs)
+    # a preset that answers with the option's text (ViGoRL) writes no letter at the answer
+    # position: a letter distribution there would be the renormalised remainder of the
+    # vocabulary (or follow the answer word's first letter, ">C" of "Cup"); none is reported
+    letters = (self._letter_probs(batch, out, jobs) if self.preset.answer_style == "letter"
+               else [None] * len(jobs))
     return [self._record(j, f, out, r, v, p)
             for r, (j, f, v, p) in enumerate(zip(jobs, fulls, verdicts, letters))]
 

@@ -89,5 +89,18 @@ def parse_answer(output: str, spec: PromptSpec, preset: Preset) -> str | None:
   answer = answer_text(output, preset)
   if answer is None:
     return None
+  letters, options = list(spec.letters), list(spec.options)
+  first, _, explanation = answer.strip().partition("\n")
+  if explanation.strip() and (label := _LONE_LABEL.match(first.strip())):
+    # a label on a line of its own, then an explanation ("B\n\nThe blue cube is closer."):
+    # the line decides (collapsed, "B The blue cube ..." would read as prose)
+    letter = parse_letter(label[0], letters, options)
+    if letter is not None:
+      return letter
   answer = re.sub(r"\s+", " ", answer).strip()
-  return parse_letter(answer, list(spec.letters), list(spec.options))
+  return parse_letter(answer, letters, options)
+
+
+# a first line that is only an option label: "B", "(B)", "B.", "**B**", "Option B:"
+_LONE_LABEL = re.compile(r"^[*_`]*(?:(?i:option|choice|answer)\s*[:\-]?\s*)?"
+                         r"(?:\(\s*[A-Za-z]\s*\)|[A-Z])[.:)]?[*_`]*$")

@@ -133,6 +133,24 @@ def test_letter_table_entries_spell_exactly_their_letter(proc):
     assert [text(i) for i in table.plain[k][table.plain_ok[k]]] == [c, " " + c, "(" + c]
 
 
+def test_text_answer_presets_get_no_letter_distribution(proc):
+  """ViGoRL answers with the option's text: no letter is written at the answer position, so
+  none is scored (its first token, '>C' of 'Cup', would pass for the letter C)."""
+  class Stub(ScriptedSampler):
+    def __call__(self, batch, sampling, row_keys=None):
+      return _output(proc, "<think>t</think><answer>left</answer>")
+
+    def next_token_logprobs(self, batch, ids):
+      raise AssertionError("letters scored for a text-answer preset")
+
+  engine = Engine(Stub(proc.tokenizer), proc, get_preset("vigorl_spatial"), RuleJudge(), 16,
+                  "t")
+  item = Item(id="1", benchmark="t", question="Where?", options=("right", "left"), answer="B")
+  (record,) = engine.run_batch([Job(item, make_variant(item, "base"), [])])
+  assert record["parsed"] == "B" and record["letter_probs"] is None
+  assert record["letter_version"] == "letters-v3"
+
+
 def test_batched_letter_probs_equal_one_row_at_a_time(proc):
   """Rows of other lengths, images, prefills and answer tags (own and forced) in one padded,
   bucketed scoring batch give each row what it gets alone."""

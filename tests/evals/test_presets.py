@@ -34,6 +34,18 @@ def test_every_preset_reads_a_tagged_letter_or_text_and_refuses_hedges(name):
   assert parse_answer("<think>x</think><answer>\n</answer>", SPEC, preset) is None
 
 
+@pytest.mark.parametrize("answer, want", [
+    ("C\n\nThe cup is left of the plate.", "C"),   # a label alone on its first line decides
+    ("(C)\nbecause the handle points left", "C"), ("**C.**\nleft", "C"), ("C.\nD is wrong", "C"),
+    ("the\nleft", "C"),                             # no label line: the text, collapsed
+    ("C or\nD", None), ("Z\nleft", None),            # not an option letter: the whole text
+])
+def test_a_label_on_its_own_first_line_is_the_answer(answer, want):
+  for name in ("r1", "qwen2_5_vl_instruct"):
+    assert parse_answer(f"<think>x</think><answer>{answer}</answer>", SPEC,
+                        get_preset(name)) == want
+
+
 def test_unknown_preset():
   with pytest.raises(KeyError, match="unknown preset"):
     get_preset("llava")
