@@ -25,7 +25,7 @@ from vlm_jax.sampler import SamplingParams
 
 # the rules that place and read the letter distribution: v2 scores the tag the answer parser
 # reads and the '>\n\n' opener and '(X' spellings (records of v1 and v2 never pool); v3 gives
-# presets that answer with the option text (ViGoRL) none
+# presets that answer with the option text (ViGoRL) none, and scores "<answer> (X)"
 LETTER_VERSION = "letters-v3"
 ANSWER_STEM = "<answer"  # the '>' is tokenised together with what follows it
 _CUT_STEM = re.compile(r"<\s*answer\s*$", re.I)  # an output that ends inside its answer tag
@@ -107,10 +107,11 @@ class Engine:
     position. P(letter) = p('>X') + sum over openers o of p(o) (q_o(X) + q_o(' X') + q_o('(X')):
     p a full-vocabulary probability after the `<answer` prefix, q_o after it plus the opener o
     ('>', '>\n', '>\n\n', '>(': the ways the Qwen tokenizer splits "<answer>X",
-    "<answer> X", "<answer>\nX", "<answer>\n(X)", "<answer>\n\nX", "<answer>(X)"), restricted
-    to the item's letters and renormalised. The mass before renormalising says how much of the
-    model's next-token probability those spellings hold: low when it answers some other way (a
-    word, "**B**", "<answer> (B)"), and its distribution is then a remainder."""
+    "<answer> X", "<answer>\nX", "<answer>\n(X)", "<answer>\n\nX", "<answer>(X)"), plus
+    p('>') q_>(' (') r(X), r after '> (' ("<answer> (X)", as the prompt lists its options),
+    restricted to the item's letters and renormalised. The mass before renormalising says how
+    much of the model's next-token probability those spellings hold: low when it answers some
+    other way (a word, "**B**"), and its distribution is then a remainder."""
     prefixes = [self._answer_prefix(out.tokens[r], int(out.lengths[r]),
                                     jobs[r].spec.assistant_prefill or "")
                 for r in range(len(jobs))]
@@ -120,8 +121,14 @@ class Engine:
     first = self._score(batch, rows, np.concatenate([t.openers, t.merged]))
     total = np.where(t.merged_ok[None], first[:, len(t.openers):], 0.0)
     for j, opener in enumerate(t.openers):
-      after = self._score(batch, [r + [int(opener)] for r in rows], t.plain)
-      total = total + first[:, j:j + 1] * np.where(t.plain_ok[None], after, 0.0).sum(-1)
+      seconds = t.seconds if j == 0 else t.seconds[:0]  # after '>' alone
+      after = self._score(batch, [r + [int(opener)] for r in rows],
+                          np.concatenate([t.plain.reshape(-1), seconds]))
+      plain = after[:, :t.plain.size].reshape(len(rows), *t.plain.shape)
+      total = total + first[:, j:j + 1] * np.where(t.plain_ok[None], plain, 0.0).sum(-1)
+      for k, second in enumerate(seconds):  # '> (' then the bare letter
+        then = self._score(batch, [r + [int(opener), int(second)] for r in rows], t.plain[:, 0])
+        total = total + first[:, j:j + 1] * after[:, t.plain.size + k:t.plain.size + k + 1] * then
     out_probs = []
     for r, job in enumerate(jobs):
       p = total[r, :len(job.spec.letters)].astype(np.float64)  # H, P(correct) exact to p
@@ -174,10 +181,12 @@ class LetterTable:
   merged_ok: np.ndarray    # [26] bool
   plain: np.ndarray        # [26, 3] 'A', ' A', '(A' after an opener (0 where not a single token)
   plain_ok: np.ndarray     # [26, 3] bool ('A' and ' A' always)
+  seconds: np.ndarray      # [j] ' (' where a single token: after '>', before a bare letter
 
 
 OPENERS = (">", ">\n", ">\n\n", ">(")  # what may stand between `<answer` and a letter token
 SPELLINGS = ("{}", " {}", "({}")  # a letter's tokens after an opener ('(A': "<answer>\n(A) x")
+SECONDS = (" (",)  # between '>' and a bare letter: "<answer> (B) x" is '>' ' (' 'B' ...
 
 
 def letter_table(tokenizer) -> LetterTable:
@@ -193,8 +202,10 @@ def letter_table(tokenizer) -> LetterTable:
     raise ValueError("tokenizer does not encode '>', the letters and ' '+letters as one token")
   merged = [single(">" + c) for c in letters]
   openers = [single(o) for o in OPENERS]
+  seconds = [i for i in (single(s) for s in SECONDS) if i is not None]
   return LetterTable(openers=np.array([o for o in openers if o is not None], np.int32),
                      merged=np.array([m or 0 for m in merged], np.int32),
                      merged_ok=np.array([m is not None for m in merged]),
                      plain=np.array([[i or 0 for i in row] for row in plain], np.int32),
-                     plain_ok=np.array([[i is not None for i in row] for row in plain]))
+                     plain_ok=np.array([[i is not None for i in row] for row in plain]),
+                     seconds=np.array(seconds, np.int32))

@@ -85,6 +85,8 @@ def test_letter_table_real_tokenizer(proc):
   enc = lambda s: proc.tokenizer.encode(s, add_special_tokens=False)
   assert table.openers.tolist() == [enc(">")[0], enc(">\n")[0], enc(">\n\n")[0], enc(">(")[0]]
   assert enc("<answer>(B)")[-3:-1] == [enc(">(")[0], enc("B")[0]]  # the '>(' path is real
+  assert table.seconds.tolist() == enc(" (")  # and '>' ' (' 'B' of "<answer> (B)"
+  assert enc("<answer> (B) y")[-5:-2] == [enc(">")[0], enc(" (")[0], enc("B")[0]]
 
 
 @pytest.mark.parametrize("prefill, output, cut", [
@@ -120,6 +122,20 @@ def test_letter_probs_count_blank_line_and_paren_spellings(proc):
   probs, mass = engine._letter_probs(BATCH, _output(proc, "<think>t</think><answer>\n\nB"),
                                      [job])[0]
   want = np.array([0.05, 0.6, 0.3 * 0.9])  # 'AB' is not the letter A
+  np.testing.assert_allclose(probs, want / want.sum(), rtol=1e-6)
+  np.testing.assert_allclose(mass, want.sum(), rtol=1e-6)
+
+
+def test_letter_probs_count_an_answer_written_as_in_the_option_list(proc):
+  """"<answer> (C) z" (the prompt lists options as "(C) z") is '>' ' (' 'C': scored through
+  both tokens after '>'."""
+  engine = _engine(proc, {"answer": {">": 0.5, ">B": 0.3}, ">": {" (": 0.6, "A": 0.2},
+                          " (": {"C": 1.0}})
+  item = Item(id="1", benchmark="t", question="Q?", options=("x", "y", "z"), answer="C")
+  job = Job(item, make_variant(item, "base"), [])
+  probs, mass = engine._letter_probs(BATCH, _output(proc, "<think>t</think><answer> (C) z"),
+                                     [job])[0]
+  want = np.array([0.5 * 0.2, 0.3, 0.5 * 0.6 * 1.0])
   np.testing.assert_allclose(probs, want / want.sum(), rtol=1e-6)
   np.testing.assert_allclose(mass, want.sum(), rtol=1e-6)
 
