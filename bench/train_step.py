@@ -58,7 +58,7 @@ def main():
   args = parser.parse_args()
   import jax
   import jax.numpy as jnp
-  from rl import train
+  from rl import optimizer, train
   from rl.config import TrainConfig
   from vlm_jax import config as config_lib, params as params_lib
 
@@ -71,7 +71,7 @@ def main():
   tc = TrainConfig(kl_coef=1e-2, lr=1e-6, dtype=args.dtype, param_dtype=args.param_dtype)
   dtype = jnp.dtype(args.dtype)
   params = params_lib.init_params(config, jax.random.key(0), jnp.dtype(args.param_dtype))
-  opt = train.make_optimizer(tc, params)
+  opt = optimizer.make_optimizer(tc, params)
   opt_state = jax.jit(opt.init)(params)
   b, t, k = args.batch, args.prompt + args.response, args.response
   rng = np.random.RandomState(0)
@@ -85,7 +85,7 @@ def main():
 
   def step(params, opt_state):
     (_, _), grads = train._grad(params, config, inputs, mask, old, ref, adv, np.float32(1.0), tc)
-    params, opt_state, _, _ = train._apply_updates(opt, params, opt_state, grads)
+    params, opt_state, _, _ = optimizer.apply_updates(opt, params, opt_state, grads)
     return params, opt_state
 
   params, opt_state = step(params, opt_state)  # compile

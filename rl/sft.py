@@ -101,7 +101,7 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
   if not examples:
     raise ValueError(f"data={config.data!r} holds no multiple-choice items: the SFT warm-up "
                      f"teaches the answer format on them (counting data has none)")
-  from rl.train import _apply_updates, make_optimizer
+  from rl.optimizer import apply_updates, make_optimizer
   # one update per SFT step: warmup_steps count SFT steps (GRPO's mini-batches and epochs do not
   # apply here)
   opt = make_optimizer(dataclasses.replace(config, prompts_per_update=None, updates_per_batch=1),
@@ -117,7 +117,7 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
                             config.logprob_sweep, sharding.head_sharding(mesh), config.dtype)
     # one jitted update with params and optimizer state donated, as rl.train (eager optax
     # dispatched every leaf op on its own: 20 smoke steps took 55 s, 28 s of it system time)
-    params, opt_state, gnorm, unorm = _apply_updates(opt, params, opt_state, grads)
+    params, opt_state, gnorm, unorm = apply_updates(opt, params, opt_state, grads)
     for name, value in (("gradient norm", float(gnorm)), ("update norm", float(unorm))):
       if not np.isfinite(value):
         raise FloatingPointError(f"SFT step {step + 1}: {name} is {value}; the update was not "

@@ -34,9 +34,9 @@ import time
 import numpy as np
 import jax
 import jax.numpy as jnp
-import optax
 
 from rl import grpo, precision, rollout
+from rl.optimizer import apply_updates, frozen_keys, make_optimizer
 from rl.config import TrainConfig, parse_cli
 from vlm_jax import buckets, logprobs as logprobs_lib, sharding
 from vlm_jax.files import atomic_write
@@ -46,39 +46,6 @@ _STOP = {"requested": False}
 
 def _on_sigterm(signum, frame):
   _STOP["requested"] = True  # finish the step, checkpoint, exit
-
-
-def frozen_keys(config: TrainConfig, params: dict) -> tuple[str, ...]:
-  """The top-level params subtrees that are not trained (`freeze_vision`): no gradient is
-  taken for them (so neither is the vision tower's backward) and AdamW leaves them be."""
-  return ("vision",) if config.freeze_vision and "vision" in params else ()
-
-
-def make_optimizer(config: TrainConfig, params: dict) -> optax.GradientTransformation:
-  """AdamW after global-norm clipping, its moments in the params' dtype (the float32 masters of
-  `param_dtype`). The learning rate rises linearly from 0 over the first `warmup_steps`
-  training steps (each `config.updates_per_step` optimizer updates: mini-batches x epochs) and
-  is `lr` from then on (as transformers' linear warmup: the first update has 0);
-  warmup_steps=0: `lr` from the first update. Weight decay applies to matrices (`kernel`,
-  `embedding`) alone, never to biases or norm scales (as transformers' Trainer)."""
-  warmup = config.warmup_steps * config.updates_per_step
-  schedule = (optax.linear_schedule(0.0, config.lr, warmup) if warmup
-              else optax.constant_schedule(config.lr))
-  opt = optax.chain(optax.clip_by_global_norm(config.grad_clip),
-                    optax.adamw(schedule, weight_decay=config.weight_decay,
-                                mask=_decayed))
-  frozen = frozen_keys(config, params)
-  if not frozen:
-    return opt
-  labels = {k: jax.tree.map(lambda _: "frozen" if k in frozen else "train", v)
-            for k, v in params.items()}
-  return optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, labels)
-
-
-def _decayed(params: dict) -> dict:
-  """True for the leaves weight decay applies to: kernels and embeddings."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: getattr(path[-1], "key", None) in ("kernel", "embedding"), params)
 
 
 def on_policy(config: TrainConfig) -> bool:
@@ -139,23 +106,6 @@ def _score(policy, ref_params, model_config, inputs, mask, sampler_logp, last: i
   ref = None if ref_params is None else score(ref_params)
   diff = None if old is None else grpo.mean_abs_diff(sampler_logp, old, mask)
   return old, ref, diff
-
-
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
-def _apply_updates(opt, params, opt_state, grads):
-  """(params, opt_state, gradient norm, update norm) after one optimizer update; where either
-  norm is not finite, the params and optimizer state passed in (the caller raises). `grads`
-  may leave out frozen subtrees (`_grad`): the norm is that of the trained params."""
-  norm = optax.global_norm(grads)
-  grads = {k: grads[k] if k in grads else jax.tree.map(jnp.zeros_like, v)
-           for k, v in params.items()}
-  new_updates, new_state = opt.update(grads, opt_state, params)
-  step_norm = optax.global_norm(new_updates)
-  new_params = optax.apply_updates(params, new_updates)
-  ok = jnp.isfinite(norm) & jnp.isfinite(step_norm)
-  keep = lambda new, old: jnp.where(ok, new, old)
-  return (jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_state, opt_state), norm,
-          step_norm)
 
 
 # One program per call, not one per leaf. Twice in full test runs (8 fake CPU devices) an
@@ -314,7 +264,7 @@ class Trainer:
       raise FloatingPointError(f"step {self.step + 1}: loss is {stats['loss']}; the update "
                                f"was not applied")
     # a non-finite gradient or update leaves params and optimizer state as they were
-    self.params, self.opt_state, gnorm, unorm = _apply_updates(self.opt, self.params,
+    self.params, self.opt_state, gnorm, unorm = apply_updates(self.opt, self.params,
                                                                self.opt_state, grads)
     stats["grad_norm"] = float(gnorm)
     for name, value in (("gradient norm", stats["grad_norm"]), ("update norm", float(unorm))):

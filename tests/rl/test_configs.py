@@ -159,7 +159,7 @@ def test_presets_are_spelled_one_way_and_sources_match_the_loaders():
 @pytest.mark.parametrize("warmup, first_lr", [(0, 0.5), (2, 0.0)])
 def test_warmup_steps_0_trains_from_the_first_update(warmup, first_lr):
   import jax.numpy as jnp
-  from rl.train import make_optimizer
+  from rl.optimizer import make_optimizer
   config = apply_overrides(load_config(os.path.join(ROOT, "configs", "smoke.py")), [
       f"warmup_steps={warmup}", "lr=0.5", "weight_decay=0", "grad_clip=100"])
   params = {"text": {"w": jnp.zeros(3)}}
@@ -172,7 +172,7 @@ def test_warmup_steps_0_trains_from_the_first_update(warmup, first_lr):
 def test_weight_decay_leaves_biases_and_norm_scales_alone():
   import jax
   import jax.numpy as jnp
-  from rl.train import make_optimizer
+  from rl.optimizer import make_optimizer
   config = apply_overrides(load_config(os.path.join(ROOT, "configs", "smoke.py")), [
       "warmup_steps=0", "lr=0.1", "weight_decay=0.5", "grad_clip=100"])
   one = jnp.ones((2, 3))  # stacked layers: biases and scales are 2-D too
@@ -190,7 +190,7 @@ def test_weight_decay_leaves_biases_and_norm_scales_alone():
 def test_warmup_counts_every_update_of_a_step():
   """warmup_steps are training steps: with 2 mini-batches x 2 epochs, 4 updates each."""
   import jax.numpy as jnp
-  from rl.train import make_optimizer
+  from rl.optimizer import make_optimizer
   config = apply_overrides(load_config(os.path.join(ROOT, "configs", "smoke.py")), [
       "warmup_steps=1", "lr=0.5", "weight_decay=0", "grad_clip=100", "prompts_per_update=2",
       "updates_per_batch=2"])

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rl import grpo, precision
+from rl import grpo, optimizer, precision
 
 jax.config.update("jax_enable_x64", False)
 
@@ -294,9 +294,9 @@ def test_bf16_compute_over_float32_masters_matches_float32_and_moves_every_weigh
   assert cos(flat("bfloat16"), flat("float32")) > 0.99
   assert not np.array_equal(flat("bfloat16"), flat("float32"))  # it did compute in bfloat16
   tc = TrainConfig(dtype="bfloat16", lr=1e-6, warmup_steps=0)
-  opt = train.make_optimizer(tc, params)
-  new, _, _, _ = train._apply_updates(opt, jax.tree.map(jnp.copy, params), opt.init(params),
-                                      grads["bfloat16"])
+  opt = optimizer.make_optimizer(tc, params)
+  new, _, _, _ = optimizer.apply_updates(opt, jax.tree.map(jnp.copy, params), opt.init(params),
+                                          grads["bfloat16"])
   # (weights with no gradient, e.g. embeddings of tokens not in the batch, stay: Adam's 0/eps)
   pairs = list(zip(jax.tree.leaves(new), jax.tree.leaves(params), leaves("bfloat16")))
   moved = sum(int(jnp.sum((a != b) & (g != 0))) for a, b, g in pairs)
@@ -335,10 +335,10 @@ def test_freeze_vision_takes_no_gradient_through_the_vision_tower():
   assert flops(trained) - flops(frozen) > vision_forward
   _, grads = frozen.out_info
   assert sorted(grads) == ["text"]
-  opt = train.make_optimizer(args(True)[-1], params)
+  opt = optimizer.make_optimizer(args(True)[-1], params)
   text_grad = jax.tree.map(jnp.ones_like, {"text": params["text"]})
-  new, _, norm, _ = train._apply_updates(opt, jax.tree.map(jnp.copy, params), opt.init(params),
-                                         text_grad)
+  new, _, norm, _ = optimizer.apply_updates(opt, jax.tree.map(jnp.copy, params), opt.init(params),
+                                            text_grad)
   np.testing.assert_allclose(norm, np.sqrt(sum(x.size for x in jax.tree.leaves(text_grad))),
                              rtol=1e-5)
   jax.tree.map(np.testing.assert_array_equal, new["vision"], params["vision"])

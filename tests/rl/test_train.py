@@ -41,7 +41,7 @@ def random_advantages(monkeypatch):
 def _record_updates(monkeypatch) -> list:
   """Per optimizer update: the (weight, old given, ratio_mean) of each `_grad` call before it."""
   updates, calls = [], []
-  real_grad, real_apply = train._grad, train._apply_updates
+  real_grad, real_apply = train._grad, train.apply_updates
 
   def grad(*args, **kwargs):
     (loss, aux), g = real_grad(*args, **kwargs)
@@ -54,7 +54,7 @@ def _record_updates(monkeypatch) -> list:
     return real_apply(*args)
 
   monkeypatch.setattr(train, "_grad", grad)
-  monkeypatch.setattr(train, "_apply_updates", apply)
+  monkeypatch.setattr(train, "apply_updates", apply)
   return updates
 
 
