@@ -8,8 +8,11 @@ Columns (as VLMEvalKit writes and reads them):
   hint         optional context; when present (not NA) the question becomes
                "Hint: {hint}\\nQuestion: {question}", VLMEvalKit's own MCQ prompt wording
   A, B, C, ... option texts; NA cells (pandas' NA strings) are absent options, so an item may
-               have fewer than 4 options. The present columns must run A, B, ... without a gap.
-  answer       the key (letter, "(A)", or option text)
+               have fewer than 4 options. Present columns with a gap (A, C, D: B is NA) are
+               lettered A, B, C in the prompt, as every item's options are; the key follows
+               (C -> B) and meta "option_columns" keeps the table's letters ("A,C,D").
+               VLMEvalKit prints such a row's options under their column letters instead.
+  answer       the key (letter, "(A)", "C. text", or option text)
   category     the item's category
   image        base64 image (or a JSON list of them); a value of <= 64 characters is the index
                of another row whose image it shares (VLMEvalKit's de-duplication rule)
@@ -63,8 +66,13 @@ def load_table(benchmark: str, path: Path, root: Path, meta_keys: Sequence[str] 
     meta = [(k, row[k]) for k in meta_keys if k in row and not is_missing(row[k])]
     if origin.get(item_id) is not None:
       meta.append(("circular_of", origin[item_id]))
-    return make_item(benchmark, item_id, _question(row), _options(row), row.get("answer"),
-                     images, text(row.get("category")), meta)
+    columns = _option_columns(row)
+    answer = row.get("answer")
+    if columns != list(string.ascii_uppercase[: len(columns)]):
+      answer = _reletter(answer, columns)
+      meta.append(("option_columns", ",".join(columns)))
+    return make_item(benchmark, item_id, _question(row), [text(row[c]) for c in columns],
+                     answer, images, text(row.get("category")), meta)
 
   ids = ((row_id(r, lambda r: text(r.get("index")), f"row{i}"), r) for i, r in enumerate(rows))
   return convert_rows(benchmark, ids, convert)
@@ -101,12 +109,24 @@ def _question(row: dict) -> str:
   return f"Hint: {hint}\nQuestion: {question}" if hint and question else question
 
 
-def _options(row: dict) -> list[str]:
-  present = [c for c in string.ascii_uppercase if c in row and not is_missing(row[c])]
-  expected = list(string.ascii_uppercase[: len(present)])
-  if present != expected:
-    raise ItemError(f"option columns {', '.join(present)} do not run from A without a gap")
-  return [text(row[c]) for c in present]
+def _option_columns(row: dict) -> list[str]:
+  """The letters of the option columns with a value, in order."""
+  return [c for c in string.ascii_uppercase if c in row and not is_missing(row[c])]
+
+
+_LETTER_KEY = re.compile(r"^(\(?)([A-Z])(\)?[.):]?(?:\s.*)?)$", re.S)
+
+
+def _reletter(answer, columns: Sequence[str]):
+  """A key written with a column letter ("C", "(C)", "C. text") in the letters the options get
+  once relettered without gaps; an option text is left for `make_item` to match."""
+  m = _LETTER_KEY.match(text(answer))
+  if not m:
+    return answer
+  if m.group(2) not in columns:
+    raise ItemError(f"answer {text(answer)!r} names column {m.group(2)}, which has no option "
+                    f"(options in columns {', '.join(columns)})")
+  return m.group(1) + string.ascii_uppercase[columns.index(m.group(2))] + m.group(3)
 
 
 def _row_image(row: dict, by_index: dict, index: ImageIndex, root: Path, what: str) -> list[bytes]:

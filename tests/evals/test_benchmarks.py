@@ -476,3 +476,19 @@ def test_an_option_repeating_the_answer_text_is_a_bad_item():
     common.make_item("toy", "1", "How many?", ["2", "3", "2.", "4"], "A")
   item = common.make_item("toy", "2", "How many?", ["3", "2", "3", "4"], "B")  # twins, not key
   assert item.answer == "B"
+
+
+def test_mmbench_options_with_a_gap_are_relettered(tmp_path):
+  from tests.evals.make_fixtures import b64, put_table
+  cols = ("index", "question", "A", "B", "C", "D", "answer", "category", "image")
+  rows = [("1", "Which?", "red", "", "green", "blue", "C", "colour", b64("red")),
+          ("2", "Which?", "red", "NA", "green", "blue", "(D)", "colour", b64("red")),
+          ("3", "Which?", "red", "", "green", "blue", "green", "colour", b64("red")),
+          ("4", "Which?", "red", "", "green", "blue", "B", "colour", b64("red"))]
+  put_table(tmp_path / "mmbench/MMBench_DEV_EN.tsv", [dict(zip(cols, r)) for r in rows], "\t")
+  items, bad = benchmarks.split_bad(benchmarks.load("mmbench", tmp_path))
+  assert [(i.options, i.answer) for i in items] == [(("red", "green", "blue"), "B"),
+                                                     (("red", "green", "blue"), "C"),
+                                                     (("red", "green", "blue"), "B")]
+  assert dict(items[0].meta)["option_columns"] == "A,C,D"
+  assert [b.id for b in bad] == ["4"] and "names column B, which has no option" in bad[0].reason
