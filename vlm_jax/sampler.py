@@ -39,8 +39,8 @@ _WARNED = {"scanned": False}
 class SamplingParams:
   max_new_tokens: int = 256
   temperature: float = 0.0  # 0: greedy
-  top_k: int = 0            # 0: off
-  top_p: float = 1.0        # 1: off
+  top_k: int = 0            # 0: off (transformers' sampling defaults to 50; vLLM's is off)
+  top_p: float = 1.0        # 1: off; tokens tied at the cut are all kept
   n: int = 1                # samples per prompt (GRPO's G)
   # None: the processor's end-of-turn ids (<|im_end|>, <|endoftext|>) and the config's eos, as
   # transformers' generate stops at the generation config's eos ids; (): no stop ids
