@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--batch-size", type=_int_at_least(1), default=16)
   p.add_argument("--max-new-tokens", type=_int_at_least(1), default=None,
                  help="default 1024 with --model, 48 for the built-in tiny model")
-  p.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy; T > 0 samples from softmax(logits / T), no top-k / top-p")
+  p.add_argument("--temperature", type=_temperature, default=0.0,
+                 help="0 = greedy; T > 0 samples from softmax(logits / T), no top-k / top-p")
   p.add_argument("--repetition-penalty", type=_penalty, default=1.0,
                  help="transformers' repetition_penalty (default 1: off; Qwen2.5-VL's "
                       "generation_config.json asks 1.05, which generate applies unless told "
