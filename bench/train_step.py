@@ -72,7 +72,7 @@ def main():
   dtype = jnp.dtype(args.dtype)
   params = params_lib.init_params(config, jax.random.key(0), jnp.dtype(args.param_dtype))
   opt = optimizer.make_optimizer(tc, params)
-  opt_state = jax.jit(opt.init)(params)
+  opt_state = optimizer.init_state(opt, params)
   b, t, k = args.batch, args.prompt + args.response, args.response
   rng = np.random.RandomState(0)
   inputs = {"input_ids": rng.randint(0, config.text.vocab_size, (b, t)).astype(np.int32),

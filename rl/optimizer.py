@@ -9,6 +9,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from rl.config import TrainConfig
 
@@ -38,6 +39,35 @@ def make_optimizer(config: TrainConfig, params: dict) -> optax.GradientTransform
   labels = {k: jax.tree.map(lambda _: "frozen" if k in frozen else "train", v)
             for k, v in params.items()}
   return optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, labels)
+
+
+def init_state(opt: optax.GradientTransformation, params: dict):
+  """`opt.init(params)`, jitted, with every moment placed as its parameter is (the same
+  sharding on the params' mesh) and the step counts replicated. A plain `jax.jit(opt.init)`
+  leaves that to XLA, which replicates the moments (zeros have no input to follow): on
+  `fsdp=16` a 72B run's float32 moments would take 547 GiB per device instead of 34."""
+  by_path = {_keys(path): leaf.sharding
+             for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  shapes = {_keys(path): leaf.shape
+            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  shardings = list(by_path.values())
+  named = [s for s in shardings if isinstance(s, NamedSharding)]
+  whole = NamedSharding(named[0].mesh, PartitionSpec()) if named else shardings[0]
+
+  def place(path, leaf):
+    keys = _keys(path)
+    for i in range(len(keys)):  # the state's path ends with its parameter's (longest first)
+      if keys[i:] in by_path and shapes[keys[i:]] == leaf.shape:
+        return by_path[keys[i:]]
+    return whole
+
+  out = jax.tree_util.tree_map_with_path(place, jax.eval_shape(opt.init, params))
+  return jax.jit(opt.init, out_shardings=out)(params)
+
+
+def _keys(path) -> tuple:
+  """The dict keys of a pytree path (the params' own; optax's tuple and field steps dropped)."""
+  return tuple(p.key for p in path if isinstance(p, jax.tree_util.DictKey))
 
 
 def _decayed(params: dict) -> dict:

@@ -101,12 +101,12 @@ def sft(config: TrainConfig, out: str, mesh=None) -> list[float]:
   if not examples:
     raise ValueError(f"data={config.data!r} holds no multiple-choice items: the SFT warm-up "
                      f"teaches the answer format on them (counting data has none)")
-  from rl.optimizer import apply_updates, make_optimizer
+  from rl.optimizer import apply_updates, init_state, make_optimizer
   # one update per SFT step: warmup_steps count SFT steps (GRPO's mini-batches and epochs do not
   # apply here)
   opt = make_optimizer(dataclasses.replace(config, prompts_per_update=None, updates_per_batch=1),
                        params)
-  opt_state = jax.jit(opt.init)(params)
+  opt_state = init_state(opt, params)
   preset = rollout.preset_for(config)
   losses = []
   for step in range(config.steps):

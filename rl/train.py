@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from rl import grpo, precision, rollout
-from rl.optimizer import apply_updates, frozen_keys, make_optimizer
+from rl.optimizer import apply_updates, frozen_keys, init_state, make_optimizer
 from rl.config import TrainConfig, parse_cli
 from vlm_jax import buckets, logprobs as logprobs_lib, sharding
 from vlm_jax.files import atomic_write
@@ -136,7 +136,7 @@ class Trainer:
     self.ref_params = precision.cast(params, config.dtype) if config.kl_coef else None
     self.params = params
     self.opt = make_optimizer(config, params)
-    self.opt_state = jax.jit(self.opt.init)(self.params)
+    self.opt_state = init_state(self.opt, self.params)
     self.judge = make_judge(config, mesh, out)
     self.preset = rollout.preset_for(config)
     self.augment = data.augment_config(config)
