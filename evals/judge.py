@@ -38,6 +38,7 @@ JUDGE_PROMPT_VERSION = "v1"
 UNPARSEABLE = "unparseable judge reply"
 RULE_VERSION = "rule-v2"  # v2: "actually" cue, clause-wide negation, "the right answer" idiom
 NO_THINK = "no think text"
+BAD_REPLY = "unusable reply"  # a 200 reply with no usable content, after the retries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +82,20 @@ def refused(error: str | None) -> bool:
 
 def retryable(error: str | None) -> bool:
   """Whether a verdict's error means the judge could not be asked or did not answer (a
-  transport failure, a server error, an empty reply), which a rerun may fix; not the judge's
-  own reply being unparseable, a missing think, nor a request the server `refused`."""
-  return error is not None and error not in (NO_THINK, UNPARSEABLE) and not refused(error)
+  transport failure, a server error), which a rerun may fix: the record is not written. Not
+  the judge's own reply being unparseable or unusable (`BAD_REPLY`, after retries), a missing
+  think, nor a request the server `refused`: those are written (`judge_failed`)."""
+  return (error is not None and error not in (NO_THINK, UNPARSEABLE) and not refused(error)
+          and not error.startswith(BAD_REPLY))
+
+
+def judge_failed(error: str | None) -> bool:
+  """Whether the judge was asked about a think and gave no verdict either way: its reply was
+  unparseable or unusable, or it refused the request. Such records are neither consistent nor
+  inconsistent: the CoT metrics leave them out (`metrics.cot_judgeable`) and
+  `judge_error_rate` counts them. A missing think (`NO_THINK`) is the model's doing, not the
+  judge's: it counts as no conclusion."""
+  return error is not None and error != NO_THINK and not retryable(error)
 
 
 def no_think_verdict(judge: str, prompt_version: str) -> Verdict:

@@ -2,9 +2,12 @@
 
 Standard library only. Per request: `{"model", "messages", "temperature": 0, "max_tokens"}`
 (plus `extra_body`, e.g. `{"chat_template_kwargs": {"enable_thinking": False}}` for Qwen3).
-Timeouts, connection and TLS errors, 408/425/429 and 5xx are retried with exponential backoff;
-anything else that yields no usable reply (4xx, not JSON, no choices, empty content, retries
-exhausted) becomes a Verdict with letter None and `error` set: one bad reply never stops a run.
+Timeouts, connection and TLS errors, 408/425/429, 5xx and 200 replies with no usable content
+(not JSON, no choices, empty content) are retried with exponential backoff; anything that still
+yields no usable reply becomes a Verdict with letter None and `error` set: one bad reply never
+stops a run. After the retries, a server that could not be reached or kept failing is retried
+by the next run (the record is not written, `judge.retryable`); one that answered, unusably
+(`judge.BAD_REPLY`), or refused (4xx), gives a final verdict-less record (`judge.judge_failed`).
 `check()` asks once, past the cache, whether the server gives a usable reply at all (`evals.run`
 calls it before its model loads).
 
@@ -28,7 +31,7 @@ import urllib.error
 import urllib.request
 from typing import Sequence
 
-from evals.judge import (JUDGE_PROMPT_VERSION, JudgeRequest, Verdict, has_think, judge_prompt,
+from evals.judge import (BAD_REPLY, JUDGE_PROMPT_VERSION, JudgeRequest, Verdict, has_think, judge_prompt,
                          no_think_verdict, verdict_from_reply)
 
 # Worth another try: the server or the network may recover. OSError covers URLError, timeouts,
@@ -208,7 +211,11 @@ class HTTPJudge:
       if status != 200:
         return text, f"HTTP {status}: {text[:200]}"
       content, error = reply_content(raw)
-      return (content, None) if error is None else (text, error)
+      if error is None:
+        return content, None
+      last, bad, retry_after = f"HTTP 200: {error}", (text, error), 0.0
+    if last.startswith("HTTP 200: "):  # the server answers, unusably: final (see judge.BAD_REPLY)
+      return bad[0], f"{BAD_REPLY} ({self.max_retries + 1} attempts): {bad[1]}"
     return "", f"gave up after {self.max_retries + 1} attempts; last: {last}"
 
   def _post(self, body: bytes) -> tuple[int, dict, bytes]:

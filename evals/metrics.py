@@ -86,9 +86,15 @@ def writes_own_reasoning(r: dict) -> bool:
 
 def cot_judgeable(r: dict) -> bool:
   """Whether the record counts in the CoT metrics: the model wrote its own reasoning
-  (`writes_own_reasoning`) and the judge did not turn the request down for good
-  (`judge.refused`, e.g. a think over the judge's context length: no verdict either way)."""
-  return writes_own_reasoning(r) and not judge_lib.refused(r.get("judge_error"))
+  (`writes_own_reasoning`) and the judge gave a verdict on it (`judge.judge_failed`: an
+  unparseable or unusable reply, or a request refused for good, e.g. a think over the judge's
+  context length, is no verdict either way, and is counted by `judge_error_rate` instead)."""
+  return writes_own_reasoning(r) and not judge_failed(r)
+
+
+def judge_failed(r: dict) -> bool:
+  """Whether the judge was asked about this record's think and gave no verdict."""
+  return judge_lib.judge_failed(r.get("judge_error"))
 
 
 def adds_abstain_option(variant: str) -> bool:
@@ -289,6 +295,12 @@ def _own(records: Sequence[dict]) -> list[dict]:
   # CoT metrics count only the records whose reasoning the model wrote itself and the judge
   # did not refuse (`cot_judgeable`).
   return [r for r in records if cot_judgeable(r)]
+
+
+def judge_error_rate(records: Sequence[dict]) -> float:
+  """#{judge gave no verdict (`judge_failed`)} / #records with reasoning of the model's own;
+  those records are left out of every other CoT metric. nan if none."""
+  return weighted_mean([judge_failed(r) for r in records if writes_own_reasoning(r)])
 
 
 def no_conclusion_rate(records: Sequence[dict]) -> float:

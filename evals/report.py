@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from evals import metrics as M, summary as S
+from vlm_jax.files import atomic_write
 
 CSV_COLUMNS = ("benchmark", "variant", "metric", "value", "ci_low", "ci_high", "n")
 # (metric, column header, scale, decimals): rates in %, the rest as they are; scale None = the
@@ -27,7 +28,8 @@ ACCURACY_COLUMNS = (("accuracy", "n", None, 0), ("accuracy", "Acc %", 100, 1),
                     ("consistency", "Consistent %", 100, 1),
                     ("consistency_judged", "Consistent if concluded %", 100, 1),
                     ("unparsed_rate", "Unparsed %", 100, 1),
-                    ("no_conclusion_rate", "No conclusion %", 100, 1))
+                    ("no_conclusion_rate", "No conclusion %", 100, 1),
+                    ("judge_error_rate", "Judge failed %", 100, 1))
 CHOICE_COLUMNS = (("follows_target", "n target", None, 0),
                   ("follows_target", "Follows target %", 100, 1),
                   ("abstain_rate", "n abstain", None, 0), ("abstain_rate", "Abstain %", 100, 1))
@@ -103,7 +105,7 @@ def _csv_value(v) -> str:
 
 def write_csv(rows: Sequence[dict], path: Path) -> Path:
   """summary.csv: one line per row of `summary.summarize`, floats written in full (repr)."""
-  with open(path, "w", newline="") as f:
+  with atomic_write(path) as f:  # a reader never sees half a summary
     writer = csv.writer(f)
     writer.writerow(CSV_COLUMNS)
     for row in rows:
@@ -188,10 +190,12 @@ def _counts_section(records: Sequence[dict], bad: dict[str, int]) -> list[str]:
     recs = [r for r in records if str(r["benchmark"]) == bench]
     body.append([bench, str(len({M.item_key(r) for r in recs})), str(len(recs)),
                  str(sum(M.is_unparsed(r) for r in recs)),
-                 str(sum(not M.has_conclusion(r) for r in recs)),
+                 str(sum(not M.has_conclusion(r) and M.cot_judgeable(r) for r in recs)),
+                 str(sum(M.judge_failed(r) for r in recs)),
                  str(sum(math.isnan(M.record_confidence(r)) for r in recs))]
                 + ([str(sum(r.get("circular_of") is not None for r in recs))] if copies else []))
-  header = ["benchmark", "items", "records", "unparsed", "no CoT conclusion", "no letter probs"]
+  header = ["benchmark", "items", "records", "unparsed", "no CoT conclusion", "judge failed",
+            "no letter probs"]
   header += ["circular copies (records)"] if copies else []
   return ["## Counts", ""] + markdown_table(header, body) + [""] + _bad_line(bad)
 
@@ -214,7 +218,8 @@ def write_markdown(records: Sequence[dict], rows: Sequence[dict], path: Path, *,
       lines += _benchmark_section(rows, bench)
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
     lines += [DEFINITIONS.format(n_boot=n_boot, seed=seed, bins=bins, macro=S.MACRO)]
-  Path(path).write_text("\n".join(lines))
+  with atomic_write(path) as f:
+    f.write("\n".join(lines))
   return Path(path)
 
 
@@ -227,7 +232,8 @@ def _figure(**kwargs):
 
 
 def _save(fig, path: Path) -> Path:
-  fig.savefig(path, dpi=100, bbox_inches="tight")
+  with atomic_write(path, "wb") as f:
+    fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
   return Path(path)
 
 

@@ -333,7 +333,11 @@ def main(argv=None) -> int:
     print(file=sys.stderr)
   if writer:
     bad = _write_bad(args.out, bad, args.benchmarks.split(","))
-    files = report.write_summary(results.records, args.out, bad_items=len(bad))
+    meta = {k: v for k, v in resume.run_settings(args).items() if v is not None}
+    if unjudged:
+      meta["not written"] = (f"{unjudged} results this run: the judge gave no verdict (last "
+                             f"error: {judge_error}); the same command again judges them")
+    files = report.write_summary(results.records, args.out, bad_items=len(bad), meta=meta)
     print(f"{len(results.records)} results ({new} new), {len(bad)} bad items; wrote "
           f"{', '.join(os.path.relpath(f, args.out) for f in files)} in {args.out}")
   if unjudged:

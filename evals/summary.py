@@ -23,9 +23,9 @@ from evals.metrics import (AUROC_METRICS, BASE, BASE_CORRECT, NAN, QUADRANTS, VA
                            abstain_letter, abstained, adds_abstain_option, auroc_ranked,
                            cot_judgeable, dense_rank, draws, ece, follows_target, has_conclusion,
                            has_target, is_consistent, is_correct, is_unparsed, item_key,
-                           percentile_interval, quadrant_shares, record_confidence,
+                           judge_failed, percentile_interval, quadrant_shares, record_confidence,
                            record_entropy, record_entropy_norm, record_letter_mass,
-                           record_p_correct, weighted_mean)
+                           record_p_correct, weighted_mean, writes_own_reasoning)
 
 MACRO = "all (macro)"  # the cross-benchmark row of `summarize`: mean of the per-benchmark values
 
@@ -50,6 +50,7 @@ class Panel:
 
 _RECORD_FIELDS = {"correct": is_correct, "unparsed": is_unparsed, "judged": has_conclusion,
                   "consistent": is_consistent, "own": cot_judgeable,
+                  "writes": writes_own_reasoning, "judge_failed": judge_failed,
                   "has_abstain": lambda r: abstain_letter(r) is not None, "abstained": abstained,
                   "has_target": has_target, "follows_target": follows_target,
                   "p_correct": record_p_correct, "entropy": record_entropy,
@@ -103,7 +104,8 @@ def _rate_metrics(p: Panel, j: int, w: np.ndarray) -> dict[str, tuple[np.ndarray
   own = m & f["own"][:, j]  # CoT metrics: only where the model wrote its own reasoning
   out = {"accuracy": _mean(c, m, w), "unparsed_rate": _mean(f["unparsed"][:, j], m, w),
          "consistency": _mean(k, own, w), "consistency_judged": _mean(k, own & judged, w),
-         "no_conclusion_rate": _mean(~judged, own, w), "cons_adj_accuracy": _mean(c & k, own, w)}
+         "no_conclusion_rate": _mean(~judged, own, w), "cons_adj_accuracy": _mean(c & k, own, w),
+         "judge_error_rate": _mean(f["judge_failed"][:, j], m & f["writes"][:, j], w)}
   shares = quadrant_shares(c[own], k[own], w[:, own])
   out.update({f"q_{q}": (shares[q], int(own.sum())) for q in QUADRANTS})
   return out
@@ -235,7 +237,8 @@ def summarize(records: Sequence[dict], n: int = 1000, seed: int = 0, bins: int =
 
   Metrics per variant: accuracy, unparsed_rate, consistency, consistency_judged (among records
   where the judge found a conclusion), no_conclusion_rate, cons_adj_accuracy, q_<quadrant>
-  (the CoT metrics are nan, n 0, where the prefill closes the think: stop_think),
+  (the CoT metrics are nan, n 0, where the prefill closes the think: stop_think; records the
+  judge gave no verdict on are left out of them), judge_error_rate (their share),
   mean_entropy, mean_entropy_norm (H / ln K), mean_p_correct, mean_letter_mass (the next-token
   probability the scored letter spellings held, before renormalising), ece_max_prob,
   ece_p_correct;

@@ -363,7 +363,8 @@ def test_http_check_asks_past_the_cache_and_says_why_it_fails(server, tmp_path):
   judge = http_judge(server, cache_path=str(tmp_path / "cache.jsonl"))
   server.state["script"] = [send(200, chat_reply("A")), send(200, chat_reply("A")),
                             send(404, b"model 'judge-model' not found"),
-                            send(200, {"choices": [{"message": {"content": None}}]})]
+                            send(200, {"choices": [{"message": {"content": None}}]})] + [
+                                send(200, {"choices": [{"message": {"content": None}}]})] * 2
   assert judge.check() == "" and judge.check() == ""
   assert len(server.state["requests"]) == 2 and not (tmp_path / "cache.jsonl").exists()
   assert "HTTP 404: model 'judge-model' not found" in judge.check()
@@ -387,18 +388,30 @@ def test_http_gives_up_after_max_retries(server):
     (400, b"bad request", "HTTP 400: bad request"),
 ])
 def test_http_malformed_replies_give_error_verdicts(server, status, body, error):
-  server.state["script"] = [send(status, body)]
+  from evals import judge as judge_lib
+  # a 200 with no usable content is asked again (3 attempts here), then final; a 400 at once
+  attempts = 3 if status == 200 else 1
+  server.state["script"] = [send(status, body)] * attempts
   # one worker: the scripted reply must go to q0 (scripts are served in arrival order)
   verdicts = http_judge(server, max_workers=1).judge(requests_for(["q0", "q1"]))
-  assert verdicts[0].letter is None and verdicts[0].error.startswith(error)
+  assert verdicts[0].letter is None and error in verdicts[0].error
   assert (verdicts[1].letter, verdicts[1].error) == ("B", None)  # the run goes on
-  assert len(server.state["requests"]) == 2  # deterministic failures are not retried
+  assert len(server.state["requests"]) == attempts + 1
+  # either way final: the record is written, with no verdict, out of the CoT metrics
+  assert judge_lib.judge_failed(verdicts[0].error) and not judge_lib.retryable(verdicts[0].error)
+  if status == 200:
+    assert verdicts[0].error.startswith(f"{judge_lib.BAD_REPLY} (3 attempts): {error}")
+    server.state["requests"].clear()
+    server.state["script"] = [send(status, body)]  # once: the retry gets the good reply
+    (verdict,) = http_judge(server).judge(requests_for(["q0"]))
+    assert (verdict.letter, verdict.error) == ("A", None) and len(server.state["requests"]) == 2
 
 
 def test_refused_requests_are_written_without_a_verdict_and_left_out_of_cot_metrics():
   """HTTP 400/413/422 (a think over the judge's context length) is the same on every retry:
   such a result is written (a rerun would otherwise never finish) and counts in no CoT metric;
-  server errors and empty replies stay retryable (not written, judged by the rerun)."""
+  server errors stay retryable (not written, judged by the rerun); a reply still unusable after
+  the retries, or unparseable, is final as well."""
   from evals import judge as judge_lib, metrics
   for error, refused in (("HTTP 400: context length exceeded", True), ("HTTP 413: too big", True),
                          ("HTTP 422: bad", True), ("HTTP 401: key", False),
@@ -407,16 +420,28 @@ def test_refused_requests_are_written_without_a_verdict_and_left_out_of_cot_metr
     assert judge_lib.refused(error) is refused, error
     assert judge_lib.retryable(error) is (error is not None and not refused), error
   assert not judge_lib.retryable(judge_lib.NO_THINK)
+  final = f"{judge_lib.BAD_REPLY} (4 attempts): reply has empty content"
+  for error, failed in ((judge_lib.UNPARSEABLE, True), (final, True), ("HTTP 400: long", True),
+                        (judge_lib.NO_THINK, False), (None, False), ("gave up after 4", False)):
+    assert judge_lib.judge_failed(error) is failed, error
+  assert not judge_lib.retryable(final)
   base = {"benchmark": "b", "variant": "base", "answer": "A", "parsed": "A", "correct": True,
           "unparsed": False, "letters": ["A", "B"]}
   recs = [dict(base, item_id="1", judge_letter="A", consistent=True, judge_error=None),
           dict(base, item_id="2", judge_letter=None, consistent=None,
                judge_error="HTTP 400: context length exceeded")]
-  assert metrics.consistency_rate(recs) == 1.0 and metrics.no_conclusion_rate(recs) == 0.0
+  # an unparseable reply is no verdict either: not "the CoT concluded nothing"
+  recs.append(dict(base, item_id="3", judge_letter=None, consistent=None,
+                   judge_error=judge_lib.UNPARSEABLE))
+  recs.append(dict(base, item_id="4", judge_letter=None, consistent=None,
+                   judge_error=judge_lib.NO_THINK))  # the model's doing: no conclusion
+  assert metrics.consistency_rate(recs) == 0.5 and metrics.no_conclusion_rate(recs) == 0.5
+  assert metrics.judge_error_rate(recs) == 0.5
   assert metrics.accuracy(recs) == 1.0  # the answer still counts
   from evals import summary
   look = summary.summary_lookup(summary.summarize(recs, n=10))
-  assert look[("b", "base", "consistency")]["n"] == 1 and look[("b", "base", "accuracy")]["n"] == 2
+  assert look[("b", "base", "consistency")]["n"] == 2 and look[("b", "base", "accuracy")]["n"] == 4
+  assert look[("b", "base", "judge_error_rate")]["value"] == 0.5
 
 
 def test_http_unreachable_server_gives_error_verdicts():
@@ -441,19 +466,19 @@ def test_http_concurrent_batch_keeps_order_and_dedups(server):
 def test_http_cache_makes_reruns_free(server, tmp_path):
   cache = tmp_path / "cache" / "judge.jsonl"
   batch = requests_for(["q0", "q1", "q2", "q3"])
-  server.state["script"] = [send(200, b"garbage")]  # q0's first reply is unusable
+  server.state["script"] = [send(200, b"garbage")] * 3  # q0's 3 attempts are unusable
   first = http_judge(server, cache_path=str(cache), max_workers=1).judge(batch)
   assert [v.letter for v in first] == [None, "B", "C", "D"]
-  assert len(server.state["requests"]) == 4
+  assert len(server.state["requests"]) == 6
   lines = [json.loads(l) for l in cache.read_text().splitlines()]
   assert len(lines) == 3 and {l["prompt_version"] for l in lines} == {JUDGE_PROMPT_VERSION}
   assert {l["model"] for l in lines} == {"judge-model"}
 
   second = http_judge(server, cache_path=str(cache)).judge(batch[1:])
-  assert second == first[1:] and len(server.state["requests"]) == 4  # no request at all
+  assert second == first[1:] and len(server.state["requests"]) == 6  # no request at all
 
   third = http_judge(server, cache_path=str(cache)).judge(batch)  # only the failure is re-asked
-  assert [v.letter for v in third] == ["A", "B", "C", "D"] and len(server.state["requests"]) == 5
+  assert [v.letter for v in third] == ["A", "B", "C", "D"] and len(server.state["requests"]) == 7
 
 
 def test_http_cache_is_keyed_by_model_and_survives_a_torn_line(server, tmp_path):

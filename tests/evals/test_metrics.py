@@ -24,10 +24,12 @@ def rec(item, variant="base", correct=True, consistent=True, probs=None, bench="
 
 def synthetic_records(n_items=40, benchmarks=("b1", "b2"), variants=("base", "wrong_think",
                       "wrong_caption"), seed=0):
-  """Random records with every awkward case: unparsed, no conclusion, null probs, tied scores,
+  """Random records with every awkward case: unparsed, no conclusion, judge failures, null
+  probs, tied scores,
   items missing under some variants. wrong_* / correct_* records carry a `target` (a wrong
   letter / the key); abstain records have one more letter, the abstain option, often chosen."""
   rng = np.random.default_rng(seed)
+  judge_rng = np.random.default_rng(seed + 1)  # its own stream: the other fields stay as they were
   out = []
   for bench in benchmarks:
     for i in range(n_items):
@@ -49,6 +51,9 @@ def synthetic_records(n_items=40, benchmarks=("b1", "b2"), variants=("base", "wr
                        letters=list("ABCDE"[:k_v]), target=target))
         if probs is not None and rng.random() < 0.8:  # older records have no letter_mass
           out[-1]["letter_mass"] = float(rng.random())
+        if consistent is None and judge_rng.random() < 0.3:  # the judge gave no verdict
+          out[-1]["judge_error"] = ["unparseable judge reply", "HTTP 400: too long"][
+              int(judge_rng.integers(2))]
   return out
 
 

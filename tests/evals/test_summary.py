@@ -29,7 +29,7 @@ def _record_level(records, bench, variant, metric):
     return paired[metric]()
   single = {"accuracy": M.accuracy, "unparsed_rate": M.unparsed_rate,
             "consistency": M.consistency_rate, "consistency_judged": M.judged_consistency_rate,
-            "no_conclusion_rate": M.no_conclusion_rate,
+            "no_conclusion_rate": M.no_conclusion_rate, "judge_error_rate": M.judge_error_rate,
             "cons_adj_accuracy": M.consistency_adjusted_accuracy, "mean_entropy": M.mean_entropy,
             "mean_entropy_norm": M.mean_entropy_norm, "mean_p_correct": M.mean_p_correct,
             "mean_letter_mass": M.mean_letter_mass,
@@ -46,8 +46,8 @@ def test_summarize_equals_record_level_functions():
   for row in rows:
     expected = _record_level(records, row["benchmark"], row["variant"], row["metric"])
     assert row["value"] == pytest.approx(expected, nan_ok=True), row
-  # 16 metrics for every variant; non-base ones add follows_target and 5 paired ones
-  assert len(rows) == 2 * (16 + 2 * (16 + 1 + 5))
+  # 17 metrics for every variant; non-base ones add follows_target and 5 paired ones
+  assert len(rows) == 2 * (17 + 2 * (17 + 1 + 5))
   n = S.summary_lookup(rows)[("b1", "wrong_think", "accuracy_drop")]["n"]
   assert n == len(M.paired([r for r in records if r["benchmark"] == "b1"], "wrong_think"))
 
