@@ -64,7 +64,7 @@ def check_run_settings(args, results: ResultsFile, writer: bool) -> None:
     # with a settings file, its diff names every change; without one, the records are checked
     # before one is written from this run's settings
     if not os.path.exists(os.path.join(args.out, SETTINGS_FILE)):
-      error = _foreign_record(results, settings)
+      error = _foreign_record(results, settings, by_fingerprint=True)
     error = error or check_settings(args.out, settings, bool(results.records), legacy) or \
         _foreign_record(results, settings)
   error = multihost.broadcast_bytes(error.encode()).decode()
@@ -72,12 +72,26 @@ def check_run_settings(args, results: ResultsFile, writer: bool) -> None:
     raise ValueError(error)
 
 
-def _foreign_record(results: ResultsFile, settings: dict) -> str:
+def settings_fingerprint(settings: dict) -> str:
+  """A short hash of `run_settings`, stored in every record ("settings")."""
+  blob = json.dumps(settings, sort_keys=True, ensure_ascii=False, default=str)
+  return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _foreign_record(results: ResultsFile, settings: dict, by_fingerprint: bool = False) -> str:
   """An error naming the first record made with another preset or seed than this run's (a
   record pasted in from another run, or an OUT whose run_settings.json was lost or replaced),
   else ''. (Records name their model as it was given on the command line, not resolved, so the
-  model is left to run_settings.json.)"""
+  model is left to run_settings.json.) `by_fingerprint` (OUT has no run_settings.json): also
+  a record whose settings fingerprint differs from this run's (every other setting: max new
+  tokens, temperature, judge, ...); records from before fingerprints pass."""
+  mine = settings_fingerprint(settings)
   for r in results.records:
+    if by_fingerprint and r.get("settings", mine) != mine:
+      return (f"{results.path}: result {'/'.join(map(str, result_key(r)))} was made with other "
+              f"settings than this run's (settings fingerprint {r['settings']}, this run's "
+              f"{mine}; run_settings.json, which would name them, is gone): one folder never "
+              f"mixes two runs; rerun with the settings it was made with, or pick a new --out")
     for key in ("preset", "seed"):
       if key in r and r[key] != settings[key]:
         return (f"{results.path}: result {'/'.join(map(str, result_key(r)))} was made with "

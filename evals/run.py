@@ -313,6 +313,7 @@ def main(argv=None) -> int:
     factory = _local_generate_factory(args, mesh)
     texts = variants_lib.LLMTexts(_LoadOnFirstCall(lambda: factory(args.text_generator)))
   done = resume.shared_done(results.records)
+  fingerprint = resume.settings_fingerprint(resume.run_settings(args))
   bad, new, unjudged, judge_error = [], 0, 0, ""
   batches = _batches(_jobs(args, done, bad, texts, processor.image_config), args.batch_size)
   # the first batch is made (data staged, every item's resume checks passed) before the model
@@ -327,7 +328,7 @@ def main(argv=None) -> int:
           unjudged, judge_error = unjudged + 1, record["judge_error"]
           continue
         if writer and result_key(record) not in results.done:
-          results.append(record)
+          results.append({**record, "settings": fingerprint})
         new += 1
       _progress(new, start)
     print(file=sys.stderr)

@@ -122,8 +122,19 @@ def test_rerun_with_other_settings_fails_before_the_model_loads(tmp_path, monkey
   assert run.main(SMALL + ["--out", out, "--batch-size", "1", "--limit", "2"]) == 0
   with pytest.raises(Loaded):
     run.main(SMALL + ["--out", out, "--batch-size", "1", "--synthetic-n", "3"])
-  # an OUT from before run_settings.json: warned, resumed, and the settings recorded
+  # run_settings.json deleted: the records' settings fingerprints still refuse other settings
   os.remove(os.path.join(out, SETTINGS_FILE))
+  with pytest.raises(ValueError, match="made with other settings than this run's .*is gone"):
+    run.main(SMALL + ["--out", out, "--temperature", "1.0", "--synthetic-n", "3"])
+  assert not os.path.exists(os.path.join(out, SETTINGS_FILE))
+  # an OUT from before run_settings.json and fingerprints: warned, resumed, settings recorded
+  path = os.path.join(out, "results.jsonl")
+  with open(path) as f:
+    records = [json.loads(line) for line in f]
+  assert {r.pop("settings") for r in records} == {
+      resume.settings_fingerprint(resume.run_settings(_parse(*SMALL, "--out", out)))}
+  with open(path, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
   with pytest.raises(Loaded):
     run.main(SMALL + ["--out", out, "--temperature", "1.0", "--synthetic-n", "3"])
   assert "older version" in capsys.readouterr().err
@@ -132,9 +143,6 @@ def test_rerun_with_other_settings_fails_before_the_model_loads(tmp_path, monkey
   # ... unless its records were parsed by other answer rules (records before parse_version:
   # parse-v1), which would mix with this run's
   os.remove(os.path.join(out, SETTINGS_FILE))
-  path = os.path.join(out, "results.jsonl")
-  with open(path) as f:
-    records = [json.loads(line) for line in f]
   # ... or whose letter distributions were read by other rules (records before letter_version)
   for field, old_version in (("parse_version", "parse-v1"), ("letter_version", "letters-v1")):
     with open(path, "w") as f:
