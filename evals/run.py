@@ -301,6 +301,10 @@ def main(argv=None) -> int:
   from vlm_jax import sharding
   # a mesh that does not fit the devices stops the run before OUT is made or written
   mesh = sharding.parse_mesh(args.mesh) if args.mesh else None
+  if mesh is not None:  # ... and so does one that cannot split the model's parameters
+    from vlm_jax import config as config_lib
+    sharding.param_shardings(config_lib.from_hf(args.model) if args.model
+                             else config_lib.get_config("tiny"), mesh)
   writer = _is_writer()
   results = ResultsFile(os.path.join(args.out, "results.jsonl"), writer=writer)
   resume.check_run_settings(args, results, writer)

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from vlm_jax import config as config_lib
+from vlm_jax import device_memory
 from vlm_jax import hf_keys
 from vlm_jax import params as params_lib
 from vlm_jax import safetensors_io
@@ -167,6 +168,9 @@ def load_hf(path: str, dtype="float32", config: ModelConfig | None = None, mesh=
 def _materialise(plan, tensors, config, specs, dtype, mesh) -> dict:
   shardings = None
   if mesh is not None:
+    first = tensors[plan[0][1][0]].get(plan[0][1][0]).dtype if plan else np.float32
+    device_memory.check_params_fit(config, mesh, np.dtype(first if dtype is None
+                                                          else jnp.dtype(dtype)).itemsize)
     shardings = dict(params_lib.flatten_paths(sharding_lib.param_shardings(config, mesh),
                                               lambda x: isinstance(x, jax.sharding.Sharding)))
   params = {}

@@ -124,7 +124,7 @@ def _indivisible(path: str, shape, spec: P, mesh: Mesh, names=()) -> list[str]:
   problems = []
   names = tuple(names) + (None,) * len(shape)
   for dim, (size, axes) in enumerate(zip(shape, tuple(spec) + (None,) * len(shape))):
-    split = _split(axes, mesh)
+    split = axes_size(axes, mesh)
     if size % split:
       what = f"mesh axis {axes!r}" if isinstance(axes, str) else f"mesh axes {tuple(axes)}"
       problems.append(f"{path}: dimension {dim} ({names[dim]}: {size}) of shape {tuple(shape)} "
@@ -132,7 +132,8 @@ def _indivisible(path: str, shape, spec: P, mesh: Mesh, names=()) -> list[str]:
   return problems
 
 
-def _split(axes, mesh: Mesh) -> int:
+def axes_size(axes, mesh: Mesh) -> int:
+  """How many ways a PartitionSpec entry (None, an axis name or a tuple of them) splits."""
   axes = (axes,) if isinstance(axes, str) else (axes or ())
   return math.prod(mesh.shape[a] for a in axes)
 
@@ -141,10 +142,27 @@ def _param_spec(spec: params_lib.Spec, mesh: Mesh) -> tuple[P, list[int]]:
   """(PartitionSpec, dims replicated by `REPLICATE_IF_INDIVISIBLE`) of one parameter."""
   pspec = list(logical_to_spec(spec.axes, mesh)) + [None] * (len(spec.shape) - len(spec.axes))
   kept_whole = [d for d, (name, size) in enumerate(zip(spec.axes, spec.shape))
-                if name in REPLICATE_IF_INDIVISIBLE and pspec[d] and size % _split(pspec[d], mesh)]
+                if name in REPLICATE_IF_INDIVISIBLE and pspec[d] and size % axes_size(pspec[d], mesh)]
   for d in kept_whole:
     pspec[d] = None
   return P(*pspec), kept_whole
+
+
+def param_partition(spec: params_lib.Spec, mesh) -> P:
+  """The PartitionSpec `param_shardings` gives one parameter; `mesh` may be anything with a
+  `shape` dict of axis sizes (a mesh not built yet)."""
+  return _param_spec(spec, mesh)[0]
+
+
+def splits_every_param(config: ModelConfig, sizes: dict[str, int]) -> bool:
+  """Whether a mesh of these axis sizes divides every parameter it splits."""
+  return _splits_every(params_lib.param_specs(config), sizes)
+
+
+def _splits_every(specs, sizes: dict[str, int]) -> bool:
+  shape = types.SimpleNamespace(shape=sizes)
+  return all(not _indivisible("", s.shape, _param_spec(s, shape)[0], shape)
+             for s in jax.tree.leaves(specs, is_leaf=params_lib.is_spec))
 
 
 def param_shardings(config: ModelConfig, mesh: Mesh) -> dict:
@@ -178,14 +196,11 @@ def _suggest(specs, sizes: dict[str, int]) -> list[str]:
   tensor = next((a for a in _TENSOR if a in sizes), None)
   if tensor is None:
     return []
-  fits = lambda shape: all(
-      not _indivisible("", s.shape, _param_spec(s, shape)[0], shape)
-      for s in jax.tree.leaves(specs, is_leaf=params_lib.is_spec))
   data, fsdp, big = sizes.get("data", 1), sizes.get("fsdp", 1), sizes[tensor]
   for t in sorted((d for d in range(1, big) if big % d == 0), reverse=True):
     meshes = ({"data": data, "fsdp": fsdp * big // t, "tensor": t},
               {"data": data * big // t, "fsdp": fsdp, "tensor": t})
-    found = [named for named in meshes if fits(types.SimpleNamespace(shape=named))]
+    found = [named for named in meshes if _splits_every(specs, named)]
     if found:
       return [f"{named['data']}x{t}" if set(sizes) == {"data", "model"} and named["fsdp"] == 1
               else ",".join(f"{a}={n}" for a, n in named.items() if n > 1 or a == "data")

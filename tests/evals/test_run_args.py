@@ -216,6 +216,10 @@ def test_a_mesh_that_does_not_fit_stops_before_out_is_made(tmp_path):
   with pytest.raises(MeshError, match="needs 16 devices"):
     run.main(SMALL + ["--mesh", "4x4", "--out", str(tmp_path / "out")])
   assert not os.path.exists(tmp_path / "out")
+  # nor one that cannot split the model (the tiny model's heads on 8 tensor shards)
+  with pytest.raises(MeshError, match="cannot split these parameters"):
+    run.main(SMALL + ["--mesh", "1x8", "--out", str(tmp_path / "out")])
+  assert not os.path.exists(tmp_path / "out")
 
 
 def test_a_judge_server_that_gives_no_reply_stops_before_the_model_loads(tmp_path, monkeypatch):
