@@ -8,6 +8,8 @@ import json
 import math
 import os
 
+import jax
+
 from evals import metrics as metrics_lib
 from vlm_jax.files import atomic_write
 
@@ -32,10 +34,20 @@ def run_eval(trainer, step: int) -> dict:
   records = []
   for lo in range(0, len(jobs), config.micro_batch):
     records += engine.run_batch(jobs[lo:lo + config.micro_batch])
-  with atomic_write(os.path.join(trainer.out, "eval", f"step_{step}.jsonl")) as f:
-    for r in records:
-      f.write(json.dumps(r, sort_keys=True) + "\n")
+  if jax.process_index() == 0:  # every process holds the same records; one writes them
+    with atomic_write(os.path.join(trainer.out, "eval", f"step_{step}.jsonl")) as f:
+      for r in records:
+        f.write(json.dumps(r, sort_keys=True) + "\n")
   return summarize(records)
+
+
+def check_data(config) -> None:
+  """Raises now, naming the folder, when an evaluation benchmark's data cannot be found (the
+  loaders look for their files when called; items are read at each evaluation)."""
+  from evals import benchmarks
+  for name in config.eval_benchmarks.split(","):
+    if name != "synthetic":
+      benchmarks.load(name, config.data_dir)
 
 
 def summarize(records: list[dict]) -> dict:

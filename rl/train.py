@@ -48,6 +48,17 @@ def _on_sigterm(signum, frame):
   _STOP["requested"] = True  # finish the step, checkpoint, exit
 
 
+def _stop_requested() -> bool:
+  """Whether any process got SIGTERM, the same answer on every process: all of them must leave
+  the loop after the same step, since the checkpoint save that follows is collective (one host
+  preempted first would otherwise save while the others start the next step's gathers)."""
+  flag = _STOP["requested"]
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    flag = bool(np.asarray(multihost_utils.process_allgather(np.array([flag]))).any())
+  return flag
+
+
 def on_policy(config: TrainConfig) -> bool:
   """Whether each rollout batch gets exactly one optimizer update: then the importance ratio's
   "old" log-probs are the current ones under stop_gradient (ratio exactly 1, as TRL and verl);
@@ -125,6 +136,9 @@ class Trainer:
     from rl.pipeline import PromptStream
     # the training data first: a missing or malformed data_dir stops the run before minutes of
     # weight loading
+    if config.eval_every:  # the evaluation's data, found now rather than at its first step
+      from rl import periodic_eval
+      periodic_eval.check_data(config)
     self.data = PromptStream(lambda: data.load_items(config), config,
                              cache_dir=os.path.join(out, "data_cache"))
     self.model_config, params, self.processor = data.load_policy(config, mesh,
@@ -181,9 +195,6 @@ class Trainer:
                "rollout_entropy": float(ro.entropies.sum() / max(tokens, 1)),
                "step_time": elapsed, "tokens_per_s": tokens / elapsed, **stats}
     self.step += 1
-    if self.config.eval_every and self.step % self.config.eval_every == 0:
-      from rl import periodic_eval
-      metrics.update(periodic_eval.run_eval(self, self.step))
     return metrics
 
   def _micro_batches(self, ro: rollout.Rollouts, sampler, rows: range) -> list[dict]:
@@ -414,7 +425,7 @@ def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
   previous = signal.signal(signal.SIGTERM, _on_sigterm)
   _STOP["requested"] = False
   try:
-    while trainer.step < config.steps and not _STOP["requested"]:
+    while trainer.step < config.steps and not _stop_requested():
       try:
         metrics = trainer.train_step()
       except FloatingPointError:
@@ -428,15 +439,20 @@ def train(config: TrainConfig, mesh=None, out: str = "runs/train") -> Trainer:
                 f"(mini-batches x updates_per_batch): nothing saved; the latest checkpoint is step "
                 f"{manager.manager.latest_step()}", file=sys.stderr)
         raise
+      if trainer.step % config.checkpoint_every == 0:
+        manager.save(trainer)
+      if config.eval_every and trainer.step % config.eval_every == 0:
+        # after the step's checkpoint: an evaluation that fails or is killed loses no training
+        from rl import periodic_eval
+        metrics.update(periodic_eval.run_eval(trainer, trainer.step))
       log.write(metrics)
       if trainer.step % config.log_every == 0:
         print(json.dumps({k: round(v, 5) if isinstance(v, float) else v
                           for k, v in metrics.items()}), file=sys.stderr)
-      if trainer.step % config.checkpoint_every == 0:
-        manager.save(trainer)
     manager.save(trainer)  # final, or on SIGTERM (preemption): nothing done is lost
-    if _STOP["requested"]:
-      print(f"SIGTERM: checkpointed step {trainer.step}, exiting", file=sys.stderr)
+    if trainer.step < config.steps:  # only a stop request leaves the loop early
+      print(f"SIGTERM{'' if _STOP['requested'] else ' (to another process)'}: checkpointed "
+            f"step {trainer.step}, exiting", file=sys.stderr)
   finally:
     signal.signal(signal.SIGTERM, previous)
     manager.close()

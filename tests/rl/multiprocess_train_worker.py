@@ -1,6 +1,7 @@
 """One process of the 2-process `rl.train` test (test_train_multiprocess.py).
 
 Usage: python -m tests.rl.multiprocess_train_worker PROCESS_ID PORT OUT_DIR READ_LOG [overrides]
+With STOP_AFTER=N in the environment, process 1 alone acts as if SIGTERM came after step N.
 """
 
 import json
@@ -25,6 +26,17 @@ def main():
     return out
 
   pipeline.PromptStream.local_examples = logged
+  stop_after = int(os.environ.get("STOP_AFTER", 0))
+  if stop_after and process_id == "1":  # a preemption notice this host alone received
+    step = train.Trainer.train_step
+
+    def then_stop(self):
+      metrics = step(self)
+      if self.step == stop_after:
+        train._STOP["requested"] = True
+      return metrics
+
+    train.Trainer.train_step = then_stop
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   code = train.main(["--config", os.path.join(root, "configs", "smoke.py"), "--mesh", "2x2",
                      "--out", out, *overrides])

@@ -269,3 +269,25 @@ def test_missing_training_data_stops_the_run_before_the_model_loads(tmp_path, mo
   with pytest.raises(FileNotFoundError, match="sat2"):
     train.train(config, out=str(tmp_path / "kept"))
   assert os.listdir(tmp_path / "kept") == []  # a folder the user made stays
+
+
+def test_evaluation_runs_after_the_checkpoint_and_its_data_is_found_first(tmp_path,
+                                                                         monkeypatch):
+  """An evaluation that fails (or is killed) loses no training: the step's checkpoint is made
+  before it; and an evaluation benchmark with no data stops the run before its first step."""
+  empty = tmp_path / "data"
+  empty.mkdir()
+  with pytest.raises(FileNotFoundError, match="cv_bench"):
+    train.main(["--config", SMOKE, "--out", str(tmp_path / "a"), "eval_every=1",
+                "eval_benchmarks=cv_bench", f"data_dir={empty}"])
+  assert not os.path.exists(tmp_path / "a")
+  from rl import periodic_eval
+
+  def broken(trainer, step):
+    raise RuntimeError("evaluation failed")
+
+  monkeypatch.setattr(periodic_eval, "run_eval", broken)
+  with pytest.raises(RuntimeError, match="evaluation failed"):
+    train.main(["--config", SMOKE, "--out", str(tmp_path / "b"), "steps=2",
+                "checkpoint_every=1", "eval_every=1"])
+  assert os.listdir(tmp_path / "b" / "checkpoints") == ["1"]

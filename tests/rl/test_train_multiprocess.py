@@ -1,5 +1,6 @@
 """`rl.train` on 2 processes x 2 CPU devices (jax.distributed, gloo): each process reads its own
-half of every step's prompts, and the run logs the metrics a 1-process run logs."""
+half of every step's prompts, the run logs the metrics a 1-process run logs, and a SIGTERM one
+process alone gets stops both after the same step, checkpointed."""
 
 import json
 import os
@@ -14,8 +15,14 @@ EXACT = ("step", "reward/format", "reward/accuracy", "reward/total", "response_l
 
 def test_two_process_training_matches_one_process(tmp_path):
   out = str(tmp_path / "multi")
-  run_processes("tests.rl.multiprocess_train_worker", lambda i, port: [
-      str(i), port, out, str(tmp_path / f"read{i}.json"), *OVERRIDES], timeout=480)
+  # steps=3, but process 1 is told to stop after step 2: both must stop there (the checkpoint
+  # save is collective), where the 1-process run of steps=2 ends
+  os.environ["STOP_AFTER"] = "2"
+  try:
+    run_processes("tests.rl.multiprocess_train_worker", lambda i, port: [
+        str(i), port, out, str(tmp_path / f"read{i}.json"), *OVERRIDES, "steps=3"], timeout=480)
+  finally:
+    del os.environ["STOP_AFTER"]
   reads = [json.load(open(tmp_path / f"read{i}.json")) for i in range(2)]
   single = str(tmp_path / "single")
   assert train.main(["--config", os.path.join(ROOT, "configs", "smoke.py"), "--out", single,
