@@ -66,6 +66,11 @@ def test_sweep_grid():
   assert len(outs) == len(lines) == 18
   assert "--mesh data=2,fsdp=8 " in sweep.commands(["--mesh", "data=2,fsdp=8"])[0]
   assert " --distributed " in sweep.commands(["--distributed"])[0]
+  # a shared output root and the faithful runs' judge (the study's is an LLM)
+  lines = sweep.commands(["--out-root", "/shared/runs/", "--judge", "http://j:8000/v1#Qwen3"])
+  configs = [parse_cli("rl.train", "", "runs/train", shlex.split(line)[3:]) for line in lines]
+  assert all(out.startswith("/shared/runs/") for _, _, out in configs)
+  assert {c.judge for c, _, _ in configs if c.faithful} == {"http://j:8000/v1#Qwen3"}
   with pytest.raises(SystemExit):
     sweep.commands(["seed=3"])
 
