@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="reply tokens an LLM judge may use (16 fits a verdict; a reasoning judge "
                       "such as GPT-OSS, whose reasoning counts, needs hundreds)")
   p.add_argument("--mesh", default=None, help="'4x4' or 'data=2,fsdp=4,tensor=2' (default: 1 device)")
-  p.add_argument("--out", default="runs/eval", help="output folder (resumed if it exists)")
+  p.add_argument("--out", default="runs/eval", type=cli.local_dir,
+                 help="output folder (resumed if it exists)")
   p.add_argument("--limit", type=_int_at_least(1), default=None, help="items per benchmark")
   p.add_argument("--batch-size", type=_int_at_least(1), default=16)
   p.add_argument("--max-new-tokens", type=_int_at_least(1), default=None,

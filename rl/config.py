@@ -225,7 +225,8 @@ def parse_cli(prog: str, description: str, default_out: str, argv=None):
                       help="configs/<name>.py with get_config(); <name>.py:smoke for its CPU "
                            "smoke mode where the file has one")
   parser.add_argument("--mesh", default=None, help="'2x4' or 'data=2,fsdp=4,tensor=2'")
-  parser.add_argument("--out", default=default_out)
+  from vlm_jax.cli import local_dir
+  parser.add_argument("--out", default=default_out, type=local_dir)
   parser.add_argument("overrides", nargs="*", help="key=value (any TrainConfig field)")
   from vlm_jax import multihost, sharding
   multihost.add_distributed_args(parser)

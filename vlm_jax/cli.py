@@ -60,3 +60,16 @@ def int_at_least(low: int):
       raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
     return value
   return parse
+
+
+def local_dir(text: str) -> str:
+  """argparse type of an output folder: a local (or mounted) path. A URL such as gs://bucket/x
+  would otherwise become a local folder named "gs:" for some files while other readers (grain)
+  went to the bucket itself; on Cloud TPU, mount the bucket (gcsfuse) or use Filestore."""
+  import argparse
+  import re
+  if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is a URL: give a local folder (mount a bucket with gcsfuse, or use a shared "
+        "file system such as Filestore, so that every host sees the same path)")
+  return text

@@ -33,6 +33,7 @@ def _parse(*argv):
     (["--process-id", "-1"], "--process-id: must be >= 0"),
     (["--dtype", "bogus"], "--dtype: invalid choice: 'bogus'"),
     (["--preset", "bogus"], "unknown preset 'bogus'"),
+    (["--out", "gs://bucket/run"], "--out: 'gs://bucket/run' is a URL: give a local folder"),
 ])
 def test_bad_values_stop_at_parsing(argv, message, capsys):
   with pytest.raises(SystemExit) as e:

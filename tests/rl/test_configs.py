@@ -227,3 +227,6 @@ def test_train_and_sft_take_the_multi_host_flags(monkeypatch):
     parse_cli("python -m rl.train", "", "runs/train",
               ["--config", "configs/smoke.py", "--distributed", "steps=-1"])
   assert len(calls) == 1
+  with pytest.raises(SystemExit):  # a bucket URL is no folder every host writes to
+    parse_cli("python -m rl.train", "", "runs/train",
+              ["--config", "configs/smoke.py", "--out", "gs://bucket/run"])
