@@ -18,6 +18,7 @@ def get_config(mode: str = "") -> TrainConfig:
     raise ValueError(f"configs/grpo_study.py: unknown mode {mode!r} (want 'smoke' or none)")
   config = TrainConfig(
       model=None, dtype="bfloat16", param_dtype="float32", data="sat2,pixmo_count",
+      data_limits="sat2:32000,pixmo_count:15000",  # the study's 32K + 15K
       prompts_per_step=128, prompts_per_update=64, group_size=8, micro_batch=16,
       max_new_tokens=1024, temperature=1.0, lr=1e-6, warmup_steps=10, grad_clip=1.0,
       clip_low=0.2, clip_high=0.2, kl_coef=1e-2, format_weight=0.1, accuracy_weight=1.0,

@@ -18,6 +18,8 @@ class TrainConfig:
                                     # updates below its resolution (a warning says how many)
   data: str = "synthetic"           # comma-separated: synthetic (more loaders: see README)
   data_dir: str | None = None
+  data_limits: str = ""             # "sat2:32000,pixmo_count:15000": a fixed random subset of a
+                                    # source's good rows (the study's mix); "" = all of each
   synthetic_n: int = 512
   prompts_per_step: int = 16        # rollout batch (study: 128)
   group_size: int = 8               # G
@@ -90,6 +92,7 @@ class TrainConfig:
       if unknown:
         raise ValueError(f"{name}={getattr(self, name)!r}: unknown {unknown}; known: "
                          f"{', '.join(allowed)}")
+    self.limits()  # a malformed data_limits is refused here
     for name in _POSITIVE:
       if getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
@@ -126,6 +129,20 @@ class TrainConfig:
   def minibatches(self) -> int:
     """Optimizer updates per pass over a rollout batch (`prompts_per_update`)."""
     return self.prompts_per_step // (self.prompts_per_update or self.prompts_per_step)
+
+  def limits(self) -> dict[str, int]:
+    """`data_limits` as {source: rows}; each source must be one of `data`."""
+    out = {}
+    for part in filter(None, self.data_limits.split(",")):
+      name, _, count = part.partition(":")
+      if name not in self.data.split(","):
+        raise ValueError(f"data_limits={self.data_limits!r}: {name!r} is not one of "
+                         f"data={self.data!r}")
+      if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"data_limits={self.data_limits!r}: want source:rows with rows >= 1, "
+                         f"got {part!r}")
+      out[name] = int(count)
+    return out
 
   @property
   def updates_per_step(self) -> int:
@@ -174,8 +191,8 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
 
 # The fields a config's `smoke` mode takes from configs/smoke.py: model size, data, batch and
 # length, run length. The rest (loss, rewards, augmentation, schedule shape) stays the run's.
-SMOKE_FIELDS = ("model", "model_preset", "dtype", "data", "data_dir", "synthetic_n",
-                "prompts_per_step", "group_size", "micro_batch", "max_new_tokens", "steps",
+SMOKE_FIELDS = ("model", "model_preset", "dtype", "data", "data_dir", "data_limits",
+                "synthetic_n", "prompts_per_step", "group_size", "micro_batch", "max_new_tokens", "steps",
                 "warmup_steps", "checkpoint_every", "keep_every", "eval_every", "eval_items",
                 "eval_max_new_tokens")
 

@@ -7,6 +7,7 @@ geometry3k), the synthetic task (default) and any `evals.benchmarks` loader by n
 
 from __future__ import annotations
 
+import random
 
 from evals.schema import BadItem
 from rl.config import TRAINING_SOURCES
@@ -19,8 +20,9 @@ def load_items(config) -> list[Example]:
   source with the first few ids and reasons (a source whose rows are all bad is then findable)."""
   from evals import benchmarks
   from rl.datasets.common import BadExample
-  items, bad = [], {}
+  items, bad, limits = [], {}, config.limits()
   for name in config.data.split(","):
+    good = []
     if name in TRAINING_SOURCES:
       from rl import datasets
       rows = datasets.load(name, config.data_dir)
@@ -31,7 +33,8 @@ def load_items(config) -> list[Example]:
       if isinstance(x, (BadItem, BadExample)):
         bad.setdefault(name, []).append(f"{name}/{x.id}: {x.reason}")
       else:
-        items.append(x if isinstance(x, Example) else Example.from_item(x))
+        good.append(x if isinstance(x, Example) else Example.from_item(x))
+    items += subset(good, limits.get(name), name)
   if bad:
     print(f"skipped {sum(map(len, bad.values()))} unusable training rows", flush=True)
     for name, reasons in bad.items():
@@ -42,6 +45,18 @@ def load_items(config) -> list[Example]:
                      + (f" ({', '.join(f'{n}: {len(r)} bad rows' for n, r in bad.items())})"
                         if bad else ""))
   return items
+
+
+def subset(examples: list[Example], limit: int | None, name: str) -> list[Example]:
+  """`limit` of a source's examples, drawn at random but fixed by the source and the limit (not
+  by the run's seed: runs of several seeds train on the same subset), in release order."""
+  if limit is None or limit >= len(examples):
+    if limit is not None:
+      print(f"data_limits: {name} has {len(examples)} usable rows, fewer than {limit}: all "
+            "of them are used", flush=True)
+    return examples
+  rng = random.Random(f"{name}:{limit}")
+  return [examples[i] for i in sorted(rng.sample(range(len(examples)), limit))]
 
 
 def items_for_step(items: list[Example], step: int, config) -> list[Example]:

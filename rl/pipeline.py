@@ -74,6 +74,8 @@ def cache_key(config) -> str:
   spec = {"format": FORMAT, "data": config.data, "synthetic_n": config.synthetic_n,
           "seed": config.seed,
           "data_dir": os.path.abspath(config.data_dir) if config.data_dir else None}
+  if config.data_limits:  # (absent otherwise: the keys of runs made before it stay the same)
+    spec["data_limits"] = config.data_limits
   return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 

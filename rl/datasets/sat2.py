@@ -1,7 +1,8 @@
 """SAT (Spatial Aptitude Training; array/SAT on Hugging Face): synthetic ProcTHOR scenes with
 static (one image) and dynamic / motion (two images) spatial multiple-choice questions. The study
 trains on "SAT-2" (32K): we read the release's `train` split (static + dynamic, 175K rows) by
-default; take a subset with `rl.datasets.load(..., limit=N)` or another `split`.
+default; training takes the study's 32K as a fixed random subset (`data_limits=sat2:32000`, set
+in configs/grpo_study.py), `rl.datasets.load(..., limit=N)` reads the first N rows.
 
 Obtain: https://huggingface.co/datasets/array/SAT (download the parquet file of the split, e.g.
 SAT_train.parquet). Layout of `--data-dir/sat2/`, the first present is used (`split` default

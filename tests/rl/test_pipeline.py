@@ -154,3 +154,19 @@ def test_number_prompts_are_augmented_at_the_studys_rates():
       probs=(0, 0, 0, 1.0)))
   assert spec.variant == "wrong_caption" and spec.question.startswith(
       "The answer to this question is ")
+
+
+def test_data_limits_take_a_fixed_subset_of_a_source():
+  import dataclasses
+  full = data.load_items(dataclasses.replace(CONFIG, synthetic_n=40))
+  limited = dataclasses.replace(CONFIG, synthetic_n=40, data_limits="synthetic:10")
+  some = data.load_items(limited)
+  assert len(some) == 10 and [e.id for e in some] == [e.id for e in full if e in some]
+  assert [e.id for e in data.load_items(limited)] == [e.id for e in some]  # the same subset
+  assert pipeline.cache_key(limited) != pipeline.cache_key(dataclasses.replace(limited,
+                                                                               data_limits=""))
+  assert len(data.load_items(dataclasses.replace(limited, data_limits="synthetic:99"))) == 40
+  for bad, message in (("sat2:5", "'sat2' is not one of data="),
+                       ("synthetic:0", "want source:rows"), ("synthetic", "want source:rows")):
+    with pytest.raises(ValueError, match=message):
+      dataclasses.replace(CONFIG, data_limits=bad)
