@@ -258,8 +258,14 @@ def batch_size_multiple(mesh: Mesh) -> int:
 
 
 def shard_params(params: dict, config: ModelConfig, mesh: Mesh) -> dict:
-  """Move an in-memory param tree onto its shardings (use `load_hf(..., mesh=)` for big models)."""
-  return jax.tree.map(jax.device_put, params, param_shardings(config, mesh))
+  """Move an in-memory param tree onto its shardings (use `load_hf(..., mesh=)` for big models).
+  On several processes each holds the whole tree and gives its devices their slices: a
+  process-local jax.Array is no source for `device_put` to a global sharding (with one device
+  per process the result's shards could not be read)."""
+  shardings = param_shardings(config, mesh)
+  if jax.process_count() == 1:
+    return jax.tree.map(jax.device_put, params, shardings)
+  return jax.tree.map(lambda x, s: put_global(np.asarray(x), s), params, shardings)
 
 
 def put_global(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
