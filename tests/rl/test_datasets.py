@@ -155,7 +155,7 @@ def test_limit_unknown_source_and_missing_data(tmp_path):
 def test_rl_data_loads_every_source_and_skips_bad_rows(capsys):
   from rl.data import load_items
   config = types.SimpleNamespace(data="sat2,pixmo_count,geometry3k", data_dir=str(FIXTURES),
-                                 prompts_per_step=2, synthetic_n=0, seed=0)
+                                 prompts_per_step=2, synthetic_n=0, seed=0, limits=dict)
   items = load_items(config)
   assert [x.source for x in items] == ["sat2"] * 3 + ["pixmo_count"] * 3 + ["geometry3k"] * 2
   out = capsys.readouterr().out
