@@ -192,9 +192,9 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
 # The fields a config's `smoke` mode takes from configs/smoke.py: model size, data, batch and
 # length, run length. The rest (loss, rewards, augmentation, schedule shape) stays the run's.
 SMOKE_FIELDS = ("model", "model_preset", "dtype", "data", "data_dir", "data_limits",
-                "synthetic_n", "prompts_per_step", "group_size", "micro_batch", "max_new_tokens", "steps",
-                "warmup_steps", "checkpoint_every", "keep_every", "eval_every", "eval_items",
-                "eval_max_new_tokens")
+                "synthetic_n", "prompts_per_step", "group_size", "micro_batch", "max_new_tokens",
+                "steps", "warmup_steps", "checkpoint_every", "keep_every", "eval_every",
+                "eval_items", "eval_max_new_tokens")
 
 
 def smoke(config: TrainConfig) -> TrainConfig:

@@ -46,19 +46,17 @@ def init_state(opt: optax.GradientTransformation, params: dict):
   sharding on the params' mesh) and the step counts replicated. A plain `jax.jit(opt.init)`
   leaves that to XLA, which replicates the moments (zeros have no input to follow): on
   `fsdp=16` a 72B run's float32 moments would take 547 GiB per device instead of 34."""
-  by_path = {_keys(path): leaf.sharding
-             for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
-  shapes = {_keys(path): leaf.shape
-            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
-  shardings = list(by_path.values())
-  named = [s for s in shardings if isinstance(s, NamedSharding)]
-  whole = NamedSharding(named[0].mesh, PartitionSpec()) if named else shardings[0]
+  by_path = {_keys(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  named = [p.sharding for p in by_path.values() if isinstance(p.sharding, NamedSharding)]
+  whole = (NamedSharding(named[0].mesh, PartitionSpec()) if named
+           else next(iter(by_path.values())).sharding)
 
   def place(path, leaf):
     keys = _keys(path)
     for i in range(len(keys)):  # the state's path ends with its parameter's (longest first)
-      if keys[i:] in by_path and shapes[keys[i:]] == leaf.shape:
-        return by_path[keys[i:]]
+      param = by_path.get(keys[i:])
+      if param is not None and param.shape == leaf.shape:
+        return param.sharding
     return whole
 
   out = jax.tree_util.tree_map_with_path(place, jax.eval_shape(opt.init, params))

@@ -134,9 +134,9 @@ class Trainer:
     from rl import data
     self.config, self.mesh, self.out = config, mesh, out
     from rl.pipeline import PromptStream
-    # the training data first: a missing or malformed data_dir stops the run before minutes of
-    # weight loading
-    if config.eval_every:  # the evaluation's data, found now rather than at its first step
+    # the data first (the evaluation's benchmarks, then the training set): a missing or
+    # malformed data_dir stops the run before minutes of weight loading, not at a later step
+    if config.eval_every:
       from rl import periodic_eval
       periodic_eval.check_data(config)
     self.data = PromptStream(lambda: data.load_items(config), config,
