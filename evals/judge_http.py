@@ -31,8 +31,8 @@ import urllib.error
 import urllib.request
 from typing import Sequence
 
-from evals.judge import (BAD_REPLY, JUDGE_PROMPT_VERSION, JudgeRequest, Verdict, has_think, judge_prompt,
-                         no_think_verdict, verdict_from_reply)
+from evals.judge import (BAD_REPLY, JUDGE_PROMPT_VERSION, JudgeRequest, Verdict, has_think,
+                         judge_prompt, no_think_verdict, verdict_from_reply)
 
 # Worth another try: the server or the network may recover. OSError covers URLError, timeouts,
 # refused/reset connections and TLS errors raised while the body is read (ssl.SSLEOFError).

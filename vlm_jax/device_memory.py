@@ -1,5 +1,6 @@
-"""Device-memory accounting for the sampler's choice of decode (`Sampler(unstack_layers=
-"auto")`): the allocator's statistics, the bytes of a per-layer weight copy and of a KV cache."""
+"""Device-memory accounting: the allocator's statistics; the bytes of a per-layer weight copy and
+of a KV cache, for the sampler's choice of decode (`Sampler(unstack_layers="auto")`); the bytes
+of the parameters' shards on a mesh, for `load_hf(mesh=)` to refuse one they do not fit."""
 
 from __future__ import annotations
 

@@ -142,7 +142,8 @@ def _param_spec(spec: params_lib.Spec, mesh: Mesh) -> tuple[P, list[int]]:
   """(PartitionSpec, dims replicated by `REPLICATE_IF_INDIVISIBLE`) of one parameter."""
   pspec = list(logical_to_spec(spec.axes, mesh)) + [None] * (len(spec.shape) - len(spec.axes))
   kept_whole = [d for d, (name, size) in enumerate(zip(spec.axes, spec.shape))
-                if name in REPLICATE_IF_INDIVISIBLE and pspec[d] and size % axes_size(pspec[d], mesh)]
+                if name in REPLICATE_IF_INDIVISIBLE and pspec[d]
+                and size % axes_size(pspec[d], mesh)]
   for d in kept_whole:
     pspec[d] = None
   return P(*pspec), kept_whole
