@@ -104,24 +104,10 @@ def write_compare(runs: Sequence[Run], out: str, n_boot: int = 1000, seed: int =
   rows = compare_rows(runs, n_boot, seed)
   folder = Path(out)
   folder.mkdir(parents=True, exist_ok=True)
-  paths = [_write_csv(rows, folder / "compare.csv")]
+  paths = [report.write_csv(rows, folder / "compare.csv", ("label", *report.CSV_COLUMNS))]
   plots = _plots(rows, labels, folder) if report.have_matplotlib() and rows else []
   paths.append(_write_markdown(runs, rows, plots, folder / "compare.md", n_boot, seed))
   return paths + plots
-
-
-def _write_csv(rows: list[dict], path: Path) -> Path:
-  columns = ("label", *report.CSV_COLUMNS)
-  with atomic_write(str(path)) as f:
-    f.write(",".join(columns) + "\n")
-    for row in rows:
-      f.write(",".join(_csv_cell(row[c]) for c in columns) + "\n")
-  return path
-
-
-def _csv_cell(value) -> str:
-  text = report._csv_value(value)
-  return f'"{text}"' if any(c in text for c in ',"\n') else text
 
 
 def _lookup(rows: list[dict]) -> dict[tuple, dict]:

@@ -103,13 +103,13 @@ def _csv_value(v) -> str:
   return repr(float(v)) if isinstance(v, (float, np.floating)) else str(v)
 
 
-def write_csv(rows: Sequence[dict], path: Path) -> Path:
+def write_csv(rows: Sequence[dict], path: Path, columns: Sequence[str] = CSV_COLUMNS) -> Path:
   """summary.csv: one line per row of `summary.summarize`, floats written in full (repr)."""
   with atomic_write(path) as f:  # a reader never sees half a summary
     writer = csv.writer(f)
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-      writer.writerow([_csv_value(row[c]) for c in CSV_COLUMNS])
+      writer.writerow([_csv_value(row[c]) for c in columns])
   return path
 
 

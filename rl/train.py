@@ -276,7 +276,7 @@ class Trainer:
                                f"was not applied")
     # a non-finite gradient or update leaves params and optimizer state as they were
     self.params, self.opt_state, gnorm, unorm = apply_updates(self.opt, self.params,
-                                                               self.opt_state, grads)
+                                                              self.opt_state, grads)
     stats["grad_norm"] = float(gnorm)
     for name, value in (("gradient norm", stats["grad_norm"]), ("update norm", float(unorm))):
       if not np.isfinite(value):

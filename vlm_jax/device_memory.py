@@ -5,7 +5,6 @@ of the parameters' shards on a mesh, for `load_hf(mesh=)` to refuse one they do 
 from __future__ import annotations
 
 import math
-import types
 
 import numpy as np
 import jax
@@ -51,13 +50,8 @@ def layer_copy_bytes(layers: dict) -> tuple[int, int | None]:
 def param_bytes_per_device(config: ModelConfig, mesh_shape: dict[str, int], itemsize: int) -> int:
   """Bytes of every parameter's shard on one device of a mesh of these axis sizes (the shards
   `sharding.param_shardings` gives; sizes an axis does not divide are rounded up)."""
-  mesh = types.SimpleNamespace(shape=dict(mesh_shape))
-  total = 0
-  for spec in jax.tree.leaves(params_lib.param_specs(config), is_leaf=params_lib.is_spec):
-    pspec = sharding_lib.param_partition(spec, mesh)
-    total += math.prod(-(-size // sharding_lib.axes_size(axes, mesh))
-                       for size, axes in zip(spec.shape, tuple(pspec) + (None,) * len(spec.shape)))
-  return total * itemsize
+  specs = jax.tree.leaves(params_lib.param_specs(config), is_leaf=params_lib.is_spec)
+  return itemsize * sum(math.prod(sharding_lib.param_shard_shape(s, mesh_shape)) for s in specs)
 
 
 def check_params_fit(config: ModelConfig, mesh, itemsize: int) -> None:

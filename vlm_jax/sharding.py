@@ -124,7 +124,7 @@ def _indivisible(path: str, shape, spec: P, mesh: Mesh, names=()) -> list[str]:
   problems = []
   names = tuple(names) + (None,) * len(shape)
   for dim, (size, axes) in enumerate(zip(shape, tuple(spec) + (None,) * len(shape))):
-    split = axes_size(axes, mesh)
+    split = _axes_size(axes, mesh)
     if size % split:
       what = f"mesh axis {axes!r}" if isinstance(axes, str) else f"mesh axes {tuple(axes)}"
       problems.append(f"{path}: dimension {dim} ({names[dim]}: {size}) of shape {tuple(shape)} "
@@ -132,7 +132,7 @@ def _indivisible(path: str, shape, spec: P, mesh: Mesh, names=()) -> list[str]:
   return problems
 
 
-def axes_size(axes, mesh: Mesh) -> int:
+def _axes_size(axes, mesh: Mesh) -> int:
   """How many ways a PartitionSpec entry (None, an axis name or a tuple of them) splits."""
   axes = (axes,) if isinstance(axes, str) else (axes or ())
   return math.prod(mesh.shape[a] for a in axes)
@@ -143,16 +143,18 @@ def _param_spec(spec: params_lib.Spec, mesh: Mesh) -> tuple[P, list[int]]:
   pspec = list(logical_to_spec(spec.axes, mesh)) + [None] * (len(spec.shape) - len(spec.axes))
   kept_whole = [d for d, (name, size) in enumerate(zip(spec.axes, spec.shape))
                 if name in REPLICATE_IF_INDIVISIBLE and pspec[d]
-                and size % axes_size(pspec[d], mesh)]
+                and size % _axes_size(pspec[d], mesh)]
   for d in kept_whole:
     pspec[d] = None
   return P(*pspec), kept_whole
 
 
-def param_partition(spec: params_lib.Spec, mesh) -> P:
-  """The PartitionSpec `param_shardings` gives one parameter; `mesh` may be anything with a
-  `shape` dict of axis sizes (a mesh not built yet)."""
-  return _param_spec(spec, mesh)[0]
+def param_shard_shape(spec: params_lib.Spec, sizes: dict[str, int]) -> tuple[int, ...]:
+  """One device's shard of a parameter under `param_shardings` on a mesh of these axis sizes
+  (a mesh not built yet); rounded up where an axis would not divide it."""
+  mesh = types.SimpleNamespace(shape=dict(sizes))
+  pspec = tuple(_param_spec(spec, mesh)[0]) + (None,) * len(spec.shape)
+  return tuple(-(-size // _axes_size(axes, mesh)) for size, axes in zip(spec.shape, pspec))
 
 
 def splits_every_param(config: ModelConfig, sizes: dict[str, int]) -> bool:
