@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evals import metrics as M, summary as S
+from evals import metrics as M, stats, summary as S
 from vlm_jax.files import atomic_write
 
 CSV_COLUMNS = ("benchmark", "variant", "metric", "value", "ci_low", "ci_high", "n")
@@ -279,7 +279,7 @@ def _has_value(cells: Sequence[dict | None]) -> bool:
 def quadrant_table(rows: Sequence[dict], benchmark: str):
   """(summary_table of the quadrant shares, variants left out): a variant whose shares are all
   undefined (no reasoning of the model's own, stop_think) is left out rather than drawn as 0."""
-  full = S.summary_table(rows, benchmark, [f"q_{q}" for q in M.QUADRANTS])
+  full = S.summary_table(rows, benchmark, [f"q_{q}" for q in stats.QUADRANTS])
   return ([(v, cells) for v, cells in full if _has_value(cells)],
           [v for v, cells in full if not _has_value(cells)])
 
@@ -292,7 +292,7 @@ def plot_quadrants(rows: Sequence[dict], path: Path) -> Path:
   for ax, bench in zip(axes, benchmarks):
     table, left_out = quadrant_table(rows, bench)
     bottom = np.zeros(len(table))
-    for q, (name, color) in enumerate(zip(M.QUADRANTS, QUADRANT_COLORS)):
+    for q, (name, color) in enumerate(zip(stats.QUADRANTS, QUADRANT_COLORS)):
       share = np.array([100 * c[q]["value"] if c[q] else 0.0 for _, c in table])
       ax.bar(range(len(table)), np.nan_to_num(share), bottom=bottom, color=color, label=name)
       bottom += np.nan_to_num(share)
@@ -315,7 +315,7 @@ def plot_reliability(records: Sequence[dict], path: Path, bins: int = 10) -> Pat
   for k, bench in enumerate(sorted({r["benchmark"] for r in base})):
     conf, correct = M.calibration_inputs([r for r in base if r["benchmark"] == bench])
     if len(conf):
-      rel, e = M.reliability_bins(conf, correct, bins), M.ece(conf, correct, bins)
+      rel, e = stats.reliability_bins(conf, correct, bins), M.ece(conf, correct, bins)
       full = rel["count"] > 0
       ax.plot(rel["confidence"][full], rel["accuracy"][full], "o-", color=f"C{k % 10}",
               label=f"{bench} (ECE {e:.3f}, n={len(conf)})")

@@ -19,13 +19,14 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from evals.metrics import (AUROC_METRICS, BASE, BASE_CORRECT, NAN, QUADRANTS, VARIANTS,
-                           abstain_letter, abstained, adds_abstain_option, auroc_ranked,
-                           cot_judgeable, dense_rank, draws, ece, follows_target, has_conclusion,
-                           has_target, is_consistent, is_correct, is_unparsed, item_key,
-                           judge_failed, percentile_interval, quadrant_shares, record_confidence,
-                           record_entropy, record_entropy_norm, record_letter_mass,
-                           record_p_correct, weighted_mean, writes_own_reasoning)
+from evals.metrics import (AUROC_METRICS, BASE, BASE_CORRECT, VARIANTS, abstain_letter,
+                           abstained, adds_abstain_option, cot_judgeable, follows_target,
+                           has_conclusion, has_target, is_consistent, is_correct, is_unparsed,
+                           item_key, judge_failed, record_confidence, record_entropy,
+                           record_entropy_norm, record_letter_mass, record_p_correct,
+                           writes_own_reasoning)
+from evals.stats import (NAN, QUADRANTS, auroc_ranked, dense_rank, draws, ece,
+                         percentile_interval, quadrant_shares, weighted_mean)
 
 MACRO = "all (macro)"  # the cross-benchmark row of `summarize`: mean of the per-benchmark values
 

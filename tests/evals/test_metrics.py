@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from evals import metrics as M, summary as S
+from evals import metrics as M, stats, summary as S
 
 
 def rec(item, variant="base", correct=True, consistent=True, probs=None, bench="b", answer="A",
@@ -133,7 +133,7 @@ def test_stop_think_has_no_cot_metrics():
   assert M.consistency_rate([closed, open_think, rec(13)]) == pytest.approx(1 / 2)
   rows = S.summary_lookup(S.summarize([rec(i, correct=i % 2 == 0) for i in range(6)] + stop, n=10))
   for metric in ("consistency", "consistency_judged", "no_conclusion_rate", "cons_adj_accuracy",
-                 *(f"q_{q}" for q in M.QUADRANTS)):
+                 *(f"q_{q}" for q in stats.QUADRANTS)):
     row = rows[("b", "stop_think", metric)]
     assert math.isnan(row["value"]) and math.isnan(row["ci_low"]) and row["n"] == 0, row
     assert rows[("b", "base", metric)]["n"] == 6
@@ -206,13 +206,13 @@ def test_ece_by_hand():
   # 0.65, acc 1/2, gap 0.15; bin 3 {0.33}: acc 0, gap 0.33. ECE = (2*.06 + 2*.15 + .33) / 5 = 0.15
   conf, correct = [0.92, 0.96, 0.62, 0.68, 0.33], [1, 1, 0, 1, 0]
   assert M.ece(conf, correct) == pytest.approx(0.15)
-  rel = M.reliability_bins(conf, correct)
+  rel = stats.reliability_bins(conf, correct)
   assert rel["count"].tolist() == [0, 0, 0, 1, 0, 0, 2, 0, 0, 2]
   assert rel["centre"][9] == pytest.approx(0.95)
   assert rel["confidence"][[3, 6, 9]] == pytest.approx([0.33, 0.65, 0.94])
   assert rel["accuracy"][[3, 6, 9]] == pytest.approx([0.0, 0.5, 1.0])
   assert np.isnan(rel["accuracy"][0])
-  assert M.reliability_bins([1.0], [1])["count"][9] == 1  # confidence 1 goes in the last bin
+  assert stats.reliability_bins([1.0], [1])["count"][9] == 1  # confidence 1 goes in the last bin
   assert M.ece([0.5, 0.5], [1, 0]) == 0.0 and math.isnan(M.ece([], []))
 
 
