@@ -36,6 +36,7 @@ run sampler 90 env JAX_DEFAULT_MATMUL_PRECISION=highest XLA_PYTHON_CLIENT_PREALL
   $PY bench/sampler.py --runs 3
 run tests 200 env JAX_DEFAULT_MATMUL_PRECISION=highest $PY -m pytest -q -p no:cacheprovider \
   --tb=short -rfE tests/vlm_jax/test_random_configs.py tests/vlm_jax/test_logprobs.py \
-  tests/vlm_jax/test_model_parity.py tests/vlm_jax/test_sampler.py
+  tests/vlm_jax/test_model_parity.py tests/vlm_jax/test_sampler.py \
+  tests/vlm_jax/test_token_choice.py
 run train_step_7b 120 $PY bench/train_step.py --preset 7b --layers 8 --batch 8 --prompt 512 \
   --response 512 --dtype bfloat16 --peak-tflops 989 --runs 3

@@ -5,8 +5,9 @@ permutation of the N examples drawn from numpy's default_rng([seed, e]) (`step_i
 prompts of any step are a pure function of (seed, N, P, s).
 
 Storage: the examples are staged once as an array_record file, `cache_dir/train-<key>.array_record`
-(key: a hash of the data sources, data folder, synthetic size and seed; written to a temporary
-name and renamed, so a killed run never leaves half a file), one record per example (JSON header +
+(key: a hash of the data sources, data folder, synthetic size and seed, then one of the
+sources' files: their paths, sizes and modification times, so data changed in place is staged
+again; written to a temporary name and renamed, so a killed run never leaves half a file), one record per example (JSON header +
 encoded images, `encode_example`). A rerun or resume reuses it without parsing the release files
 again. `PromptStream` reads it through `grain.MapDataset.source(ArrayRecordDataSource)` by random
 access, and process p of P reads only positions [p*P_step//P, (p+1)*P_step//P) of each step's
@@ -79,6 +80,21 @@ def cache_key(config) -> str:
   return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def staged_name(config) -> str:
+  """The staged file's name: `cache_key` (also the checkpointed data state's "fingerprint")
+  and, with a data folder, a hash of each source's files there (`folder_fingerprint`, as the
+  eval cache does), so a source changed in place is staged again instead of read stale. Not in
+  the fingerprint: data copied to a new machine (new modification times) still resumes."""
+  name = f"train-{cache_key(config)}"
+  if config.data_dir:
+    from pathlib import Path
+    from evals.staging import folder_fingerprint
+    stamps = [folder_fingerprint(Path(config.data_dir) / source)
+              for source in config.data.split(",")]
+    name += "-" + hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:12]
+  return name + ".array_record"
+
+
 def _have_grain() -> bool:
   try:
     import grain  # noqa: F401
@@ -124,7 +140,7 @@ class PromptStream:
     self.process_count = jax.process_count() if process_count is None else process_count
     if cache_dir is not None and _have_grain():
       import grain
-      path = stage(load, os.path.join(cache_dir, f"train-{cache_key(config)}.array_record"))
+      path = stage(load, os.path.join(cache_dir, staged_name(config)))
       source = grain.sources.ArrayRecordDataSource(path)
       self.source = grain.MapDataset.source(source).map(decode_example)
     else:

@@ -105,14 +105,15 @@ def _grad(params, model_config, inputs, mask, old, ref, adv, weight, config, hea
   return jax.value_and_grad(loss, has_aux=True)(trained)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 6, 7, 8))
+@functools.partial(jax.jit, static_argnums=(2, 6, 7, 8, 9))
 def _score(policy, ref_params, model_config, inputs, mask, sampler_logp, last: int,
-           chunk_t: int, temperature: float = 1.0):
+           chunk_t: int, temperature: float = 1.0, head_sharding=None):
   """One pass before a step's updates: (old, ref, sampler_logp_diff) where old [B, last] are
   the log-probs of the pre-update `policy` through the training forward (None without it) and
   ref those of the frozen reference (None without it), both at the sampling temperature."""
   score = lambda p: logprobs_lib.sequence_logprobs(p, model_config, inputs, chunk_t=chunk_t,
-                                                   last=last, temperature=temperature)[0]
+                                                   last=last, temperature=temperature,
+                                                   head_sharding=head_sharding)[0]
   old = None if policy is None else score(policy)
   ref = None if ref_params is None else score(ref_params)
   diff = None if old is None else grpo.mean_abs_diff(sampler_logp, old, mask)
@@ -240,7 +241,8 @@ class Trainer:
     for mb in (mb for mini in minis for mb in mini):
       old, ref, gap = _score(policy if recompute else None, self.ref_params, self.model_config,
                              mb["inputs"], mb["mask"], mb["sampler_logp"], mb["mask"].shape[1],
-                             config.logprob_chunk_t, config.temperature or 1.0)
+                             config.logprob_chunk_t, config.temperature or 1.0,
+                             sharding.head_sharding(self.mesh))
       mb.update(old=old, ref=ref)
       if recompute:
         diff, tokens = diff + float(gap) * mb["tokens"], tokens + mb["tokens"]

@@ -90,7 +90,7 @@ def prefill(params, config: ModelConfig, inputs, n: int, cache_len: int, mesh, p
   lists for `decode(unstack=True)`, which then donates them in place; see `text`), last logits
   and next M-RoPE position, each repeated for the n samples of a prompt."""
   TRACE_COUNTS["prefill"] += 1
-  x = model_lib.embed(params, config, inputs)
+  x = model_lib.embed(params, config, inputs, mesh)
   hidden, kv = text.decoder(params["text"], config.text, x, inputs["positions"],
                             inputs["token_mask"], return_kv=True, last_only=True)
   t = x.shape[1]

@@ -418,8 +418,9 @@ def sequence_logprobs(params: dict, config: ModelConfig, inputs: dict, chunk_t: 
   temperature: of softmax(logits / temperature) (GRPO scores rollouts under the distribution
   they were sampled from, as TRL and verl do).
   """
-  return logprobs_and_entropy(*predictions(params, config, inputs, last, temperature), chunk_t,
-                              chunk_v, sweep, vocab_shards, head_sharding)
+  return logprobs_and_entropy(*predictions(params, config, inputs, last, temperature,
+                                          _mesh(head_sharding)),
+                              chunk_t, chunk_v, sweep, vocab_shards, head_sharding)
 
 
 def sequence_token_loss(params: dict, config: ModelConfig, inputs: dict, token_fn: TokenFn,
@@ -429,16 +430,21 @@ def sequence_token_loss(params: dict, config: ModelConfig, inputs: dict, token_f
   """`token_loss` over the last `last` predictions of `prepare_inputs` output (the response
   of left-aligned rows): (loss, logp [B, last], entropy [B, last]), of softmax(logits /
   temperature). The training loss path."""
-  return token_loss(*predictions(params, config, inputs, last, temperature), token_fn, aux,
-                    chunk_t, chunk_v, sweep, vocab_shards, head_sharding)
+  return token_loss(*predictions(params, config, inputs, last, temperature, _mesh(head_sharding)),
+                    token_fn, aux, chunk_t, chunk_v, sweep, vocab_shards, head_sharding)
+
+
+def _mesh(head_sharding):
+  return None if head_sharding is None else head_sharding.mesh
 
 
 def predictions(params: dict, config: ModelConfig, inputs: dict, last: int | None = None,
-                temperature: float = 1.0):
+                temperature: float = 1.0, mesh=None):
   """(hidden [B, T', D], LM head [D, V], targets [B, T']), the kernels' first arguments: each
   hidden state with the next token it predicts; the last `last` of them when given. With a
-  temperature the hidden states are divided by it: (h / T) W = logits / T, at no LM-head cost."""
-  hidden, _ = model_lib.apply(params, config, inputs)
+  temperature the hidden states are divided by it: (h / T) W = logits / T, at no LM-head cost.
+  `mesh`: the one the inputs are split over (`model.embed`)."""
+  hidden, _ = model_lib.apply(params, config, inputs, mesh=mesh)
   hidden, targets = hidden[:, :-1], inputs["input_ids"][:, 1:]
   if last is not None:
     hidden, targets = hidden[:, -last:], targets[:, -last:]

