@@ -4,10 +4,11 @@ Order: step s takes positions [s*P, (s+1)*P) of an endless stream in which epoch
 permutation of the N examples drawn from numpy's default_rng([seed, e]) (`step_indices`), so the
 prompts of any step are a pure function of (seed, N, P, s).
 
-Storage: the examples are staged once as an array_record file, `cache_dir/train-<key>.array_record`
-(key: a hash of the data sources, data folder, synthetic size and seed, then one of the
-sources' files: their paths, sizes and modification times, so data changed in place is staged
-again; written to a temporary name and renamed, so a killed run never leaves half a file), one record per example (JSON header +
+Storage: the examples are staged once as an array_record file,
+`cache_dir/train-<key>[-<files>].array_record` (`staged_name`; key: a hash of the data sources,
+data folder, synthetic size and seed; files: a hash of the paths, sizes and modification times
+of the sources' files, so data changed in place is staged again), written to a temporary name
+and renamed, so a killed run never leaves half a file; one record per example (JSON header +
 encoded images, `encode_example`). A rerun or resume reuses it without parsing the release files
 again. `PromptStream` reads it through `grain.MapDataset.source(ArrayRecordDataSource)` by random
 access, and process p of P reads only positions [p*P_step//P, (p+1)*P_step//P) of each step's

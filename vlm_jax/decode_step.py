@@ -129,11 +129,11 @@ unstack_layers_jit = jax.jit(text.unstack_layers)
 unstack_blocks_jit = jax.jit(vision.unstack_blocks)
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def last_logprobs(params, config: ModelConfig, inputs, token_ids):
+@functools.partial(jax.jit, static_argnums=(1, 4))
+def last_logprobs(params, config: ModelConfig, inputs, token_ids, mesh=None):
   """log p(token_ids [K]) for the token after the last column (left-aligned rows) [B, K]."""
   TRACE_COUNTS["score"] = TRACE_COUNTS.get("score", 0) + 1
-  hidden, _ = model_lib.apply(params, config, inputs, last_only=True)
+  hidden, _ = model_lib.apply(params, config, inputs, last_only=True, mesh=mesh)
   logits = text.lm_head(params["text"], config.text, hidden[:, -1])
   return jnp.take(jax.nn.log_softmax(logits, -1), token_ids, axis=-1)
 

@@ -213,7 +213,7 @@ class Sampler:
     inputs, rows = self.prepare(batch)
     ids = jnp.asarray(np.asarray(token_ids, np.int32))
     params = self._layer_copy(vision_too=True) if self._keeps_layer_copy() else self.params
-    out = decode_step.last_logprobs(params, self.config, inputs, ids)
+    out = decode_step.last_logprobs(params, self.config, inputs, ids, self.mesh)
     return sharding_lib.to_host(out)[:rows]
 
   # -- host side ---------------------------------------------------------------------------

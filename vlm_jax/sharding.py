@@ -304,13 +304,13 @@ def constrain_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
   once for the vision tower's output written into it). Two steps it can: split the batch over
   data first (a local slice: the rows are replicated over data), then move fsdp from the
   feature axis to the batch axis (an all-to-all within each fsdp group)."""
-  if mesh is None:
+  axes = batch_axes(mesh) if mesh is not None else ()
+  if not axes:  # no mesh, or one with no batch axis: XLA's choice stands
     return x
-  axes = batch_axes(mesh)
   if len(axes) > 1 and x.ndim > 1 and x.shape[-1] % mesh.shape[axes[-1]] == 0:
     middle = (None,) * (x.ndim - 2)
     x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(axes[:-1], *middle, axes[-1])))
-  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(axes or None)))
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(axes)))
 
 
 def cache_spec(mesh: Mesh, shape, heads_axis: int) -> P:

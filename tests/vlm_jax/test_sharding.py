@@ -65,13 +65,14 @@ def test_each_batch_shard_runs_the_tower_on_its_own_images(checkpoint):
 def test_no_full_rematerialization_on_data_and_fsdp_meshes(spec, checkpoint, capfd):
   """The embedding lookup's rows come out split over fsdp by their feature axis; on a mesh with
   both data and fsdp XLA used to gather the whole [B, T, D] on every device to split it by
-  batch ("Involuntary full rematerialization", in the forward and the sampler's prefill).
-  `sharding.constrain_batch` moves it in two steps XLA can do. Compiled afresh (no caches), so
-  XLA's log is seen; the forward and samples stay those of one device."""
+  batch ("Involuntary full rematerialization", in the forward, the sampler's prefill and the
+  evals' letter scoring). `sharding.constrain_batch` moves it in two steps XLA can do. Compiled
+  afresh (no caches), so XLA's log is seen; the results stay those of one device."""
   from vlm_jax.sampler import Sampler, SamplingParams
   path, config, want, batch = checkpoint
   sampling = SamplingParams(max_new_tokens=3, n=2)
-  want_samples = Sampler(vlm_jax.load_hf(path)[1], config, pad_id=0)(batch, sampling)
+  one = Sampler(vlm_jax.load_hf(path)[1], config, pad_id=0)
+  want_samples, want_scores = one(batch, sampling), one.next_token_logprobs(batch, [1, 2, 3])
   mesh = sharding.parse_mesh(spec)
   _, params = vlm_jax.load_hf(path, mesh=mesh)
   jax.clear_caches()
@@ -79,7 +80,9 @@ def test_no_full_rematerialization_on_data_and_fsdp_meshes(spec, checkpoint, cap
   jax.config.update("jax_enable_compilation_cache", False)
   try:
     got = np.asarray(vlm_jax.forward(params, config, **batch, mesh=mesh))
-    samples = Sampler(params, config, pad_id=0, mesh=mesh)(batch, sampling)
+    sampler = Sampler(params, config, pad_id=0, mesh=mesh)
+    samples = sampler(batch, sampling)
+    scores = sampler.next_token_logprobs(batch, [1, 2, 3])  # the evals' letter scoring
   finally:
     jax.config.update("jax_enable_compilation_cache", True)
   log = capfd.readouterr().err
@@ -87,6 +90,7 @@ def test_no_full_rematerialization_on_data_and_fsdp_meshes(spec, checkpoint, cap
   real = batch["attention_mask"] == 1
   np.testing.assert_allclose(got[real], want[real], atol=1e-5)
   np.testing.assert_array_equal(samples.tokens, want_samples.tokens)
+  np.testing.assert_allclose(scores, want_scores, atol=1e-5)
 
 
 def test_parameters_really_are_sharded(checkpoint):
