@@ -85,6 +85,16 @@ class SampleOutput:
   prompt_index: np.ndarray  # [R] prompt of each row
 
 
+def _longest_prompt(batch: dict) -> int:
+  """The longest row's real tokens (the attention mask's count) of a [B, T] batch."""
+  ids = np.asarray(batch["input_ids"])
+  if ids.ndim != 2 or not ids.size:
+    raise ValueError(f"input_ids must be [batch, seq] with at least one token, got shape "
+                     f"{ids.shape}")
+  mask = batch.get("attention_mask")
+  return ids.shape[1] if mask is None else int(np.asarray(mask).sum(1).max())
+
+
 def _row_ids(row_keys, rows: int, padded_rows: int, n: int) -> np.ndarray:
   """int32 id per sample row: (prompt key, sample index) mixed; padding rows get their index."""
   keys = np.arange(padded_rows, dtype=np.int64)
@@ -161,6 +171,11 @@ class Sampler:
     """
     memory_maps.relieve()  # near the process's mapping limit: drop compiled programs
     sampling = self.resolve(sampling)
+    longest, context = _longest_prompt(batch), self.config.text.max_position_embeddings
+    if longest + sampling.max_new_tokens > context:  # (vLLM's max_model_len check)
+      raise ValueError(f"the longest prompt ({longest} tokens) + max_new_tokens "
+                       f"({sampling.max_new_tokens}) exceeds the model's context "
+                       f"(max_position_embeddings {context}): lower max_new_tokens")
     inputs, rows = self.prepare(batch)
     top_k = sampling.top_k if sampling.top_k < self.config.text.vocab_size else 0  # all: off
     greedy = sampling.temperature == 0
@@ -281,10 +296,7 @@ class Sampler:
     """HF arrays -> bucketed (left-aligned, padded, sharded) `apply` inputs, and the real rows.
     The length bucket covers the longest real prompt, not the arrays' padded width."""
     rows = np.asarray(batch["input_ids"]).shape[0]
-    mask = batch.get("attention_mask")
-    longest = np.asarray(batch["input_ids"]).shape[1] if mask is None else int(
-        np.asarray(mask).sum(1).max())
-    length = buckets.bucket(longest, self.min_length_bucket)
+    length = buckets.bucket(_longest_prompt(batch), self.min_length_bucket)
     batch = buckets.left_align(batch, length)
     inputs = model_lib.prepare_inputs(self.config, **batch)
     multiple = 1 if self.mesh is None else sharding_lib.batch_size_multiple(self.mesh)

@@ -401,6 +401,25 @@ def test_bad_stop_strings_and_large_top_k(lively):
   np.testing.assert_array_equal(whole.tokens, s(batch, SamplingParams(**sp)).tokens)
 
 
+def test_prompt_plus_new_tokens_past_the_context_and_empty_batches_are_refused(lively):
+  """Refused before anything is allocated (a KV cache for a million tokens a row, or an
+  endless loop), naming the counts; an empty batch names its shape."""
+  import dataclasses
+  _, config, params, _ = lively
+  batch = hf_models.build_batch(BATCH[:1], config.vision.patch_dim)
+  prompt = int(batch["attention_mask"].sum())
+  small = dataclasses.replace(config, text=dataclasses.replace(
+      config.text, max_position_embeddings=prompt + 4))
+  s = Sampler(params, small, pad_id=0)
+  assert s(batch, SamplingParams(max_new_tokens=4)).tokens.shape == (1, 4)  # exactly fits
+  with pytest.raises(ValueError, match=f"longest prompt \\({prompt} tokens\\) \\+ max_new_tokens "
+                     f"\\(5\\) exceeds the model's context \\(max_position_embeddings {prompt + 4}"):
+    s(batch, SamplingParams(max_new_tokens=5))
+  empty = {k: v[:0] for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+  with pytest.raises(ValueError, match=r"at least one token, got shape \(0, "):
+    Sampler(params, config, pad_id=0)(empty, SamplingParams(max_new_tokens=2))
+
+
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
 def test_sharded_sampling_equals_single_device(tmp_path):
   from vlm_jax import sharding
