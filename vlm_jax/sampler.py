@@ -284,8 +284,13 @@ class Sampler:
     return False
 
   def resolve(self, sampling: SamplingParams) -> SamplingParams:
-    """`sampling` with its default stop ids filled in (see SamplingParams.stop_token_ids)."""
+    """`sampling` with its default stop ids filled in (see SamplingParams.stop_token_ids);
+    ids given outside the vocabulary (another tokenizer's?) would never stop a row: refused."""
     if sampling.stop_token_ids is not None:
+      vocab = self.config.text.vocab_size
+      bad = [int(t) for t in sampling.stop_token_ids if not 0 <= int(t) < vocab]
+      if bad:
+        raise ValueError(f"stop_token_ids {bad} are outside the model's vocabulary [0, {vocab})")
       return sampling
     eos = self.config.eos_token_id
     ids = (() if self.processor is None else self.processor.stop_token_ids) + (

@@ -399,6 +399,9 @@ def test_bad_stop_strings_and_large_top_k(lively):
   sp = dict(max_new_tokens=6, temperature=1.0, seed=2)
   whole = s(batch, SamplingParams(top_k=config.text.vocab_size + 5, **sp))  # = no top-k
   np.testing.assert_array_equal(whole.tokens, s(batch, SamplingParams(**sp)).tokens)
+  with pytest.raises(ValueError, match=r"stop_token_ids \[-1, \d+\] are outside the model's "
+                     r"vocabulary \[0, \d+\)"):
+    s(batch, SamplingParams(stop_token_ids=(3, -1, config.text.vocab_size), **sp))
 
 
 def test_prompt_plus_new_tokens_past_the_context_and_empty_batches_are_refused(lively):
