@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evals import report, summary as S
-from evals.results import SETTINGS_FILE, ResultsFile
+from evals.results import BAD_ITEMS_FILE, SETTINGS_FILE, ResultsFile, read_bad_items
 from vlm_jax.files import atomic_write
 
 KEY_METRICS = (("accuracy", "Accuracy %", 100), ("consistency", "Consistent %", 100),
@@ -52,7 +52,7 @@ class Run:
     self.records = ResultsFile(results, writer=False).records  # read only: no lock, no repair
     self.label = label or (Path(path).name if folder else Path(path).stem)
     self.settings = _read_json(os.path.join(path, SETTINGS_FILE)) if folder else {}
-    self.bad_items = _bad_items(os.path.join(path, "bad_items.jsonl")) if folder else None
+    self.bad_items = read_bad_items(os.path.join(path, BAD_ITEMS_FILE)) if folder else None
 
   def answer_rules(self) -> str:
     """The versions of the rules that read its answers, letters and verdicts, as its records
@@ -67,22 +67,6 @@ def _read_json(path: str) -> dict:
     return {}
   with open(path, encoding="utf-8") as f:
     return json.load(f)
-
-
-def _bad_items(path: str) -> list[dict] | None:
-  """OUT/bad_items.jsonl's entries (a torn line is skipped), None without the file."""
-  if not os.path.isfile(path):
-    return None
-  out = []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      try:
-        entry = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if isinstance(entry, dict):
-        out.append(entry)
-  return out
 
 
 def resummarize(run: Run, n_boot: int = 1000, seed: int = 0) -> list[Path]:

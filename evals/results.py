@@ -116,6 +116,27 @@ def _lock(path: str):
   return f
 
 
+# ---------------------------------------------------------------- bad items
+BAD_ITEMS_FILE = "bad_items.jsonl"
+
+
+def read_bad_items(path: str) -> list[dict] | None:
+  """OUT/bad_items.jsonl's entries ({benchmark, id, reason}; a torn line is skipped), None
+  without the file."""
+  if not os.path.isfile(path):
+    return None
+  out = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        entry = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(entry, dict):
+        out.append(entry)
+  return out
+
+
 # ---------------------------------------------------------------- run settings
 SETTINGS_FILE = "run_settings.json"
 

@@ -27,7 +27,7 @@ from evals import presets as presets_lib
 from evals import resume
 from evals import variants as variants_lib
 from evals.engine import Engine, Job
-from evals.results import ResultsFile, result_key
+from evals.results import BAD_ITEMS_FILE, ResultsFile, read_bad_items, result_key
 from evals.schema import BadItem
 from vlm_jax import cli, multihost
 from vlm_jax.files import atomic_write
@@ -275,7 +275,7 @@ def _check_names(args) -> None:
   if args.variants != "all":
     args.variants = ",".join(dict.fromkeys(args.variants.split(",")))
   check_spec(args.judge)
-  from vlm_jax.config import refuse_quantized
+  from vlm_jax.config_json import refuse_quantized
   for flag, path in (("--model", args.model), ("--text-generator", args.text_generator)):
     if path:  # a wrong path or a quantized checkpoint, named before OUT is made
       try:
@@ -303,8 +303,8 @@ def main(argv=None) -> int:
   # a mesh that does not fit the devices stops the run before OUT is made or written
   mesh = sharding.parse_mesh(args.mesh) if args.mesh else None
   if mesh is not None:  # ... and so does one that cannot split the model's parameters
-    from vlm_jax import config as config_lib
-    sharding.param_shardings(config_lib.from_hf(args.model) if args.model
+    from vlm_jax import config as config_lib, config_json
+    sharding.param_shardings(config_json.from_hf(args.model) if args.model
                              else config_lib.get_config("tiny"), mesh)
   writer = _is_writer()
   results = ResultsFile(os.path.join(args.out, "results.jsonl"), writer=writer)
@@ -398,17 +398,8 @@ def _is_writer() -> bool:
 def _write_bad(out: str, bad: list, benchmarks: list[str]) -> list[dict]:
   """OUT/bad_items.jsonl: this run's bad items, plus those an earlier run into OUT recorded for
   benchmarks this run did not load (a rerun on a subset keeps the rest). Returns all of them."""
-  path = os.path.join(out, "bad_items.jsonl")
-  kept = []
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        try:
-          entry = json.loads(line)
-        except json.JSONDecodeError:
-          continue  # a torn line: this file is rewritten whole below
-        if isinstance(entry, dict) and entry.get("benchmark") not in benchmarks:
-          kept.append(entry)
+  path = os.path.join(out, BAD_ITEMS_FILE)
+  kept = [e for e in read_bad_items(path) or () if e.get("benchmark") not in benchmarks]
   rows = kept + [{"benchmark": b.benchmark, "id": b.id, "reason": b.reason} for b in bad]
   with atomic_write(path) as f:
     for row in rows:

@@ -73,8 +73,8 @@ def augment_config(config):
 
 def policy_config(config):
   """The policy's model config alone (no params): what `load_policy` will load."""
-  from vlm_jax import config as config_lib
-  return (config_lib.from_hf(config.model) if config.model
+  from vlm_jax import config as config_lib, config_json
+  return (config_json.from_hf(config.model) if config.model
           else config_lib.get_config(config.model_preset))
 
 

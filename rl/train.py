@@ -329,8 +329,8 @@ def aligned_mask(lengths: np.ndarray, width: int, rows: int) -> np.ndarray:
 def _model_config_json(config: TrainConfig, model_config) -> dict:
   """The model config the checkpoints are saved with; its dtype is theirs, `param_dtype` (a
   run from before param_dtype existed held its params, and recorded, in `dtype`)."""
-  from vlm_jax import config as config_lib
-  hf_config = config_lib.to_hf(model_config, dtype=config.param_dtype)
+  from vlm_jax import config_json
+  hf_config = config_json.to_hf(model_config, dtype=config.param_dtype)
   if config.model:  # where `convert train-to-hf` takes tokenizer/preprocessor from
     hf_config["_name_or_path"] = os.path.abspath(config.model)
   return hf_config
@@ -361,12 +361,12 @@ def _check_resume(config: TrainConfig, out: str) -> None:
     with open(path, encoding="utf-8") as f:
       old = json.load(f)
     from rl.data import policy_config
-    from vlm_jax import config as config_lib
+    from vlm_jax import config_json
     model_config = policy_config(config)
     new = _model_config_json(config, model_config)
     # the same model (parsed, so a config file from another version of to_hf still matches) and
     # the same param dtype; the message lists the differing keys
-    same = (config_lib.from_hf(dict(old)) == model_config
+    same = (config_json.from_hf(dict(old)) == model_config
             and old.get("dtype") == new.get("dtype"))
     old_leaves, new_leaves = dict(_leaves(old)), dict(_leaves(new))  # "text_config.dtype"...
     diffs = [f"  {k}: {old_leaves.get(k)!r} before, {new_leaves.get(k)!r} now"

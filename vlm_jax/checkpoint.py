@@ -19,7 +19,7 @@ import shutil
 import jax
 import jax.numpy as jnp
 
-from vlm_jax import config as config_lib
+from vlm_jax import config_json
 from vlm_jax import params as params_lib
 from vlm_jax import sharding as sharding_lib
 from vlm_jax.config import ModelConfig
@@ -57,7 +57,7 @@ def save_params(path: str, params: dict, config: ModelConfig) -> None:
   ckpt.save(os.path.join(path, name), params)
   ckpt.wait_until_finished()
   dtype = str(jax.tree.leaves(params)[0].dtype)
-  hf_config = config_lib.to_hf(config, dtype=dtype)
+  hf_config = config_json.to_hf(config, dtype=dtype)
   if name != "params":
     hf_config[PARAMS_KEY] = name
   with atomic_write(os.path.join(path, "config.json")) as f:  # the commit
@@ -83,7 +83,7 @@ def load_params(path: str, dtype=None, shardings=None) -> tuple[ModelConfig, dic
   if not os.path.exists(tree):
     raise FileNotFoundError(f"{path} is not a vlm_jax params checkpoint (no "
                             f"{os.path.basename(tree)}/ inside)")
-  config = config_lib.from_hf(path)
+  config = config_json.from_hf(path)
   stored = _checkpointer().metadata(tree)
   stored = getattr(stored, "item_metadata", stored)
   # the tree of plain dicts inside orbax's metadata object, so `shardings` (a dict of the
@@ -112,7 +112,7 @@ def load_training_params(run_dir: str, step: int | None = None, dtype=None):
   checkpoint `step` (default: the latest), restored alone (no optimizer state in memory), on one
   CPU device whatever mesh trained them (see `_on_host`)."""
   run_dir = os.path.abspath(run_dir)
-  config = config_lib.from_hf(_run_config_path(run_dir))
+  config = config_json.from_hf(_run_config_path(run_dir))
   root = os.path.join(run_dir, "checkpoints")
   steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
   if not steps:

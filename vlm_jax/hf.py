@@ -27,7 +27,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from vlm_jax import config as config_lib
+from vlm_jax import config_json
 from vlm_jax import device_memory
 from vlm_jax import hf_keys
 from vlm_jax import params as params_lib
@@ -134,9 +134,9 @@ def load_hf(path: str, dtype="float32", config: ModelConfig | None = None, mesh=
   checkpoint is refused up front.
   """
   if config is None:
-    config = config_lib.from_hf(path)
+    config = config_json.from_hf(path)
   elif os.path.isfile(os.path.join(path, "config.json")):
-    config_lib.refuse_quantized(path)
+    config_json.refuse_quantized(path)
   tensors = _index_files(path)
   text_prefix = _detect_prefix(tensors, hf_keys.TEXT_PREFIXES, "layers.0.")
   vision_prefix = _detect_prefix(tensors, hf_keys.VISION_PREFIXES, "patch_embed.")
@@ -318,7 +318,7 @@ def save_hf(params: dict, config: ModelConfig, out_dir: str, dtype=None,
     return
   index = ({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
            if len(plan) > 1 else None)
-  hf_config = config_lib.to_hf(config, dtype=str(jnp.dtype(leaf_dtype)), layout="flat")
+  hf_config = config_json.to_hf(config, dtype=str(jnp.dtype(leaf_dtype)), layout="flat")
   with atomic_write(os.path.join(out_dir, _STAGED + "config.json")) as f:
     json.dump(hf_config, f, indent=2)
   _commit_weights(out_dir, names, index)

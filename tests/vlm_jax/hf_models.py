@@ -162,8 +162,8 @@ def hf_greedy(model, batch, max_new_tokens: int, pad_id: int = 0, **generate_kw)
 def tiny_real_vocab_config():
   """The `tiny` preset as a transformers config: real Qwen vocabulary and special token ids."""
   from transformers import Qwen2_5_VLConfig
-  from vlm_jax import config as config_lib
-  return Qwen2_5_VLConfig(**config_lib.to_hf(config_lib.get_config("tiny"), dtype="float32"))
+  from vlm_jax import config as config_lib, config_json
+  return Qwen2_5_VLConfig(**config_json.to_hf(config_lib.get_config("tiny"), dtype="float32"))
 
 
 def save_tiny_qwen3_chat(path: str, seed: int = 0) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import vlm_jax
-from vlm_jax import checkpoint, config as config_lib, convert, hf, sharding
+from vlm_jax import checkpoint, config_json, convert, hf, sharding
 from vlm_jax import processor as proc_lib
 from tests.multiprocess import ROOT
 
@@ -36,7 +36,7 @@ def make_run_dir(path, config, steps, source=None):
   import optax
   from rl import checkpoints
   os.makedirs(path, exist_ok=True)
-  hf_config = config_lib.to_hf(config, dtype="float32")
+  hf_config = config_json.to_hf(config, dtype="float32")
   if source:
     hf_config["_name_or_path"] = source
   with open(os.path.join(path, "model_config.json"), "w") as f:

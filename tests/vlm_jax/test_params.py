@@ -4,7 +4,7 @@ import jax
 import pytest
 
 import vlm_jax
-from vlm_jax import config as config_lib
+from vlm_jax import config as config_lib, config_json
 from vlm_jax import params as params_lib
 
 torch = pytest.importorskip("torch")
@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 def test_full_size_param_count_equals_transformers(name):
   config = config_lib.get_config(name)
   shapes = jax.eval_shape(lambda: vlm_jax.init_params(config, jax.random.key(0)))
-  hf_config = transformers.Qwen2_5_VLConfig(**config_lib.to_hf(config))
+  hf_config = transformers.Qwen2_5_VLConfig(**config_json.to_hf(config))
   with torch.device("meta"):
     model = transformers.Qwen2_5_VLForConditionalGeneration(hf_config)
   want = sum(p.numel() for p in model.parameters())

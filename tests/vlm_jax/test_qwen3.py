@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import vlm_jax
-from vlm_jax import config as config_lib
+from vlm_jax import config_json
 from vlm_jax.sampler import Sampler, SamplingParams
 
 torch = pytest.importorskip("torch")
@@ -65,7 +65,7 @@ def test_greedy_generation_matches(qwen3):
 def test_config_round_trip_and_save(qwen3, tmp_path):
   model, path = qwen3
   config, params = vlm_jax.load_hf(path)
-  assert config_lib.from_hf(config_lib.to_hf(config)) == config
+  assert config_json.from_hf(config_json.to_hf(config)) == config
   vlm_jax.save_hf(params, config, str(tmp_path))
   reloaded, info = transformers.Qwen3ForCausalLM.from_pretrained(str(tmp_path),
                                                                  output_loading_info=True)
