@@ -7,6 +7,7 @@ import dataclasses
 import importlib.util
 import inspect
 import os
+import re
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +139,7 @@ class TrainConfig:
       if name not in self.data.split(","):
         raise ValueError(f"data_limits={self.data_limits!r}: {name!r} is not one of "
                          f"data={self.data!r}")
-      if not count.isdigit() or int(count) < 1:
+      if not re.fullmatch(r"[0-9]+", count) or int(count) < 1:  # (isdigit takes "²")
         raise ValueError(f"data_limits={self.data_limits!r}: want source:rows with rows >= 1, "
                          f"got {part!r}")
       out[name] = int(count)

@@ -193,6 +193,7 @@ def test_data_limits_take_a_fixed_subset_of_a_source():
                                                                                data_limits=""))
   assert len(data.load_items(dataclasses.replace(limited, data_limits="synthetic:99"))) == 40
   for bad, message in (("sat2:5", "'sat2' is not one of data="),
-                       ("synthetic:0", "want source:rows"), ("synthetic", "want source:rows")):
+                       ("synthetic:0", "want source:rows"), ("synthetic", "want source:rows"),
+                       ("synthetic:²", "want source:rows")):
     with pytest.raises(ValueError, match=message):
       dataclasses.replace(CONFIG, data_limits=bad)
